@@ -1,0 +1,116 @@
+"""Image decoding for web image-text pairs: everything convertible becomes RGB, the rest an ImageError.
+
+`decode_image` keeps Pillow's decompression-bomb guard (`Image.MAX_IMAGE_PIXELS`, or a smaller
+`max_pixels`), fully loads the pixels so truncated files are detected, and converts palette, grey,
+alpha, CMYK, YCbCr and 16-bit images to RGB (alpha composited on white). The source mode is kept in
+`image.info["source_mode"]`. Failure reasons start with "corrupt image:", "decompression bomb:" or
+"unsupported mode:".
+"""
+
+from __future__ import annotations
+
+import io
+import re
+import warnings
+
+from PIL import Image
+
+from .errors import ImageError
+
+WHITE = (255, 255, 255)
+_ALPHA_MODES = {"RGBA", "LA", "PA", "RGBa", "La"}
+_DIRECT_MODES = {"1", "L", "CMYK", "YCbCr", "RGBX", "HSV", "LAB"}
+
+
+def _limit(max_pixels: int | None) -> int | None:
+    limits = [m for m in (max_pixels, Image.MAX_IMAGE_PIXELS) if m]
+    return min(limits) if limits else None
+
+
+def _from_wide_int(img: Image.Image) -> Image.Image:
+    """I;16* / I (integer) → L: 16-bit ranges are scaled by 1/256, 8-bit ranges kept as they are."""
+    img = img.convert("I")
+    low, high = img.getextrema()
+    if low < 0 or high > 65535:
+        raise ImageError(f"unsupported mode: {img.mode} with values in [{low}, {high}]")
+    if high > 255:
+        img = img.point(lambda v: v * (1 / 256))
+    return img.convert("L")
+
+
+def _from_float(img: Image.Image) -> Image.Image:
+    """F → L for values in [0, 1] (scaled by 255) or [0, 255]; anything else is ambiguous."""
+    low, high = img.getextrema()
+    if low < 0 or high > 255:
+        raise ImageError(f"unsupported mode: F with values in [{low}, {high}]")
+    if high <= 1.0:
+        img = img.point(lambda v: v * 255)
+    return img.convert("L")
+
+
+def to_rgb(img: Image.Image) -> Image.Image:
+    """Convert a loaded image of any convertible mode to RGB (alpha composited on white)."""
+    mode = img.mode
+    if mode == "RGB":
+        return img
+    if mode == "P":
+        has_alpha = "transparency" in img.info or img.palette is not None and img.palette.mode == "RGBA"
+        return to_rgb(img.convert("RGBA")) if has_alpha else img.convert("RGB")
+    if mode in _ALPHA_MODES:
+        rgba = img.convert("RGBA")
+        background = Image.new("RGB", rgba.size, WHITE)
+        background.paste(rgba.convert("RGB"), mask=rgba.getchannel("A"))
+        return background
+    if mode.startswith("I"):
+        return _from_wide_int(img).convert("RGB")
+    if mode == "F":
+        return _from_float(img).convert("RGB")
+    if mode in _DIRECT_MODES:
+        try:
+            return img.convert("RGB")
+        except ValueError as exc:
+            raise ImageError(f"unsupported mode: {mode} ({exc})") from None
+    raise ImageError(f"unsupported mode: {mode}")
+
+
+def decode_image(data: bytes, max_pixels: int | None = None) -> Image.Image:
+    """Decode image bytes to a fully loaded RGB image, or raise `ImageError(reason)`.
+
+    `max_pixels` lowers the decompression-bomb limit below `Image.MAX_IMAGE_PIXELS` (never raises it).
+    Animated images give their first frame. `image.info["source_mode"]` holds the original mode.
+    """
+    if not data:
+        raise ImageError("empty image")
+    limit = _limit(max_pixels)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            img = Image.open(io.BytesIO(data))
+        width, height = img.size
+        if limit is not None and width * height > limit:
+            raise ImageError(f"decompression bomb: {width}x{height}")
+        img.load()
+    except ImageError:
+        raise
+    except Image.DecompressionBombError as exc:
+        found = re.search(r"\((\d+) pixels\)", str(exc))
+        raise ImageError(f"decompression bomb: {found.group(1) if found else '?'} pixels") from None
+    except ValueError as exc:
+        if "decompressed" in str(exc).lower():  # e.g. PNG text chunks beyond ImageFile.SAFEBLOCK
+            raise ImageError(f"decompression bomb: {exc}") from None
+        raise ImageError(f"corrupt image: ValueError: {exc}") from None
+    except Image.UnidentifiedImageError:
+        raise ImageError("corrupt image: unknown image format") from None
+    except Exception as exc:  # Pillow raises OSError, SyntaxError, struct.error, EOFError, ...
+        raise ImageError(f"corrupt image: {type(exc).__name__}: {exc}") from None
+    if width <= 0 or height <= 0:
+        raise ImageError(f"corrupt image: size {width}x{height}")
+    source_mode = img.mode
+    try:
+        rgb = to_rgb(img)
+    except ImageError:
+        raise
+    except Exception as exc:
+        raise ImageError(f"unsupported mode: {source_mode} ({type(exc).__name__}: {exc})") from None
+    rgb.info["source_mode"] = source_mode
+    return rgb

@@ -1,0 +1,17 @@
+"""Generation backends behind one protocol (`base.Backend`): hf (default), vllm (GPU extra), fake (tests)."""
+
+from __future__ import annotations
+
+
+def make_backend(name: str, model_dir: str, batch_size: int = 32, trust_remote_code: bool = False):
+    if name == "hf":
+        from jade.models import factory
+        from jade.models.backends.hf import HFBackend
+
+        model, processor = factory.load(model_dir, trust_remote_code=trust_remote_code)
+        return HFBackend(model, processor, batch_size=batch_size)
+    if name == "vllm":
+        raise NotImplementedError(
+            "the vllm backend is not built yet (GPU machines only); set generate.backend: hf"
+        )
+    raise ValueError(f"unknown backend {name!r}")

@@ -1,0 +1,135 @@
+"""Fine-tuning loop of a generator or filter: plain PyTorch over (image, prefix, suffix) examples.
+
+The loop knows nothing of Ray: `pipeline.executor` runs it inside a Ray Train worker and passes the hooks
+(`prepare_model` for DDP, `report` for metrics, the worker's rank and world size). Run in-process, it trains
+on one process with no hooks.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+import torch
+from jade.models import factory
+from PIL import Image
+
+
+class ImageCache:
+    """Decoded images at the model's input size, LRU-bounded (images recur across examples)."""
+
+    def __init__(self, size: tuple[int, int], capacity: int = 20000):
+        self.size, self.capacity, self._items = size, capacity, OrderedDict()
+
+    def get(self, path: str) -> Image.Image:
+        img = self._items.get(path)
+        if img is None:
+            with Image.open(path) as f:
+                img = f.convert("RGB").resize(self.size, Image.BICUBIC)
+            self._items[path] = img
+            if len(self._items) > self.capacity:
+                self._items.popitem(last=False)
+        else:
+            self._items.move_to_end(path)
+        return img
+
+
+def lr_at(step: int, total: int, warmup: int, base: float) -> float:
+    """Linear warm-up, then cosine decay to 10% of the base rate."""
+    if step < warmup:
+        return base * (step + 1) / warmup
+    progress = (step - warmup) / max(1, total - warmup)
+    return base * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0))))
+
+
+def train_loop(
+    config: dict,
+    rank: int = 0,
+    world_size: int = 1,
+    prepare_model: Callable | None = None,
+    report: Callable[[dict], None] | None = None,
+) -> dict:
+    """Train per `config` and (rank 0) save the model to ``config["out_dir"]``. Returns the final metrics.
+
+    config keys: examples (parquet path), processor_dir, base (None: from scratch), arch, train, seed,
+    out_dir, threads, meta, trust_remote_code.
+    """
+    if config.get("threads"):
+        torch.set_num_threads(int(config["threads"]))
+    tcfg = config["train"]
+    seed = int(config["seed"])
+    device = "cuda" if torch.cuda.is_available() and config.get("use_gpu") else "cpu"
+
+    if config.get("base"):
+        model, processor = factory.load(
+            config["base"], trust_remote_code=config.get("trust_remote_code", False)
+        )
+    else:
+        processor = factory.AutoProcessor.from_pretrained(config["processor_dir"])
+        model = factory.build_model(_ns(config["arch"]), processor, seed=seed)
+    model.train().to(device)
+    if prepare_model is not None:
+        model = prepare_model(model)
+    size = processor.image_processor.size
+    cache = ImageCache((size["width"], size["height"]))
+
+    table = pq.read_table(config["examples"], columns=["image_path", "prefix", "suffix"])
+    paths = table.column("image_path").to_pylist()
+    prefixes = table.column("prefix").to_pylist()
+    suffixes = table.column("suffix").to_pylist()
+    rng = np.random.default_rng(seed)
+    order = rng.permutation(len(paths))[rank::world_size]
+    if tcfg.get("max_examples"):
+        order = order[: tcfg["max_examples"]]
+
+    decay, no_decay = [], []
+    for name, p in model.named_parameters():
+        (no_decay if p.ndim < 2 or "norm" in name else decay).append(p)
+    opt = torch.optim.AdamW(
+        [{"params": decay, "weight_decay": tcfg["weight_decay"]}, {"params": no_decay, "weight_decay": 0.0}],
+        lr=tcfg["lr"],
+    )
+    steps, bs = int(tcfg["steps"]), int(tcfg["batch_size"])
+    pos, t0, ema = 0, time.time(), None
+    metrics: dict = {}
+    for step in range(steps):
+        if pos + bs > len(order):  # new epoch: reshuffle
+            order, pos = rng.permutation(order), 0
+        idx = order[pos : pos + bs]
+        pos += bs
+        batch = processor(
+            text=[f"<image>{prefixes[i]}" for i in idx],
+            images=[cache.get(paths[i]) for i in idx],
+            suffix=[suffixes[i] for i in idx],
+            return_tensors="pt",
+            padding="longest",
+        ).to(device)
+        for g in opt.param_groups:
+            g["lr"] = lr_at(step, steps, int(tcfg["warmup_steps"]), tcfg["lr"])
+        loss = model(**batch).loss
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        ema = loss.item() if ema is None else 0.95 * ema + 0.05 * loss.item()
+        if report and (step % 25 == 0 or step == steps - 1):
+            metrics = {"step": step + 1, "loss": loss.item(), "loss_ema": ema, "elapsed_s": time.time() - t0}
+            report(metrics)
+    metrics = {"steps": steps, "loss_ema": ema, "train_s": time.time() - t0, "examples": len(paths)}
+    if rank == 0:
+        out = Path(config["out_dir"])
+        out.mkdir(parents=True, exist_ok=True)
+        inner = model.module if hasattr(model, "module") else model
+        factory.save(inner.cpu().eval(), processor, out, {**config.get("meta", {}), "train_metrics": metrics})
+    return metrics
+
+
+class _ns(dict):
+    """Attribute access over an architecture dict (dataclasses cross process boundaries as dicts)."""
+
+    __getattr__ = dict.__getitem__

@@ -1,0 +1,106 @@
+"""The `jade` command: run a manifest, show a run's progress, evaluate its data."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+
+from jade.pipeline.config import ManifestError
+from jade.pipeline.rundir import RunDir, read_json
+
+
+def _setup_env() -> None:
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")  # no downloads at run time unless the user asks
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S"
+    )
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from jade.pipeline.executor import LocalExecutor, RayExecutor
+    from jade.pipeline.runner import run_manifest
+
+    executor = LocalExecutor() if args.executor == "local" else RayExecutor(address=args.address)
+    try:
+        summaries = run_manifest(args.manifest, args.out, args.set, args.stages.split(",") if args.stages else None,
+                                 executor=executor)  # fmt: skip
+    except ManifestError as e:
+        print(f"jade: invalid manifest: {e}", file=sys.stderr)
+        return 2
+    finally:
+        if hasattr(executor, "shutdown"):
+            executor.shutdown()
+    stats = summaries.get("publish", {}).get("stats")
+    if stats:
+        print(json.dumps({k: stats[k] for k in ("images_in", "images_ok", "images_failed", "questions_generated",
+                                                "qa_kept", "qa_rejected", "keep_rate", "regions_kept")}, indent=2))  # fmt: skip
+    return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    run = RunDir(args.dir)
+    meta = read_json(run.run_json)
+    if not meta:
+        print(f"jade: {args.dir} is not a run directory (no run.json)", file=sys.stderr)
+        return 2
+    fps = meta["stage_fingerprints"]
+    for stage, fp in fps.items():
+        shard_recs = [
+            read_json(p) for p in sorted((run.state / stage).glob("*.json")) if p.name != "_stage.json"
+        ]
+        current = [r for r in shard_recs if r and r.get("fingerprint") == fp]
+        state = "done" if run.done(stage, fp) else ("running/partial" if current else "pending")
+        line = f"{stage:20s} {state}"
+        if shard_recs:
+            line += f"  shards done: {len(current)}"
+        print(line)
+        if args.shards:
+            for r in current:
+                print(
+                    f"    {r.get('shard')}: "
+                    + ", ".join(f"{k}={v}" for k, v in r.items() if isinstance(v, int))
+                )
+    return 0
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from jade.stages.evaluate import evaluate_run
+
+    report = evaluate_run(args.dir)
+    print(json.dumps({k: v for k, v in report.items() if not isinstance(v, dict)}, indent=2))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    _setup_env()
+    p = argparse.ArgumentParser(prog="jade", description=__doc__)
+    sub = p.add_subparsers(dest="cmd", required=True)
+    r = sub.add_parser("run", help="run a manifest end to end (or --stages a,b)")
+    r.add_argument("manifest", help="a name under manifests/ or a path to a YAML file")
+    r.add_argument("--out", help="run directory (default runs/<manifest name>)")
+    r.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a manifest key")
+    r.add_argument("--stages", help="comma-separated subset of stages to run")
+    r.add_argument("--executor", choices=["ray", "local"], default="ray")
+    r.add_argument("--address", help="Ray cluster address (default: RAY_ADDRESS, else a local cluster)")
+    r.set_defaults(fn=cmd_run)
+    s = sub.add_parser("status", help="per-stage and per-shard progress of a run directory")
+    s.add_argument("dir")
+    s.add_argument("--shards", action="store_true", help="list every finished shard")
+    s.set_defaults(fn=cmd_status)
+    e = sub.add_parser("eval", help="data-quality report of a sample-world run (eval.json)")
+    e.add_argument("dir")
+    e.set_defaults(fn=cmd_eval)
+    args = p.parse_args(argv)
+    if not Path(getattr(args, "dir", ".")).exists():
+        print(f"jade: no such directory: {args.dir}", file=sys.stderr)
+        return 2
+    return args.fn(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,361 @@
+"""Manifests: YAML recipes loaded into typed, validated config objects.
+
+Every error names the offending key by its dotted path (``generate.top_k``) or the missing file, and is raised
+before any work starts. ``${VAR}`` reads an environment variable; an unset one is an error naming it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+MANIFEST_DIR = Path(__file__).resolve().parent.parent / "manifests"
+QUESTION_TYPES = ("yes/no", "number", "other")
+
+
+class ManifestError(ValueError):
+    """An invalid manifest; the message names the key or path."""
+
+
+# --------------------------------------------------------------------------------------------------- schema
+@dataclass
+class ImagesSource:
+    format: str = "webdataset"  # webdataset | parquet
+    urls: list[str] = field(default_factory=list)  # fsspec URLs, globs, brace ranges
+
+    def validate(self, at: str) -> None:
+        _choice(self.format, ("webdataset", "parquet"), f"{at}.format")
+        if not self.urls:
+            raise ManifestError(f"{at}.urls: at least one URL is required")
+
+
+@dataclass
+class VGSource:
+    image_data: str = ""
+    regions: str = ""
+    images: list[str] = field(default_factory=list)  # VG_100K, VG_100K_2
+    qas: str | None = None  # optional
+
+
+@dataclass
+class GQASource:
+    questions: list[str] = field(default_factory=list)  # files, dirs or globs (train_all_questions/)
+    images: str = ""
+
+
+@dataclass
+class VQASource:
+    questions: str = ""
+    annotations: str = ""
+    images: str = ""  # COCO folder: COCO_train2014_{image_id:012d}.jpg
+
+
+@dataclass
+class Sources:
+    images: ImagesSource = field(default_factory=ImagesSource)
+    vg: VGSource | None = None
+    gqa: GQASource | None = None
+    vqa: VQASource | None = None
+
+
+@dataclass
+class SampleWorld:
+    """Sizes of the bundled sample world (DESIGN.md section 8). It is written to <out>/world before ingest
+    (again only when these settings change); ${SAMPLE_WORLD} in `sources` points there."""
+
+    seed: int | None = None  # default: the manifest seed
+    image_size: int = 128
+    min_objects: int = 1
+    max_objects: int = 4
+    vg_images: int = 600
+    gqa_images: int = 400
+    vqa_train_images: int = 600
+    vqa_val_images: int = 100
+    cc3m_images: int = 200
+    cc3m_shards: int = 2
+    cc3m_failed_fraction: float = 0.03
+    regions_per_image: int = 6
+    qas_per_image: int = 6
+
+
+@dataclass
+class Architecture:
+    """A from-scratch PaliGemma (SigLIP vision tower + Gemma decoder); used when `base` is not set."""
+
+    image_size: int = 64
+    patch_size: int = 8
+    vision_hidden: int = 128
+    vision_layers: int = 3
+    text_hidden: int = 192
+    text_layers: int = 3
+    head_dim: int = 32
+    vocab_size: int = 1000  # of the tokenizer trained offline, before PaliGemma's 1024 loc + 128 seg tokens
+
+
+@dataclass
+class Training:
+    steps: int = 600
+    batch_size: int = 32
+    lr: float = 1e-3
+    weight_decay: float = 0.01
+    warmup_steps: int = 50
+    max_examples: int | None = None  # cap on training examples (None: all)
+
+
+@dataclass
+class ModelSpec:
+    base: str | None = None  # hub id or local path of a pretrained checkpoint; None: train from scratch
+    architecture: Architecture = field(default_factory=Architecture)
+    train: Training = field(default_factory=Training)
+    tasks: list[str] = field(default_factory=list)  # caption, question, answer
+    data: list[str] = field(default_factory=list)  # training sources: vg, gqa, vqa
+
+
+@dataclass
+class GeneratorSpec(ModelSpec):
+    tasks: list[str] = field(default_factory=lambda: ["caption", "question", "answer"])
+    data: list[str] = field(default_factory=lambda: ["vg", "gqa"])
+    train: Training = field(default_factory=lambda: Training(steps=700))
+
+
+@dataclass
+class FilterSpec(ModelSpec):
+    tasks: list[str] = field(default_factory=lambda: ["answer"])
+    data: list[str] = field(default_factory=lambda: ["vqa"])
+    train: Training = field(default_factory=lambda: Training(steps=400))
+
+
+@dataclass
+class Models:
+    family: str = "paligemma"  # the from-scratch architecture family
+    trust_remote_code: bool = False  # only when the user asks for it here
+    generator: GeneratorSpec = field(default_factory=GeneratorSpec)
+    filter: FilterSpec = field(default_factory=FilterSpec)
+
+    def validate(self, at: str) -> None:
+        _choice(self.family, ("paligemma",), f"{at}.family")
+        for role in ("generator", "filter"):
+            spec = getattr(self, role)
+            for task in spec.tasks:
+                _choice(task, ("caption", "question", "answer"), f"{at}.{role}.tasks")
+            for src in spec.data:
+                _choice(src, ("vg", "gqa", "vqa"), f"{at}.{role}.data")
+            if not spec.data:
+                raise ManifestError(f"{at}.{role}.data: name at least one training source (vg, gqa, vqa)")
+
+
+@dataclass
+class MaxTokens:
+    caption: int = 20
+    question: int = 20
+    answer: int = 8
+
+
+@dataclass
+class Generate:
+    backend: str = "hf"  # hf | vllm
+    captions: int = 6  # dense-caption samples per image (top-K), before near-duplicate removal
+    questions: dict[str, int] = field(default_factory=lambda: {"yes/no": 3, "number": 2, "other": 4})
+    top_k: int = 20
+    temperature: float = 1.0
+    max_new_tokens: MaxTokens = field(default_factory=MaxTokens)
+    box_dedup_iou: float = 0.7  # boxes overlapping an earlier (higher-score) box by more are dropped
+
+    def validate(self, at: str) -> None:
+        _choice(self.backend, ("hf", "vllm"), f"{at}.backend")
+        for qtype, n in self.questions.items():
+            _choice(qtype, QUESTION_TYPES, f"{at}.questions")
+            if not isinstance(n, int) or n < 0:
+                raise ManifestError(f"{at}.questions.{qtype}: expected a non-negative integer, got {n!r}")
+        if self.top_k < 1:
+            raise ManifestError(f"{at}.top_k: must be >= 1")
+
+
+@dataclass
+class Filter:
+    normalization: str = "vqa"  # vqa (official VQA v2 answer normalization) | none
+    match: str = "exact"  # exact: keep iff the normalized answers are equal
+    min_score: float = 0.0  # also require the filter's answer probability >= this
+
+    def validate(self, at: str) -> None:
+        _choice(self.normalization, ("vqa", "none"), f"{at}.normalization")
+        _choice(self.match, ("exact",), f"{at}.match")
+
+
+@dataclass
+class StageResources:
+    actors: int = 1
+    num_cpus: float = 0.5  # fractional by default: whole-CPU actors deadlock Ray Data on 2 cores
+    num_gpus: float = 0.0
+    batch_size: int = 16
+
+
+@dataclass
+class TrainResources:
+    workers: int = 1
+    num_cpus: float = 1.0
+    use_gpu: bool | None = None  # None: use GPUs when the cluster has them
+
+
+@dataclass
+class Resources:
+    ingest: StageResources = field(default_factory=StageResources)
+    generate: StageResources = field(default_factory=StageResources)
+    filter: StageResources = field(default_factory=StageResources)
+    train: TrainResources = field(default_factory=TrainResources)
+    threads: int | None = None  # torch threads per process (None: the machine's cores)
+
+
+@dataclass
+class Publish:
+    embed_images: bool = True
+    rows_per_file: int = 5000
+
+
+@dataclass
+class Manifest:
+    name: str = "run"
+    seed: int = 0
+    sources: Sources = field(default_factory=Sources)
+    sample_world: SampleWorld | None = None
+    models: Models = field(default_factory=Models)
+    generate: Generate = field(default_factory=Generate)
+    filter: Filter = field(default_factory=Filter)
+    resources: Resources = field(default_factory=Resources)
+    publish: Publish = field(default_factory=Publish)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+# --------------------------------------------------------------------------------------------------- loading
+_VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+
+
+def resolve_manifest_path(name_or_path: str) -> Path:
+    """A name under manifests/ (``sample``) or a path to a YAML file."""
+    p = Path(name_or_path)
+    if p.suffix in (".yaml", ".yml") or p.exists():
+        if not p.is_file():
+            raise ManifestError(f"manifest file not found: {p}")
+        return p
+    candidate = MANIFEST_DIR / f"{name_or_path}.yaml"
+    if not candidate.is_file():
+        known = sorted(q.stem for q in MANIFEST_DIR.glob("*.yaml"))
+        raise ManifestError(f"unknown manifest {name_or_path!r}: not a file and not one of {known}")
+    return candidate
+
+
+def load_raw(path: Path) -> dict[str, Any]:
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as e:
+        raise ManifestError(f"{path}: invalid YAML: {e}") from None
+    if not isinstance(raw, dict):
+        raise ManifestError(f"{path}: a manifest is a mapping at the top level")
+    return raw
+
+
+def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """``--set a.b.c=VALUE``: VALUE is parsed as YAML (numbers, booleans, lists); dotted path created as needed."""
+    for item in overrides:
+        if "=" not in item:
+            raise ManifestError(f"--set {item!r}: expected KEY=VALUE")
+        key, value = item.split("=", 1)
+        node = raw
+        parts = key.split(".")
+        for part in parts[:-1]:
+            if not isinstance(node.get(part), dict):
+                node[part] = {}
+            node = node[part]
+        node[parts[-1]] = yaml.safe_load(value)
+    return raw
+
+
+def expand_vars(obj: Any, env: dict[str, str], at: str = "") -> Any:
+    """Replace ${VAR} in every string; an unset variable is an error naming it and the key."""
+    if isinstance(obj, dict):
+        return {k: expand_vars(v, env, f"{at}.{k}" if at else str(k)) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [expand_vars(v, env, f"{at}[{i}]") for i, v in enumerate(obj)]
+    if isinstance(obj, str):
+
+        def sub(m: re.Match) -> str:
+            if m.group(1) not in env:
+                raise ManifestError(f"{at}: environment variable ${{{m.group(1)}}} is not set")
+            return env[m.group(1)]
+
+        return _VAR.sub(sub, obj)
+    return obj
+
+
+def build(cls: type, data: Any, at: str) -> Any:
+    """Build dataclass ``cls`` from ``data``, rejecting unknown keys and wrong types with the dotted key."""
+    if not isinstance(data, dict):
+        raise ManifestError(f"{at or 'manifest'}: expected a mapping, got {type(data).__name__}")
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    for key in data:
+        if key not in names:
+            where = f"{at}.{key}" if at else str(key)
+            raise ManifestError(f"{where}: unknown key (known: {', '.join(sorted(names))})")
+    kwargs = {k: _coerce(hints[k], v, f"{at}.{k}" if at else k) for k, v in data.items()}
+    obj = cls(**kwargs)
+    if hasattr(obj, "validate"):
+        obj.validate(at)
+    return obj
+
+
+def _coerce(tp: Any, value: Any, at: str) -> Any:
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        if value is None:
+            if len(args) != len(typing.get_args(tp)):
+                return None
+            raise ManifestError(f"{at}: must not be null")
+        return _coerce(args[0], value, at)
+    if dataclasses.is_dataclass(tp):
+        return build(tp, value if value is not None else {}, at)
+    if origin is list:
+        if isinstance(value, str):
+            value = [value]  # a single URL/path is a list of one
+        if not isinstance(value, list):
+            raise ManifestError(f"{at}: expected a list, got {type(value).__name__}")
+        (item,) = typing.get_args(tp)
+        return [_coerce(item, v, f"{at}[{i}]") for i, v in enumerate(value)]
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ManifestError(f"{at}: expected a mapping, got {type(value).__name__}")
+        _, vt = typing.get_args(tp)
+        return {str(k): _coerce(vt, v, f"{at}.{k}") for k, v in value.items()}
+    if tp is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if tp is bool and not isinstance(value, bool):
+        raise ManifestError(f"{at}: expected true/false, got {value!r}")
+    if tp in (int, float, str) and (not isinstance(value, tp) or isinstance(value, bool)):
+        raise ManifestError(f"{at}: expected {tp.__name__}, got {type(value).__name__} {value!r}")
+    return value
+
+
+def _choice(value: str, choices: tuple[str, ...], at: str) -> None:
+    if value not in choices:
+        raise ManifestError(f"{at}: {value!r} is not one of {', '.join(choices)}")
+
+
+def load_manifest(
+    name_or_path: str, overrides: list[str] | None = None, env: dict[str, str] | None = None
+) -> Manifest:
+    """Load, override, expand and validate a manifest (paths are checked separately: `check_paths`)."""
+    path = resolve_manifest_path(name_or_path)
+    raw = apply_overrides(load_raw(path), overrides or [])
+    raw = expand_vars(raw, dict(os.environ if env is None else env))
+    return build(Manifest, raw, "")

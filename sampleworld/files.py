@@ -1,0 +1,37 @@
+"""Small file helpers shared by the writers: JSON in the published layouts, bytes, atomic directory swap."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+
+def dump_json(path: Path, obj, *, newline: bool = False, indent: int | None = None) -> None:
+    """Write ``obj`` as JSON with Python's default separators (as the published files are), keeping key
+    order; ``newline`` adds the final ``\\n`` that some published files have and others lack."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    text = json.dumps(obj, indent=indent)
+    path.write_text(text + ("\n" if newline else ""), encoding="utf-8")
+
+
+def write_bytes(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data)
+
+
+def replace_dir(tmp: Path, out: Path) -> None:
+    """Move the finished ``tmp`` tree to ``out``. An existing ``out`` is replaced only if it is empty or
+    is itself a sample world (has ``world.json``); anything else is refused, never deleted."""
+    if out.exists():
+        if any(out.iterdir()) and not (out / "world.json").exists():
+            raise FileExistsError(f"{out} exists and is not a sample world; refusing to replace it")
+        old = out.with_name(f".{out.name}.old")
+        if old.exists():
+            shutil.rmtree(old)
+        out.rename(old)
+        tmp.rename(out)
+        shutil.rmtree(old)
+    else:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp.rename(out)

@@ -1,0 +1,189 @@
+"""Generate, as JADE does it: per image, dense captions by top-K sampling (a box and a caption each), typed
+questions by top-K sampling (per-type counts from the manifest), then an answer to each by greedy decoding.
+
+Near-duplicate boxes (IoU above `generate.box_dedup_iou` with a higher-scoring box) are dropped; duplicate
+questions of an image are kept with status "duplicate question" so the filter records them as rejections:
+every sampled question ends up kept or in rejected/, never silently lost.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from dataclasses import asdict
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+from jade.formats import shards
+from jade.models import tasks
+from jade.models.backends import make_backend
+from jade.models.backends.base import Request
+from jade.models.vqa_normalize import normalize_answer
+from jade.pipeline.config import Manifest
+from jade.pipeline.executor import WorkerFactory
+from jade.pipeline.rundir import RunDir, atomic_write_parquet, read_json
+from jade.pipeline.seeds import derive_seed
+from jade.pipeline.stage import Context
+
+log = logging.getLogger("jade")
+
+QA_TYPE = pa.struct(
+    [("question", pa.string()), ("type", pa.string()), ("answer", pa.string()), ("question_score", pa.float32()),
+     ("answer_score", pa.float32()), ("status", pa.string())]
+)  # fmt: skip
+REGION_TYPE = pa.struct(
+    [("bbox", pa.list_(pa.float32(), 4)), ("caption", pa.string()), ("score", pa.float32())]
+)
+GENERATED_SCHEMA = pa.schema(
+    [("key", pa.string()), ("qa", pa.list_(QA_TYPE)), ("regions", pa.list_(REGION_TYPE))]
+)
+
+
+def load_images(shard: shards.ShardRef, keys: set[str]):
+    """(key, PIL image, raw bytes) for the usable keys of a shard, in shard order (streamed)."""
+    for s in shards.iter_shard(shard):
+        if s.error is None and s.key in keys:
+            keys.discard(s.key)  # a duplicate key was recorded as a failure at ingest; use the first
+            yield s.key, shards.decode_image(s.image_bytes), s.image_bytes
+
+
+def usable_keys(run: RunDir, shard_id: str) -> list[str]:
+    return (
+        pq.read_table(run.work("ingest") / "samples" / f"{shard_id}.parquet", columns=["key"])
+        .column(0)
+        .to_pylist()
+    )
+
+
+class Generator:
+    """Per-shard worker: loads the generator once (per actor), then annotates whole shards."""
+
+    def __init__(self, run_root: str, fp: str, settings: dict, batch_size: int):
+        self.run, self.fp, self.s = RunDir(run_root), fp, settings
+        self.batch_size = batch_size
+        self.backend = make_backend(settings["backend"], str(self.run.checkpoint("generator")), batch_size=32)
+
+    def __call__(self, item: dict) -> dict:
+        shard = shards.ShardRef(**item["shard"])
+        if rec := self.run.done("generate", self.fp, shard.shard_id):
+            return rec
+        keys = usable_keys(self.run, shard.shard_id)
+        rows, stats = [], Counter()
+        batch: list = []
+        for entry in load_images(shard, set(keys)):
+            batch.append(entry)
+            if len(batch) == self.batch_size:
+                rows += self.annotate(shard.shard_id, batch, stats)
+                batch = []
+        if batch:
+            rows += self.annotate(shard.shard_id, batch, stats)
+        atomic_write_parquet(self.run.work("generate") / f"{shard.shard_id}.parquet",
+                             pa.Table.from_pylist(rows, schema=GENERATED_SCHEMA))  # fmt: skip
+        rec = {"shard": shard.shard_id, "images": len(rows), **stats}
+        self.run.mark_done("generate", self.fp, rec, shard.shard_id)
+        return rec
+
+    def annotate(self, shard_id: str, batch: list, stats: Counter) -> list[dict]:
+        s, seed = self.s, self.s["seed"]
+        images = [img for _, img, _ in batch]
+        reqs, owners = [], []
+        for i, (key, _, _) in enumerate(batch):
+            if s["captions"]:
+                reqs.append(self._sample(i, tasks.CAPTION_PROMPT, s["captions"], "caption",
+                                         derive_seed(seed, "generate", shard_id, key, "caption")))  # fmt: skip
+                owners.append((i, "caption", None))
+            for qtype, n in s["questions"].items():
+                if n:
+                    reqs.append(self._sample(i, tasks.question_prompt(qtype), n, "question",
+                                             derive_seed(seed, "generate", shard_id, key, "question", qtype)))  # fmt: skip
+                    owners.append((i, "question", qtype))
+        outs = self.backend.generate(images, reqs)
+        regions: list[list] = [[] for _ in batch]
+        questions: list[list] = [[] for _ in batch]
+        for (i, kind, qtype), comps in zip(owners, outs, strict=True):
+            if kind == "caption":
+                regions[i] = self._regions(comps, stats)
+            else:
+                questions[i] += [(tasks.clean_text(c.text), qtype, c.score) for c in comps]
+        # Greedy answers to every distinct question of the batch, decoded together.
+        qa_rows: list[list[dict]] = [[] for _ in batch]
+        answer_reqs, answer_owner = [], []
+        for i, qs in enumerate(questions):
+            seen = set()
+            for q, qtype, score in qs:
+                stats["questions_generated"] += 1
+                stats[f"questions_generated.{qtype}"] += 1
+                status = "ok"
+                norm = normalize_answer(q)
+                if not q or not norm:
+                    status = "empty question"
+                elif norm in seen:
+                    status = "duplicate question"
+                seen.add(norm)
+                qa_rows[i].append({"question": q, "type": qtype, "answer": None, "question_score": score,
+                                   "answer_score": None, "status": status})  # fmt: skip
+                if status == "ok":
+                    answer_reqs.append(Request(i, tasks.answer_prompt(q), s["max_new_tokens"]["answer"]))
+                    answer_owner.append(qa_rows[i][-1])
+        for row, comps in zip(answer_owner, self.backend.generate(images, answer_reqs), strict=True):
+            row["answer"], row["answer_score"] = tasks.clean_text(comps[0].text), comps[0].score
+        return [{"key": key, "qa": qa_rows[i], "regions": regions[i]} for i, (key, _, _) in enumerate(batch)]
+
+    def _sample(self, image: int, prompt: str, n: int, kind: str, seed: int) -> Request:
+        s = self.s
+        return Request(image, prompt, s["max_new_tokens"][kind], n=n, greedy=False, top_k=s["top_k"],
+                       temperature=s["temperature"], seed=seed)  # fmt: skip
+
+    def _regions(self, comps, stats: Counter) -> list[dict]:
+        """Parse sampled dense captions; drop malformed ones and near-duplicate boxes (best score first)."""
+        parsed = []
+        for c in comps:
+            stats["regions_generated"] += 1
+            p = tasks.parse_caption(c.text)
+            if p is None:
+                stats["regions_malformed"] += 1
+            else:
+                parsed.append((c.score, p))
+        kept: list[dict] = []
+        for score, (box, caption) in sorted(parsed, key=lambda t: -t[0]):
+            if any(tasks.iou(box, k["bbox"]) > self.s["box_dedup_iou"] for k in kept):
+                stats["regions_duplicate"] += 1
+                continue
+            kept.append({"bbox": list(box), "caption": caption, "score": score})
+        stats["regions_kept"] += len(kept)
+        return kept
+
+
+class Generate:
+    name = "generate"
+    after = ("ingest", "finetune_generator")
+
+    def settings(self, m: Manifest) -> dict:
+        g = asdict(m.generate)
+        return {**g, "seed": m.seed}
+
+    def run(self, ctx: Context) -> dict:
+        return run_shard_stage(
+            ctx, self.name, Generator, self.settings(ctx.manifest), ctx.manifest.resources.generate
+        )
+
+
+def run_shard_stage(ctx: Context, name: str, worker_cls, settings: dict, res) -> dict:
+    """Map a per-shard worker over every ingested shard; raise (after all shards ran) if any failed."""
+    shard_list = read_json(ctx.run.work("ingest") / "shards.json") or []
+    items = [
+        {"shard_id": s["shard_id"], "shard": {k: s[k] for k in ("shard_id", "url", "format")}}
+        for s in shard_list
+    ]
+    factory = WorkerFactory(worker_cls, str(ctx.run.root), ctx.fp(name), settings, res.batch_size)
+    results = ctx.executor.map_shards(factory, items, res)
+    errors = [r for r in results if r.get("error")]
+    if errors:
+        raise RuntimeError(
+            f"{name} failed on {len(errors)} shard(s): "
+            + "; ".join(f"{e['shard']}: {e['error']}" for e in errors)
+        )
+    total: Counter = Counter()
+    for r in results:
+        total.update({k: v for k, v in r.items() if isinstance(v, int) and not isinstance(v, bool)})
+    return {"shards": len(results), **total}

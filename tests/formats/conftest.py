@@ -1,0 +1,61 @@
+"""Helpers for the format-reader tests: the real-format fixtures and small shard builders."""
+
+from __future__ import annotations
+
+import io
+import tarfile
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+_ROOT = Path(__file__).resolve().parents[2]
+# The fixtures live in shared/ inside the checkout or beside it (/work/shared next to /work/main).
+REAL = (
+    next(
+        (
+            p
+            for p in (_ROOT / "shared", _ROOT.parent / "shared")
+            if (p / "fixtures" / "real-formats").exists()
+        ),
+        _ROOT / "shared",
+    )
+    / "fixtures"
+    / "real-formats"
+)
+
+
+@pytest.fixture(scope="session")
+def real() -> Path:
+    if not REAL.exists():
+        pytest.skip("real-format fixtures not available")
+    return REAL
+
+
+def image_bytes(mode: str = "RGB", size=(8, 6), fmt: str = "JPEG", color=None, **save) -> bytes:
+    """Encode a small solid image."""
+    buf = io.BytesIO()
+    Image.new(mode, size, color if color is not None else 0).save(buf, fmt, **save)
+    return buf.getvalue()
+
+
+def make_tar(path: Path, members: list[tuple[str, bytes]]) -> Path:
+    """Write a tar holding `members` (name, data) in the given order."""
+    with tarfile.open(path, "w") as tar:
+        for name, data in members:
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    return path
+
+
+@pytest.fixture(scope="session")
+def encode_image():
+    """The `image_bytes` helper, as a fixture (test modules here are not a package)."""
+    return image_bytes
+
+
+@pytest.fixture(scope="session")
+def build_tar():
+    """The `make_tar` helper, as a fixture."""
+    return make_tar

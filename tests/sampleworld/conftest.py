@@ -1,0 +1,41 @@
+"""Shared fixtures: one small sample world per session, and the real-format fixture files."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from jade.sampleworld import WorldConfig, write_world
+
+REAL = Path(__file__).resolve().parents[3] / "shared" / "fixtures" / "real-formats"
+if not REAL.exists():  # the shared checkout may sit elsewhere
+    REAL = Path("/work/shared/fixtures/real-formats")
+
+SMALL = dict(
+    vg_images=30,
+    gqa_images=40,
+    vqa_train_images=30,
+    vqa_val_images=10,
+    cc3m_images=90,
+    cc3m_shards=3,
+    cc3m_failed_fraction=0.1,
+)
+
+
+@pytest.fixture(scope="session")
+def real() -> Path:
+    if not REAL.exists():
+        pytest.skip("real-format fixtures not found")
+    return REAL
+
+
+@pytest.fixture(scope="session")
+def small_cfg() -> WorldConfig:
+    return WorldConfig(seed=3, **SMALL)
+
+
+@pytest.fixture(scope="session")
+def world(tmp_path_factory, small_cfg) -> Path:
+    out = tmp_path_factory.mktemp("sw") / "world"
+    write_world(out, small_cfg)
+    return out
