@@ -7,7 +7,9 @@ on one process with no hooks.
 
 from __future__ import annotations
 
+import logging
 import math
+import os
 import time
 from collections import OrderedDict
 from collections.abc import Callable
@@ -17,6 +19,8 @@ import numpy as np
 import pyarrow.parquet as pq
 import torch
 from jade.models import factory
+
+log = logging.getLogger("jade")
 from PIL import Image
 
 
@@ -59,8 +63,8 @@ def train_loop(
     config keys: examples (parquet path), processor_dir, base (None: from scratch), arch, train, seed,
     out_dir, threads, meta, trust_remote_code.
     """
-    if config.get("threads"):
-        torch.set_num_threads(int(config["threads"]))
+    # Ray pins OMP threads to the worker's CPU share; use the cores we were given explicitly.
+    torch.set_num_threads(int(config.get("threads") or os.cpu_count() or 1))
     tcfg = config["train"]
     seed = int(config["seed"])
     device = "cuda" if torch.cuda.is_available() and config.get("use_gpu") else "cpu"
@@ -86,7 +90,6 @@ def train_loop(
     order = rng.permutation(len(paths))[rank::world_size]
     if tcfg.get("max_examples"):
         order = order[: tcfg["max_examples"]]
-
     decay, no_decay = [], []
     for name, p in model.named_parameters():
         (no_decay if p.ndim < 2 or "norm" in name else decay).append(p)
@@ -109,6 +112,10 @@ def train_loop(
             return_tensors="pt",
             padding="longest",
         ).to(device)
+        if config.get("attention", "causal") == "causal":
+            batch.pop(
+                "token_type_ids", None
+            )  # no prefix-LM block: plain causal attention over image + prompt
         for g in opt.param_groups:
             g["lr"] = lr_at(step, steps, int(tcfg["warmup_steps"]), tcfg["lr"])
         loss = model(**batch).loss
@@ -117,9 +124,15 @@ def train_loop(
         opt.step()
         opt.zero_grad(set_to_none=True)
         ema = loss.item() if ema is None else 0.95 * ema + 0.05 * loss.item()
-        if report and (step % 25 == 0 or step == steps - 1):
-            metrics = {"step": step + 1, "loss": loss.item(), "loss_ema": ema, "elapsed_s": time.time() - t0}
-            report(metrics)
+        if step % 50 == 0 or step == steps - 1:
+            elapsed = time.time() - t0
+            metrics = {"step": step + 1, "loss": loss.item(), "loss_ema": ema, "elapsed_s": elapsed}
+            if report:
+                report(metrics)
+            if rank == 0:
+                eta = elapsed / (step + 1) * (steps - step - 1)
+                log.info("train %s: step %d/%d loss %.3f (%.2f s/step, ETA %.0fs)", config.get("meta", {}).get("role", ""),
+                         step + 1, steps, ema, elapsed / (step + 1), eta)  # fmt: skip
     metrics = {"steps": steps, "loss_ema": ema, "train_s": time.time() - t0, "examples": len(paths)}
     if rank == 0:
         out = Path(config["out_dir"])

@@ -90,13 +90,13 @@ class SampleWorld:
 class Architecture:
     """A from-scratch PaliGemma (SigLIP vision tower + Gemma decoder); used when `base` is not set."""
 
-    image_size: int = 64
-    patch_size: int = 8
+    image_size: int = 48
+    patch_size: int = 16
     vision_hidden: int = 128
-    vision_layers: int = 3
+    vision_layers: int = 2
     text_hidden: int = 192
-    text_layers: int = 3
-    head_dim: int = 32
+    text_layers: int = 2
+    head_dim: int = 16  # more, smaller heads: from scratch, they found the image much sooner
     vocab_size: int = 1000  # of the tokenizer trained offline, before PaliGemma's 1024 loc + 128 seg tokens
 
 
@@ -117,20 +117,24 @@ class ModelSpec:
     train: Training = field(default_factory=Training)
     tasks: list[str] = field(default_factory=list)  # caption, question, answer
     data: list[str] = field(default_factory=list)  # training sources: vg, gqa, vqa
+    # causal: plain causal attention over image + prompt + target. prefix: PaliGemma's prefix-LM block
+    # (bidirectional over image + prompt). From scratch, transformers 5.23's prefix-LM mask kept our tiny
+    # models from learning to read the image at all (README: "Attention"); pretrained PaliGemma wants prefix.
+    attention: str = "causal"
 
 
 @dataclass
 class GeneratorSpec(ModelSpec):
     tasks: list[str] = field(default_factory=lambda: ["caption", "question", "answer"])
     data: list[str] = field(default_factory=lambda: ["vg", "gqa"])
-    train: Training = field(default_factory=lambda: Training(steps=700))
+    train: Training = field(default_factory=lambda: Training(steps=1500))
 
 
 @dataclass
 class FilterSpec(ModelSpec):
     tasks: list[str] = field(default_factory=lambda: ["answer"])
     data: list[str] = field(default_factory=lambda: ["vqa"])
-    train: Training = field(default_factory=lambda: Training(steps=400))
+    train: Training = field(default_factory=lambda: Training(steps=1000))
 
 
 @dataclass
@@ -146,6 +150,7 @@ class Models:
             spec = getattr(self, role)
             for task in spec.tasks:
                 _choice(task, ("caption", "question", "answer"), f"{at}.{role}.tasks")
+            _choice(spec.attention, ("causal", "prefix"), f"{at}.{role}.attention")
             for src in spec.data:
                 _choice(src, ("vg", "gqa", "vqa"), f"{at}.{role}.data")
             if not spec.data:

@@ -98,6 +98,10 @@ def run_manifest(
     only: list[str] | None = None,
     executor=None,
 ) -> dict:
+    names = [s.name for s in STAGES]
+    for name in only or []:
+        if name not in names:
+            raise ManifestError(f"--stages: unknown stage {name!r} (stages: {', '.join(names)})")
     raw_name = Path(manifest).stem if manifest.endswith((".yaml", ".yml")) else manifest
     run = RunDir(out or f"runs/{raw_name}")
     env = dict(os.environ)
@@ -107,10 +111,6 @@ def run_manifest(
         ensure_world(m, run)
     check_paths(m)
     fps = stage_fingerprints(m)
-    names = [s.name for s in STAGES]
-    for name in only or []:
-        if name not in names:
-            raise ManifestError(f"--stages: unknown stage {name!r} (stages: {', '.join(names)})")
     run.root.mkdir(parents=True, exist_ok=True)
     atomic_write_json(run.run_json, describe_run(m, fps, manifest, overrides or []))
     if executor is None:

@@ -50,10 +50,10 @@ def verdict(qa: dict, filter_answer: str | None, filter_score: float | None, rul
 
 
 class FilterWorker:
-    def __init__(self, run_root: str, fp: str, settings: dict, batch_size: int):
+    def __init__(self, run_root: str, fp: str, settings: dict, batch_size: int, threads: int):
         self.run, self.fp, self.s = RunDir(run_root), fp, settings
         self.backend = make_backend(
-            settings["backend"], str(self.run.checkpoint("filter")), batch_size=max(batch_size, 32)
+            settings["backend"], str(self.run.checkpoint("filter")), max(batch_size, 32), threads
         )
 
     def __call__(self, item: dict) -> dict:

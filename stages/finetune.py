@@ -59,10 +59,17 @@ class Finetune:
             "trust_remote_code": m.models.trust_remote_code,
             "arch": asdict(spec.architecture),
             "train": asdict(spec.train),
+            "attention": spec.attention,
             "seed": m.seed,
             "out_dir": str(tmp),
             "threads": m.resources.threads,
-            "meta": {"role": self.role, "fingerprint": fp, "settings": self.settings(m), "base": spec.base},
+            "meta": {
+                "role": self.role,
+                "fingerprint": fp,
+                "settings": self.settings(m),
+                "base": spec.base,
+                "attention": spec.attention,
+            },
         }
         log.info("%s: training %d steps (batch %d)", self.name, spec.train.steps, spec.train.batch_size)
         ctx.executor.train(train_loop, config, m.resources.train, run.work(self.name))

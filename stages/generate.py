@@ -9,6 +9,7 @@ every sampled question ends up kept or in rejected/, never silently lost.
 from __future__ import annotations
 
 import logging
+import os
 from collections import Counter
 from dataclasses import asdict
 
@@ -58,10 +59,10 @@ def usable_keys(run: RunDir, shard_id: str) -> list[str]:
 class Generator:
     """Per-shard worker: loads the generator once (per actor), then annotates whole shards."""
 
-    def __init__(self, run_root: str, fp: str, settings: dict, batch_size: int):
+    def __init__(self, run_root: str, fp: str, settings: dict, batch_size: int, threads: int):
         self.run, self.fp, self.s = RunDir(run_root), fp, settings
         self.batch_size = batch_size
-        self.backend = make_backend(settings["backend"], str(self.run.checkpoint("generator")), batch_size=32)
+        self.backend = make_backend(settings["backend"], str(self.run.checkpoint("generator")), 32, threads)
 
     def __call__(self, item: dict) -> dict:
         shard = shards.ShardRef(**item["shard"])
@@ -175,7 +176,8 @@ def run_shard_stage(ctx: Context, name: str, worker_cls, settings: dict, res) ->
         {"shard_id": s["shard_id"], "shard": {k: s[k] for k in ("shard_id", "url", "format")}}
         for s in shard_list
     ]
-    factory = WorkerFactory(worker_cls, str(ctx.run.root), ctx.fp(name), settings, res.batch_size)
+    threads = ctx.manifest.resources.threads or max(1, (os.cpu_count() or 1) // max(1, res.actors))
+    factory = WorkerFactory(worker_cls, str(ctx.run.root), ctx.fp(name), settings, res.batch_size, threads)
     results = ctx.executor.map_shards(factory, items, res)
     errors = [r for r in results if r.get("error")]
     if errors:

@@ -66,7 +66,7 @@ def features(embed_images: bool) -> Features:
 
 
 class Publisher:
-    def __init__(self, run_root: str, fp: str, settings: dict, batch_size: int):
+    def __init__(self, run_root: str, fp: str, settings: dict, batch_size: int, threads: int):
         self.run, self.fp, self.s = RunDir(run_root), fp, settings
         self.features = features(settings["embed_images"])
         self.schema = self.features.arrow_schema

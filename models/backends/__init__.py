@@ -3,13 +3,26 @@
 from __future__ import annotations
 
 
-def make_backend(name: str, model_dir: str, batch_size: int = 32, trust_remote_code: bool = False):
+def make_backend(
+    name: str,
+    model_dir: str,
+    batch_size: int = 32,
+    threads: int | None = None,
+    trust_remote_code: bool = False,
+):
     if name == "hf":
+        import os
+
+        import torch
+
+        # Ray pins OMP threads to an actor's CPU share (1 for fractional actors); use what we were given.
+        torch.set_num_threads(threads or os.cpu_count() or 1)
         from jade.models import factory
         from jade.models.backends.hf import HFBackend
 
         model, processor = factory.load(model_dir, trust_remote_code=trust_remote_code)
-        return HFBackend(model, processor, batch_size=batch_size)
+        attention = factory.read_meta(model_dir).get("attention", "prefix")
+        return HFBackend(model, processor, batch_size=batch_size, attention=attention)
     if name == "vllm":
         raise NotImplementedError(
             "the vllm backend is not built yet (GPU machines only); set generate.backend: hf"

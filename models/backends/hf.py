@@ -17,11 +17,14 @@ from PIL import Image
 class HFBackend:
     name = "hf"
 
-    def __init__(self, model, processor, batch_size: int = 32, device: str | None = None):
+    def __init__(
+        self, model, processor, batch_size: int = 32, device: str | None = None, attention: str = "causal"
+    ):
         self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         self.model = model.to(self.device).eval()
         self.processor = processor
         self.batch_size = batch_size
+        self.attention = attention  # as the model was trained: causal, or prefix (PaliGemma's prefix-LM)
         self.tokenizer = processor.tokenizer
         self.tokenizer.padding_side = "left"
 
@@ -61,6 +64,8 @@ class HFBackend:
             padding="longest",
         ).to(self.device)
         batch.pop("labels", None)
+        if self.attention == "causal":
+            batch.pop("token_type_ids", None)
         kwargs = {"do_sample": False}
         if sample:
             r = reqs[0]

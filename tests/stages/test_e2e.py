@@ -1,0 +1,120 @@
+"""The factory end to end on a very small sample world, with real tiny models and real Ray."""
+
+import json
+
+import datasets
+import pyarrow.parquet as pq
+import pytest
+from jade.models.vqa_normalize import answers_match
+from jade.pipeline.executor import RayExecutor
+from jade.pipeline.rundir import RunDir
+from jade.pipeline.runner import run_manifest
+from PIL import Image
+
+from tests.tiny import TINY
+
+CONTRACT = ["key", "image", "url", "caption", "width", "height", "qa", "regions", "provenance"]
+pytestmark = pytest.mark.ray
+
+
+@pytest.fixture(scope="module")
+def ray_executor():
+    ex = RayExecutor(num_cpus=2)
+    yield ex
+    ex.shutdown()
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory, ray_executor):
+    out = tmp_path_factory.mktemp("run") / "tiny"
+    summaries = run_manifest("sample", str(out), TINY, executor=ray_executor)
+    assert all(not s.get("skipped") for s in summaries.values())
+    return out
+
+
+def _rows(path):
+    return sorted(
+        (r for f in sorted(path.glob("*.parquet")) for r in pq.read_table(f).to_pylist()),
+        key=lambda r: json.dumps(r, default=str),
+    )
+
+
+def test_dataset_loads_both_ways_with_contract_columns(run_dir):
+    ds = datasets.load_dataset(str(run_dir / "dataset"), split="train")
+    ds2 = datasets.load_dataset("parquet", data_files=str(run_dir / "dataset/data/*.parquet"), split="train")
+    stats = json.loads((run_dir / "stats.json").read_text())
+    for d in (ds, ds2):
+        assert list(d.features) == CONTRACT
+        assert len(d) == stats["images_ok"]
+        assert isinstance(d[0]["image"], Image.Image)
+    assert len(set(ds["key"])) == len(ds)
+    row = ds[0]
+    assert row["width"] == row["image"].size[0] and row["height"] == row["image"].size[1]
+    for r in row["regions"]:
+        assert len(r["bbox"]) == 4 and all(0.0 <= v <= 1.0 for v in r["bbox"])
+    assert set(row["provenance"]) == {"generator", "filter", "config", "seed", "source_shard"}
+    card = (run_dir / "dataset" / "README.md").read_text()
+    assert card.startswith("---\n") and "dataset_info" in card and "qa_kept" in card
+
+
+def test_counts_add_up(run_dir):
+    stats = json.loads((run_dir / "stats.json").read_text())
+    assert stats["images_in"] == 16 and stats["images_failed"] >= 1  # the world's failed downloads
+    assert stats["images_in"] == stats["images_ok"] + stats["images_failed"]
+    assert stats["questions_generated"] == stats["qa_kept"] + stats["qa_rejected"] > 0
+    assert stats["questions_generated"] == stats["images_ok"] * 5  # 2 + 1 + 2 samples per image
+    rejected = (
+        pq.read_table(sorted((run_dir / "rejected").glob("*.parquet"))).num_rows
+        if stats["qa_rejected"]
+        else 0
+    )
+    assert rejected == stats["qa_rejected"]
+    failures = sum(pq.read_table(f).num_rows for f in (run_dir / "failures").glob("*.parquet"))
+    assert failures == stats["images_failed"]
+    assert sum(t["questions_generated"] for t in stats["by_type"].values()) == stats["questions_generated"]
+    kept = sum(len(r["qa"]) for r in _rows(run_dir / "dataset" / "data"))
+    assert kept == stats["qa_kept"]
+
+
+def test_kept_agree_and_mismatches_disagree(run_dir):
+    for r in _rows(run_dir / "dataset" / "data"):
+        for qa in r["qa"]:
+            assert answers_match(qa["answer"], qa["filter_answer"])
+    for r in _rows(run_dir / "rejected"):
+        if r["reason"] == "answer mismatch":
+            assert not answers_match(r["answer"], r["filter_answer"] or "")
+        assert r["reason"] in {
+            "answer mismatch",
+            "duplicate question",
+            "empty question",
+            "empty answer",
+            "low filter score",
+        }
+
+
+def test_run_json_and_checkpoints(run_dir):
+    meta = json.loads((run_dir / "run.json").read_text())
+    assert meta["seed"] == 0 and "transformers" in meta["packages"] and meta["manifest"]["name"] == "sample"
+    for role in ("generator", "filter"):
+        ck = run_dir / "checkpoints" / role
+        assert (ck / "model.safetensors").exists() and (ck / "config.json").exists()
+        from transformers import AutoModelForImageTextToText, AutoProcessor
+
+        AutoProcessor.from_pretrained(ck)
+        AutoModelForImageTextToText.from_pretrained(ck)  # reloadable without the CLI
+
+
+def test_rerun_is_cheap_and_exact_and_changes_rerun_downstream(run_dir, ray_executor):
+    before = {p.name: p.read_bytes() for p in (run_dir / "dataset" / "data").glob("*.parquet")}
+    summaries = run_manifest("sample", str(run_dir), TINY, executor=ray_executor)
+    assert all(s.get("skipped") for s in summaries.values())
+    after = {p.name: p.read_bytes() for p in (run_dir / "dataset" / "data").glob("*.parquet")}
+    assert before == after
+    # A filter setting re-runs filter and publish only; the generator's work is reused.
+    gen_mtime = (RunDir(run_dir).work("generate") / "00000.parquet").stat().st_mtime
+    summaries = run_manifest(
+        "sample", str(run_dir), [*TINY, "filter.normalization=none"], executor=ray_executor
+    )
+    ran = [k for k, s in summaries.items() if not s.get("skipped")]
+    assert ran == ["filter", "publish"]
+    assert (RunDir(run_dir).work("generate") / "00000.parquet").stat().st_mtime == gen_mtime
