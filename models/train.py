@@ -19,9 +19,9 @@ import numpy as np
 import pyarrow.parquet as pq
 import torch
 from jade.models import factory
+from PIL import Image
 
 log = logging.getLogger("jade")
-from PIL import Image
 
 
 class ImageCache:

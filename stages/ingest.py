@@ -193,7 +193,7 @@ class Ingest:
     def run(self, ctx: Context) -> dict:
         m, run = ctx.manifest, ctx.run
         work = run.work("ingest")
-        summary: dict = {"examples": {}, "skipped": {}}
+        summary: dict = {"examples": {}, "examples_skipped": {}}
         training_failures: list[tuple] = []
         for role in ("generator", "filter"):
             spec = getattr(m.models, role)
@@ -212,7 +212,7 @@ class Ingest:
                 )
             atomic_write_parquet(work / f"{role}.parquet", table)
             summary["examples"][role] = dict(Counter(table.column("task").to_pylist()))
-            summary["skipped"][role] = dict(ex.skipped)
+            summary["examples_skipped"][role] = dict(ex.skipped)
             log.info("ingest: %s examples %s", role, summary["examples"][role])
         training_failures = sorted(set(training_failures))
         atomic_write_parquet(
