@@ -9,26 +9,13 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-_ROOT = Path(__file__).resolve().parents[2]
-# The fixtures live in shared/ inside the checkout or beside it (/work/shared next to /work/main).
-REAL = (
-    next(
-        (
-            p
-            for p in (_ROOT / "shared", _ROOT.parent / "shared")
-            if (p / "fixtures" / "real-formats").exists()
-        ),
-        _ROOT / "shared",
-    )
-    / "fixtures"
-    / "real-formats"
-)
+from tests.shared import real_formats_dir
+
+REAL = real_formats_dir()
 
 
 @pytest.fixture(scope="session")
 def real() -> Path:
-    if not REAL.exists():
-        pytest.skip("real-format fixtures not available")
     return REAL
 
 

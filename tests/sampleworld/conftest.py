@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 from jade.sampleworld import WorldConfig, write_world
 
-REAL = Path(__file__).resolve().parents[3] / "shared" / "fixtures" / "real-formats"
-if not REAL.exists():  # the shared checkout may sit elsewhere
-    REAL = Path("/work/shared/fixtures/real-formats")
+from tests.shared import real_formats_dir
+
+REAL = real_formats_dir()
 
 SMALL = dict(
     vg_images=30,
@@ -24,8 +24,6 @@ SMALL = dict(
 
 @pytest.fixture(scope="session")
 def real() -> Path:
-    if not REAL.exists():
-        pytest.skip("real-format fixtures not found")
     return REAL
 
 

@@ -118,3 +118,17 @@ def test_rerun_is_cheap_and_exact_and_changes_rerun_downstream(run_dir, ray_exec
     ran = [k for k, s in summaries.items() if not s.get("skipped")]
     assert ran == ["filter", "publish"]
     assert (RunDir(run_dir).work("generate") / "00000.parquet").stat().st_mtime == gen_mtime
+
+
+def test_status_and_eval_commands(run_dir, capsys):
+    from jade.pipeline.cli import main
+
+    assert main(["status", str(run_dir), "--shards"]) == 0
+    out = capsys.readouterr().out
+    assert "publish" in out and "done" in out and "00000:" in out
+    assert main(["eval", str(run_dir)]) == 0
+    report = json.loads((run_dir / "eval.json").read_text())
+    for key in ("qa_precision_all", "qa_precision_kept", "qa_precision_rejected", "qa_unverifiable", "keep_rate",
+                "kept_per_image", "region_precision", "distinct_question_ratio", "by_type"):  # fmt: skip
+        assert key in report
+    assert 0.0 <= report["qa_unverifiable"] <= 1.0
