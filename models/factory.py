@@ -12,9 +12,10 @@ from collections.abc import Iterable
 from pathlib import Path
 
 import torch
-from jade.models.tokenizer import train_tokenizer
 from transformers import AutoModelForImageTextToText, AutoProcessor, PaliGemmaConfig, PaliGemmaProcessor
 from transformers.models.siglip.image_processing_pil_siglip import SiglipImageProcessorPil
+
+from jade.models.tokenizer import train_tokenizer
 
 JADE_META = "jade_model.json"  # written beside the weights: what the model is and how it was made
 

@@ -18,8 +18,9 @@ from pathlib import Path
 import numpy as np
 import pyarrow.parquet as pq
 import torch
-from jade.models import factory
 from PIL import Image
+
+from jade.models import factory
 
 log = logging.getLogger("jade")
 
@@ -112,10 +113,11 @@ def train_loop(
             return_tensors="pt",
             padding="longest",
         ).to(device)
-        if config.get("attention", "causal") == "causal":
-            batch.pop(
-                "token_type_ids", None
-            )  # no prefix-LM block: plain causal attention over image + prompt
+        # token_type_ids carry PaliGemma's prefix-LM mask (bidirectional over image + prompt, causal over the
+        # target). Its decoder layers are built with is_causal=False: without them (or with an all-ones
+        # mask) every position sees the answer it is trained to predict.
+        if "token_type_ids" not in batch:
+            raise ValueError("training batches need token_type_ids (the prefix-LM mask)")
         for g in opt.param_groups:
             g["lr"] = lr_at(step, steps, int(tcfg["warmup_steps"]), tcfg["lr"])
         loss = model(**batch).loss

@@ -96,7 +96,7 @@ class Architecture:
     vision_layers: int = 2
     text_hidden: int = 192
     text_layers: int = 2
-    head_dim: int = 16  # more, smaller heads: from scratch, they found the image much sooner
+    head_dim: int = 16
     vocab_size: int = 1000  # of the tokenizer trained offline, before PaliGemma's 1024 loc + 128 seg tokens
 
 
@@ -117,10 +117,6 @@ class ModelSpec:
     train: Training = field(default_factory=Training)
     tasks: list[str] = field(default_factory=list)  # caption, question, answer
     data: list[str] = field(default_factory=list)  # training sources: vg, gqa, vqa
-    # causal: plain causal attention over image + prompt + target. prefix: PaliGemma's prefix-LM block
-    # (bidirectional over image + prompt). From scratch, transformers 5.23's prefix-LM mask kept our tiny
-    # models from learning to read the image at all (README: "Attention"); pretrained PaliGemma wants prefix.
-    attention: str = "causal"
 
 
 @dataclass
@@ -150,7 +146,6 @@ class Models:
             spec = getattr(self, role)
             for task in spec.tasks:
                 _choice(task, ("caption", "question", "answer"), f"{at}.{role}.tasks")
-            _choice(spec.attention, ("causal", "prefix"), f"{at}.{role}.attention")
             for src in spec.data:
                 _choice(src, ("vg", "gqa", "vqa"), f"{at}.{role}.data")
             if not spec.data:

@@ -17,6 +17,7 @@ from importlib import metadata
 from pathlib import Path
 
 import fsspec
+
 from jade.formats import shards
 from jade.pipeline.config import Manifest, ManifestError, load_manifest
 from jade.pipeline.rundir import RunDir, atomic_write_json, fingerprint, read_json

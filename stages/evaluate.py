@@ -13,6 +13,7 @@ from collections import Counter, defaultdict
 from pathlib import Path
 
 import pyarrow.parquet as pq
+
 from jade.models.tasks import iou
 from jade.models.vqa_normalize import normalize_answer
 from jade.pipeline.config import QUESTION_TYPES

@@ -12,6 +12,7 @@ from collections import Counter
 
 import pyarrow as pa
 import pyarrow.parquet as pq
+
 from jade.formats import shards
 from jade.models.backends import make_backend
 from jade.models.backends.base import Request

@@ -13,6 +13,7 @@ import shutil
 from dataclasses import asdict
 
 import pyarrow.parquet as pq
+
 from jade.models import factory
 from jade.models.train import train_loop
 from jade.pipeline.config import Manifest
@@ -59,7 +60,6 @@ class Finetune:
             "trust_remote_code": m.models.trust_remote_code,
             "arch": asdict(spec.architecture),
             "train": asdict(spec.train),
-            "attention": spec.attention,
             "seed": m.seed,
             "out_dir": str(tmp),
             "threads": m.resources.threads,
@@ -68,7 +68,6 @@ class Finetune:
                 "fingerprint": fp,
                 "settings": self.settings(m),
                 "base": spec.base,
-                "attention": spec.attention,
             },
         }
         log.info("%s: training %d steps (batch %d)", self.name, spec.train.steps, spec.train.batch_size)

@@ -15,6 +15,7 @@ from dataclasses import asdict
 
 import pyarrow as pa
 import pyarrow.parquet as pq
+
 from jade.formats import shards
 from jade.models import tasks
 from jade.models.backends import make_backend

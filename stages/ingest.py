@@ -15,6 +15,7 @@ from dataclasses import asdict
 
 import fsspec
 import pyarrow as pa
+
 from jade.formats import gqa, shards, vg, vqa
 from jade.formats.errors import ImageError
 from jade.models import tasks
@@ -187,8 +188,10 @@ class Ingest:
     after: tuple[str, ...] = ()
 
     def settings(self, m: Manifest) -> dict:
+        # The sample world's settings too: a regenerated world keeps its paths but not its contents.
+        world = asdict(m.sample_world) if m.sample_world else None
         return {"sources": asdict(m.sources), "generator": _role_data(m, "generator"),
-                "filter": _role_data(m, "filter")}  # fmt: skip
+                "filter": _role_data(m, "filter"), "sample_world": world, "world_seed": m.seed if world else None}  # fmt: skip
 
     def run(self, ctx: Context) -> dict:
         m, run = ctx.manifest, ctx.run

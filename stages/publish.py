@@ -15,6 +15,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import yaml
 from datasets import Features, Image, List, Value
+
 from jade.formats import shards
 from jade.models import factory
 from jade.pipeline.config import QUESTION_TYPES, Manifest

@@ -21,8 +21,7 @@ def make_backend(
         from jade.models.backends.hf import HFBackend
 
         model, processor = factory.load(model_dir, trust_remote_code=trust_remote_code)
-        attention = factory.read_meta(model_dir).get("attention", "prefix")
-        return HFBackend(model, processor, batch_size=batch_size, attention=attention)
+        return HFBackend(model, processor, batch_size=batch_size)
     if name == "vllm":
         raise NotImplementedError(
             "the vllm backend is not built yet (GPU machines only); set generate.backend: hf"

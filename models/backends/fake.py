@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import random
 
-from jade.models.backends.base import Completion, Request
 from PIL import Image
+
+from jade.models.backends.base import Completion, Request
 
 
 class FakeBackend:

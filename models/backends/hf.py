@@ -10,50 +10,62 @@ import math
 from collections import defaultdict
 
 import torch
-from jade.models.backends.base import Completion, Request
 from PIL import Image
+
+from jade.models.backends.base import Completion, Request
 
 
 class HFBackend:
     name = "hf"
 
-    def __init__(
-        self, model, processor, batch_size: int = 32, device: str | None = None, attention: str = "causal"
-    ):
+    def __init__(self, model, processor, batch_size: int = 32, device: str | None = None):
         self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         self.model = model.to(self.device).eval()
         self.processor = processor
         self.batch_size = batch_size
-        self.attention = attention  # as the model was trained: causal, or prefix (PaliGemma's prefix-LM)
         self.tokenizer = processor.tokenizer
         self.tokenizer.padding_side = "left"
+        self._lengths: dict[str, int] = {}
 
     def generate(self, images: list[Image.Image], requests: list[Request]) -> list[list[Completion]]:
-        out: list[list[Completion] | None] = [None] * len(requests)
+        out: list[list[Completion]] = [[] for _ in requests]
+        # Greedy requests of all images decode together, in batches of equal prompt length (`_batches`).
         greedy = [i for i, r in enumerate(requests) if r.greedy]
-        # Group greedy requests by prompt length so padding stays small, then decode in batches.
-        greedy.sort(key=lambda i: (len(requests[i].prompt), requests[i].max_new_tokens))
-        for start in range(0, len(greedy), self.batch_size):
-            idx = greedy[start : start + self.batch_size]
-            texts = self._run(images, [requests[i] for i in idx], sample=False)
-            for i, comp in zip(idx, texts, strict=True):
+        for idx in self._batches(greedy, requests):
+            for i, comp in zip(idx, self._run(images, [requests[i] for i in idx], sample=False), strict=True):
                 out[i] = [comp]
-        # Sampled requests: one call per (image, seed) group, each prompt repeated n times.
+        # Sampled requests: per (image, seed) group, each prompt repeated n times, under that seed.
         groups: dict[tuple[int, int], list[int]] = defaultdict(list)
         for i, r in enumerate(requests):
             if not r.greedy:
                 groups[(r.image, r.seed)].append(i)
         for (_, seed), idx in sorted(groups.items()):
             rows = [requests[i] for i in idx for _ in range(requests[i].n)]
+            owner = [i for i in idx for _ in range(requests[i].n)]
             torch.manual_seed(seed)
-            comps = []
-            for start in range(0, len(rows), max(self.batch_size, 1)):
-                comps.extend(self._run(images, rows[start : start + self.batch_size], sample=True))
-            pos = 0
-            for i in idx:
-                out[i] = comps[pos : pos + requests[i].n]
-                pos += requests[i].n
-        return out  # type: ignore[return-value]
+            for chunk in self._batches(list(range(len(rows))), rows):
+                for j, comp in zip(
+                    chunk, self._run(images, [rows[j] for j in chunk], sample=True), strict=True
+                ):
+                    out[owner[j]].append(comp)
+        return out
+
+    def _batches(self, idx: list[int], reqs: list[Request]) -> list[list[int]]:
+        """Batches of requests whose prompts have the same token length: no padding, so batched decoding
+        equals one-by-one decoding exactly. Deterministic order."""
+        by_len: dict[int, list[int]] = defaultdict(list)
+        for i in idx:
+            by_len[self._length(reqs[i].prompt)].append(i)
+        return [
+            group[start : start + self.batch_size]
+            for _, group in sorted(by_len.items())
+            for start in range(0, len(group), self.batch_size)
+        ]
+
+    def _length(self, prompt: str) -> int:
+        if prompt not in self._lengths:
+            self._lengths[prompt] = len(self.tokenizer(prompt + "\n", add_special_tokens=False)["input_ids"])
+        return self._lengths[prompt]
 
     @torch.inference_mode()
     def _run(self, images: list[Image.Image], reqs: list[Request], sample: bool) -> list[Completion]:
@@ -64,8 +76,7 @@ class HFBackend:
             padding="longest",
         ).to(self.device)
         batch.pop("labels", None)
-        if self.attention == "causal":
-            batch.pop("token_type_ids", None)
+        # token_type_ids (all prefix here) select PaliGemma's prefix-LM mask, as in training.
         kwargs = {"do_sample": False}
         if sample:
             r = reqs[0]

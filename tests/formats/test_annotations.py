@@ -6,6 +6,7 @@ import json
 
 import fsspec
 import pytest
+
 from jade.formats import gqa, tsv, vg, vqa
 
 

@@ -5,9 +5,10 @@ from __future__ import annotations
 import io
 
 import pytest
+from PIL import Image
+
 from jade.formats.errors import ImageError
 from jade.formats.images import decode_image
-from PIL import Image
 
 
 def test_plain_jpeg(encode_image):

@@ -7,6 +7,7 @@ import json
 import tracemalloc
 
 import pytest
+
 from jade.formats import gqa, vg, vqa
 from jade.formats.common import ReadStats, iter_json_items
 from jade.formats.errors import FormatError

@@ -9,6 +9,7 @@ import fsspec
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+
 from jade.formats.errors import FormatError
 from jade.formats.shards import ShardReader, ShardRef, decode_sample, iter_shard, list_shards
 

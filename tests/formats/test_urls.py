@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import fsspec
 import pytest
+
 from jade.formats.shards import list_shards
 from jade.formats.urls import expand_braces, expand_urls
 

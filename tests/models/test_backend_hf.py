@@ -2,11 +2,12 @@
 and a request's samples do not depend on what it is batched with."""
 
 import pytest
+from PIL import Image
+
 from jade.models import factory
 from jade.models.backends.base import Request
 from jade.models.backends.hf import HFBackend
 from jade.pipeline.config import Architecture
-from PIL import Image
 
 ARCH = Architecture(image_size=32, patch_size=8, vision_hidden=32, vision_layers=1, text_hidden=64, text_layers=1,
                     head_dim=32, vocab_size=300)  # fmt: skip

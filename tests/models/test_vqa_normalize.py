@@ -1,4 +1,5 @@
 import pytest
+
 from jade.models.vqa_normalize import answer_type, answers_match, normalize_answer, vqa_accuracy
 
 

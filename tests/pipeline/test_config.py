@@ -1,4 +1,5 @@
 import pytest
+
 from jade.pipeline.config import Manifest, ManifestError, build, load_manifest
 
 

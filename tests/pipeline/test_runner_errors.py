@@ -1,6 +1,7 @@
 """An invalid manifest stops before any work, naming the key or the path."""
 
 import pytest
+
 from jade.pipeline.config import ManifestError
 from jade.pipeline.executor import LocalExecutor
 from jade.pipeline.runner import run_manifest

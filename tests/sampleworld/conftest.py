@@ -5,8 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from jade.sampleworld import WorldConfig, write_world
 
+from jade.sampleworld import WorldConfig, write_world
 from tests.shared import real_formats_dir
 
 REAL = real_formats_dir()

@@ -6,6 +6,7 @@ import random
 from collections import Counter
 
 import pytest
+
 from jade.sampleworld.language import (
     answer_question,
     caption_matches,

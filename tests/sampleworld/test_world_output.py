@@ -12,6 +12,7 @@ from dataclasses import replace
 
 import pyarrow.parquet as pq
 import pytest
+
 from jade.sampleworld import WorldConfig, answer_question, caption_matches, write_world
 
 WORDS = {"zero": "0", "one": "1", "two": "2", "three": "3", "four": "4", "five": "5", "six": "6"}

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import io
 
+from PIL import Image
+
 from jade.sampleworld.scene import (
     COLORS,
     POSITIONS,
@@ -17,7 +19,6 @@ from jade.sampleworld.scene import (
     render_jpeg,
     scene_graph,
 )
-from PIL import Image
 
 
 def _scenes(n=200, size=128):

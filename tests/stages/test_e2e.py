@@ -5,12 +5,12 @@ import json
 import datasets
 import pyarrow.parquet as pq
 import pytest
+from PIL import Image
+
 from jade.models.vqa_normalize import answers_match
 from jade.pipeline.executor import RayExecutor
 from jade.pipeline.rundir import RunDir
 from jade.pipeline.runner import run_manifest
-from PIL import Image
-
 from tests.tiny import TINY
 
 CONTRACT = ["key", "image", "url", "caption", "width", "height", "qa", "regions", "provenance"]

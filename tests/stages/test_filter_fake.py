@@ -5,10 +5,10 @@ import json
 
 import pyarrow.parquet as pq
 import pytest
+
 from jade.models.backends.fake import FakeBackend
 from jade.pipeline.executor import LocalExecutor
 from jade.pipeline.runner import run_manifest
-
 from tests.tiny import TINY
 
 QUESTIONS = {

@@ -1,0 +1,65 @@
+"""PaliGemma's decoder layers are built with is_causal=False: only token_type_ids (the prefix-LM mask) stop a
+position from seeing the target it is trained to predict. The training loop must always pass them."""
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+import torch
+from PIL import Image
+
+from jade.models import factory
+from jade.models.train import train_loop
+from jade.pipeline.config import Architecture
+
+ARCH = Architecture(
+    image_size=32,
+    patch_size=16,
+    vision_hidden=32,
+    vision_layers=1,
+    text_hidden=64,
+    text_layers=1,
+    vocab_size=300,
+)
+
+
+@pytest.fixture(scope="module")
+def model_and_processor():
+    processor = factory.build_processor(["answer en what color is it?", "red", "blue"] * 20, ARCH)
+    return factory.build_model(ARCH, processor).eval(), processor
+
+
+def _logits_before_target(model, processor, suffix: str, with_types: bool):
+    batch = processor(text=["<image>answer en what color is it?"], images=[Image.new("RGB", (32, 32))],
+                      suffix=[suffix], return_tensors="pt", padding="longest")  # fmt: skip
+    batch.pop("labels")
+    if not with_types:
+        batch.pop("token_type_ids")
+    with torch.no_grad():
+        return model(**batch).logits[0, -3]  # the position that predicts the first target token
+
+
+def test_prefix_mask_hides_the_target(model_and_processor):
+    model, processor = model_and_processor
+    a = _logits_before_target(model, processor, "red", with_types=True)
+    b = _logits_before_target(model, processor, "blue", with_types=True)
+    assert torch.allclose(a, b, atol=1e-5)  # the target is invisible to the position that predicts it
+    a = _logits_before_target(model, processor, "red", with_types=False)
+    b = _logits_before_target(model, processor, "blue", with_types=False)
+    assert not torch.allclose(a, b, atol=1e-5)  # without the mask it leaks: what the guard is for
+
+
+def test_train_loop_trains_and_saves(tmp_path, model_and_processor):
+    _, processor = model_and_processor
+    img = tmp_path / "a.jpg"
+    Image.new("RGB", (32, 32), (255, 0, 0)).save(img)
+    table = pa.table(
+        {"image_path": [str(img)] * 8, "prefix": ["answer en what color is it?"] * 8, "suffix": ["red"] * 8}
+    )
+    pq.write_table(table, tmp_path / "ex.parquet")
+    processor.save_pretrained(tmp_path / "proc")
+    cfg = {"examples": str(tmp_path / "ex.parquet"), "processor_dir": str(tmp_path / "proc"), "base": None,
+           "arch": ARCH.__dict__, "seed": 0, "out_dir": str(tmp_path / "out"), "threads": 1, "meta": {"role": "t"},
+           "train": {"steps": 3, "batch_size": 4, "lr": 1e-3, "weight_decay": 0.0, "warmup_steps": 1, "max_examples": None}}  # fmt: skip
+    metrics = train_loop(cfg)
+    assert metrics["steps"] == 3 and (tmp_path / "out" / "model.safetensors").exists()
+    assert factory.read_meta(tmp_path / "out")["train_metrics"]["steps"] == 3
