@@ -26,8 +26,8 @@ generate: setup ## the whole factory for one manifest: DATA=sample|cc3m|path OUT
 test: setup ## the test suite CI runs (fast tier, about 10 minutes on 2 CPUs)
 	$(PY) -m pytest -q
 
-test-slow: setup ## the slow tier (long end-to-end runs)
-	$(PY) -m pytest -q -m slow
+test-slow: setup ## the slow tier (long end-to-end runs; none yet: exit 5 "no tests" is not a failure)
+	$(PY) -m pytest -q -m slow || [ $$? -eq 5 ]
 
 lint: setup ## ruff check + format check
 	.venv/bin/ruff check . && .venv/bin/ruff format --check .
