@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -197,7 +196,3 @@ def dataset_card(m: Manifest, stats: dict, settings: dict, feats: Features) -> s
         "Rejected pairs (with both answers and the reason) are in `../rejected/`, unusable inputs in `../failures/`.",
     ]  # fmt: skip
     return "\n".join(lines) + "\n"
-
-
-def dataset_files(run_root: str | Path) -> list[Path]:
-    return sorted((Path(run_root) / "dataset" / "data").glob("train-*.parquet"))
