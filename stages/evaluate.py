@@ -41,7 +41,7 @@ def evaluate_run(run_dir: str | Path) -> dict:
     counts: dict[str, Counter] = defaultdict(
         Counter
     )  # (kept|rejected|all)[.type] -> right/wrong/unverifiable
-    regions, questions_per_image, distinct, total_q = Counter(), [], set(), 0
+    regions, distinct, generated_images, total_q = Counter(), set(), 0, 0
 
     def check(key: str, question: str, answer: str, kept: bool, qtype: str) -> None:
         graph = truth.get(key)
@@ -56,30 +56,27 @@ def evaluate_run(run_dir: str | Path) -> dict:
             counts[f"{group}.{qtype}"][verdict] += 1
 
     files = sorted((run.dataset / "data").glob("train-*.parquet"))
-    images = 0
+    images = kept = 0
     for f in files:
         for row in pq.read_table(f, columns=["key", "qa", "regions"]).to_pylist():
             images += 1
             graph = truth.get(row["key"]) or {"objects": {}, "width": 1, "height": 1}
+            kept += len(row["qa"])
             for qa in row["qa"]:
                 check(row["key"], qa["question"], qa["answer"], True, qa["type"])
             for r in row["regions"]:
                 right = any(iou(tuple(r["bbox"]), _truth_box(o, graph["width"], graph["height"])) >= 0.5
                             and caption_matches(r["caption"], o) for o in graph["objects"].values())  # fmt: skip
                 regions["right" if right else "wrong"] += 1
-    per_image: Counter = Counter()
     for f in sorted(run.rejected.glob("*.parquet")):
         for row in pq.read_table(f).to_pylist():
             if row["reason"] == "duplicate question":
                 continue  # a repeat of a question already counted
             check(row["key"], row["question"], row["answer"], False, row["type"])
-    for f in files:
-        for row in pq.read_table(f, columns=["key", "qa"]).to_pylist():
-            per_image[row["key"]] += len(row["qa"])
     for f in sorted(run.work("generate").glob("*.parquet")):
         for row in pq.read_table(f, columns=["key", "qa"]).to_pylist():
             qs = [q["question"] for q in row["qa"]]
-            questions_per_image.append(len(qs))
+            generated_images += 1
             total_q += len(qs)
             distinct.update((row["key"], normalize_answer(q)) for q in qs)
 
@@ -91,8 +88,8 @@ def evaluate_run(run_dir: str | Path) -> dict:
         "qa_precision_rejected": _precision(counts["rejected"]),
         "qa_unverifiable": unverifiable / max(1, sum(counts["all"].values())),
         "keep_rate": stats.get("keep_rate"),
-        "kept_per_image": sum(per_image.values()) / max(1, images),
-        "questions_per_image": sum(questions_per_image) / max(1, len(questions_per_image)),
+        "kept_per_image": kept / max(1, images),
+        "questions_per_image": total_q / max(1, generated_images),
         "region_precision": _precision(regions),
         "regions_per_image": sum(regions.values()) / max(1, images),
         "distinct_question_ratio": len(distinct) / max(1, total_q),
