@@ -5,6 +5,8 @@ Layouts recognized from the schema:
   `url`, `status`, `error_message`, `width`, `height`; rows with status != "success" are failures.
 - Hugging Face: an `Image` column (struct {bytes, path}, named in the `huggingface` schema metadata, or
   any struct with a `bytes` field) and a caption/text column; keys from `key`/`id` or `<shard>:<row>`.
+  A cell holding only a `path` is read from there, as `datasets` does (absolute path or URL, or relative
+  to the shard's folder); one that cannot be read is a "missing image file" failure.
 Files are read in small record batches, one row group at a time.
 """
 
@@ -88,14 +90,29 @@ def _layout(url: str, schema: pa.Schema) -> _Layout:
     return _Layout(image, is_struct, caption, key, [image] + scalar)
 
 
-def _image_bytes(value, is_struct: bool) -> tuple[bytes | None, str | None]:
+def _external(path: str, shard_url: str) -> bytes | None:
+    """The file an Image cell names instead of holding bytes (as `datasets` reads it): an absolute path or
+    URL, or a path relative to the shard's folder. None when it cannot be read."""
+    url = path if "://" in path or path.startswith("/") else f"{shard_url.rsplit('/', 1)[0]}/{path}"
+    try:
+        with fsspec.open(url, "rb") as f:
+            return f.read()
+    except (OSError, ValueError):
+        return None
+
+
+def _image_bytes(value, is_struct: bool, shard_url: str = "") -> tuple[bytes | None, str | None]:
     """(bytes, error) from a cell of the image column."""
     if is_struct:
         if value is None:
             return None, "missing image"
         data, path = value.get("bytes"), value.get("path")
+        if data is None and path:
+            data = _external(path, shard_url)
+            if data is None:
+                return None, f"missing image file: no bytes, and {path!r} cannot be read"
         if data is None:
-            return None, f"missing image bytes (path {path!r})" if path else "missing image"
+            return None, "missing image"
         value = data
     if value is None:
         return None, "missing image"
@@ -117,7 +134,7 @@ def _row_sample(row: dict, index: int, shard: ShardRef, layout: _Layout, seen: s
     if status is not None and status != "success":
         sample.error = failure_reason(status, row.get("error_message"))
         return sample
-    data, error = _image_bytes(cell, layout.image_is_struct)
+    data, error = _image_bytes(cell, layout.image_is_struct, shard.url)
     if error is None and caption is None:
         error = "missing caption"
     sample.error, sample.image_bytes = error, data if error is None else None

@@ -1,4 +1,4 @@
-"""The `jade` command: run a manifest, show a run's progress, evaluate its data."""
+"""The `jade` command: run a manifest, show a run's progress, evaluate, look at and refilter its data."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import os
 import sys
 from pathlib import Path
 
+from jade.formats.errors import FormatError
 from jade.pipeline.config import ManifestError
 from jade.pipeline.rundir import RunDir, read_json
 
@@ -31,6 +32,9 @@ def cmd_run(args: argparse.Namespace) -> int:
                                  executor=executor)  # fmt: skip
     except ManifestError as e:
         print(f"jade: invalid manifest: {e}", file=sys.stderr)
+        return 2
+    except FormatError as e:  # a malformed annotation file: the message names the file and position
+        print(f"jade: unreadable input: {e}", file=sys.stderr)
         return 2
     finally:
         if hasattr(executor, "shutdown"):
@@ -76,6 +80,30 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_gallery(args: argparse.Namespace) -> int:
+    from jade.stages.gallery import build_gallery
+
+    print(build_gallery(args.dir, args.out, args.n))
+    return 0
+
+
+def cmd_refilter(args: argparse.Namespace) -> int:
+    from jade.pipeline.refilter import RefilterError, refilter
+
+    before = read_json(RunDir(args.dir).stats_json) or {}
+    try:
+        refilter(args.dir, args.set)
+    except (ManifestError, RefilterError) as e:
+        print(f"jade refilter: {e}", file=sys.stderr)
+        return 2
+    after = read_json(RunDir(args.dir).stats_json) or {}
+    keys = ("qa_kept", "qa_rejected", "keep_rate", "rejected_by_reason")
+    print(json.dumps({"before": {k: before.get(k) for k in keys}, "after": {k: after.get(k) for k in keys},
+                      "keep_rate_by_type": {t: b["keep_rate"] for t, b in after.get("by_type", {}).items()}},
+                     indent=2))  # fmt: skip
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     _setup_env()
     p = argparse.ArgumentParser(prog="jade", description=__doc__)
@@ -95,6 +123,16 @@ def main(argv: list[str] | None = None) -> int:
     e = sub.add_parser("eval", help="data-quality report of a sample-world run (eval.json)")
     e.add_argument("dir")
     e.set_defaults(fn=cmd_eval)
+    g = sub.add_parser("gallery", help="static HTML page of images with their boxes and QA pairs")
+    g.add_argument("dir")
+    g.add_argument("--out", help="HTML file to write (default DIR/gallery/index.html)")
+    g.add_argument("--n", type=int, default=48, help="number of images (the first N published)")
+    g.set_defaults(fn=cmd_gallery)
+    f = sub.add_parser("refilter", help="re-apply a changed filter rule to the stored answers and republish")
+    f.add_argument("dir")
+    f.add_argument("--set", action="append", required=True, metavar="filter.KEY=VALUE",
+                   help="filter.normalization, filter.match or filter.min_score")  # fmt: skip
+    f.set_defaults(fn=cmd_refilter)
     args = p.parse_args(argv)
     if not Path(getattr(args, "dir", ".")).exists():
         print(f"jade: no such directory: {args.dir}", file=sys.stderr)

@@ -36,8 +36,16 @@ STAGE_VERSION = 1  # bump when a stage's output format changes, to invalidate ol
 def stage_fingerprints(m: Manifest) -> dict[str, str]:
     fps: dict[str, str] = {}
     for st in STAGES:
-        fps[st.name] = fingerprint({"stage": st.name, "v": STAGE_VERSION, "settings": st.settings(m),
-                                    "after": [fps[a] for a in st.after]})  # fmt: skip
+        spec = {
+            "stage": st.name,
+            "v": STAGE_VERSION,
+            "settings": st.settings(m),
+            "after": [fps[a] for a in st.after],
+        }
+        # A stage's own output-format version: bumping it re-runs that stage and the later ones only.
+        if getattr(st, "version", None):
+            spec["stage_v"] = st.version
+        fps[st.name] = fingerprint(spec)
     return fps
 
 
@@ -74,7 +82,7 @@ def check_paths(m: Manifest) -> None:
         if base and (base.startswith((".", "/", "~")) or os.path.sep in base and Path(base).exists()):
             need(base, f"models.{role}.base")
     try:
-        shards.expand_urls(m.sources.images.urls)
+        shards.list_shards(m.sources.images.format, m.sources.images.urls)
     except (FileNotFoundError, ValueError) as e:
         raise ManifestError(f"sources.images.urls: {e}") from None
 
@@ -111,9 +119,15 @@ def run_manifest(
     if m.sample_world is not None:
         ensure_world(m, run)
     check_paths(m)
+    return execute(m, run, manifest, overrides or [], only, executor)
+
+
+def execute(m: Manifest, run: RunDir, source: str, overrides: list[str], only: list[str] | None = None,
+            executor=None) -> dict:  # fmt: skip
+    """Record the run (run.json) and run its stages in order, skipping those already done."""
     fps = stage_fingerprints(m)
     run.root.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(run.run_json, describe_run(m, fps, manifest, overrides or []))
+    atomic_write_json(run.run_json, describe_run(m, fps, source, overrides))
     if executor is None:
         from jade.pipeline.executor import RayExecutor
 

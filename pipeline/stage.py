@@ -1,8 +1,9 @@
 """The stage contract: a name, the stages it reads from, the settings it depends on, one run method.
 
 A stage's logic is plain Python over a shard or a dataset; where it runs (in-process or on Ray actors) is
-the executor's business. The runner fingerprints (settings + upstream fingerprints) and skips a stage whose
-completion record carries the same fingerprint.
+the executor's business. The runner fingerprints (settings + upstream fingerprints, and the stage's own
+`version` when it has one, bumped when its output format changes) and skips a stage whose completion record
+carries the same fingerprint.
 """
 
 from __future__ import annotations

@@ -1,9 +1,12 @@
 """`jade eval DIR`: measure a sample-world run's data against the hidden truth (never read by the pipeline).
 
-Every generated pair (kept from dataset/, rejected from rejected/) is checked by the sample world's question
-parser; questions it cannot parse or that are ill-posed count as unverifiable, never dropped. Every dense
-caption is right when its box matches a true object at IoU >= 0.5 and its words name that object's true
-attributes. Writes eval.json and eval.md.
+Every generated pair (kept ones from dataset/, rejected ones from rejected/) is checked by the sample
+world's question parser: right when the generator's answer equals the true answer after VQA normalization,
+wrong when not, unverifiable when the question cannot be parsed or is ill-posed (counted, never dropped).
+Pairs rejected as "duplicate question" were never answered: they count as generated questions (keep rate,
+questions per image, distinct-question ratio) but not as checked pairs. A dense caption is right when its box
+matches a true object at IoU >= 0.5 and its words name that object's true attributes. Every number is also
+given per question type. Writes eval.json (DESIGN.md section 10) and eval.md.
 """
 
 from __future__ import annotations
@@ -19,6 +22,8 @@ from jade.models.vqa_normalize import normalize_answer
 from jade.pipeline.config import QUESTION_TYPES
 from jade.pipeline.rundir import RunDir, atomic_write_bytes, atomic_write_json, read_json
 
+NOT_ANSWERED = ("duplicate question",)  # rejections whose pair has no answer to check
+
 
 def _truth_box(obj: dict, w: int, h: int) -> tuple[float, float, float, float]:
     return (obj["x"] / w, obj["y"] / h, (obj["x"] + obj["w"]) / w, (obj["y"] + obj["h"]) / h)
@@ -29,83 +34,102 @@ def _precision(c: Counter) -> float | None:
     return c["right"] / n if n else None
 
 
-def evaluate_run(run_dir: str | Path) -> dict:
-    from jade.sampleworld.language import answer_question, caption_matches
+def _ratio(a: int, b: int) -> float | None:
+    return a / b if b else None
 
+
+def check_pair(question: str, answer: str | None, graph: dict | None) -> str:
+    """right | wrong | unverifiable, for one generated pair against one image's true scene graph."""
+    from jade.sampleworld.language import answer_question
+
+    true = answer_question(question or "", graph) if graph else None
+    if true is None:
+        return "unverifiable"
+    return "right" if normalize_answer(answer or "") == normalize_answer(true) else "wrong"
+
+
+def check_region(region: dict, graph: dict | None) -> bool:
+    from jade.sampleworld.language import caption_matches
+
+    if not graph:
+        return False
+    return any(iou(tuple(region["bbox"]), _truth_box(o, graph["width"], graph["height"])) >= 0.5
+               and caption_matches(region["caption"], o) for o in graph["objects"].values())  # fmt: skip
+
+
+def score(truth: dict, rows: list[dict], rejected: list[dict]) -> dict:
+    """The report from the truth (key -> GQA scene graph), the published rows (key, qa, regions) and the
+    rejected pairs (key, question, type, answer, reason). Pure: `evaluate_run` only reads the files."""
+    checks: dict[str, Counter] = defaultdict(Counter)  # "kept" | "rejected" | "all" [+ ".type"] -> verdicts
+    n: Counter = Counter()  # kept / generated / duplicates [+ ".type"]
+    questions: dict[str, set] = defaultdict(
+        set
+    )  # "image" | "run" [+ ".type"] -> distinct normalized questions
+    regions: Counter = Counter()
+
+    def add(key: str, qa: dict, kept: bool, answered: bool) -> None:
+        t, norm = qa["type"], normalize_answer(qa["question"] or "")
+        for suffix in ("", f".{t}"):
+            n[f"generated{suffix}"] += 1
+            n[f"kept{suffix}"] += kept
+            questions[f"image{suffix}"].add((key, norm))
+            questions[f"run{suffix}"].add(norm)
+            if not answered:
+                n[f"duplicates{suffix}"] += 1
+                continue
+            verdict = check_pair(qa["question"], qa["answer"], truth.get(key))
+            for group in ("all", "kept" if kept else "rejected"):
+                checks[group + suffix][verdict] += 1
+
+    for row in rows:
+        for qa in row["qa"]:
+            add(row["key"], qa, True, True)
+        for r in row["regions"]:
+            regions["right" if check_region(r, truth.get(row["key"])) else "wrong"] += 1
+    for r in rejected:
+        add(r["key"], r, False, r["reason"] not in NOT_ANSWERED)
+
+    images = len(rows)
+
+    def numbers(suffix: str) -> dict:
+        all_checked = sum(checks["all" + suffix].values())
+        return {
+            "qa_precision_all": _precision(checks["all" + suffix]),
+            "qa_precision_kept": _precision(checks["kept" + suffix]),
+            "qa_precision_rejected": _precision(checks["rejected" + suffix]),
+            "qa_unverifiable": _ratio(checks["all" + suffix]["unverifiable"], all_checked),
+            "keep_rate": _ratio(n["kept" + suffix], n["generated" + suffix]),
+            "kept_per_image": _ratio(n["kept" + suffix], images),
+            "questions_per_image": _ratio(n["generated" + suffix], images),
+            "distinct_question_ratio": _ratio(len(questions["image" + suffix]), n["generated" + suffix]),
+            "distinct_question_ratio_run": _ratio(len(questions["run" + suffix]), n["generated" + suffix]),
+            "questions_generated": n["generated" + suffix],
+            "qa_kept": n["kept" + suffix],
+            "duplicates_not_checked": n["duplicates" + suffix],
+            "pairs_checked": {g: dict(checks[g + suffix]) for g in ("all", "kept", "rejected")},
+        }
+
+    return {
+        **numbers(""),
+        "images": images,
+        "region_precision": _precision(regions),
+        "regions_per_image": _ratio(sum(regions.values()), images),
+        "by_type": {t: numbers(f".{t}") for t in QUESTION_TYPES},
+    }
+
+
+def evaluate_run(run_dir: str | Path) -> dict:
     run = RunDir(run_dir)
     truth = read_json(run.world / "truth" / "cc3m_scene_graphs.json")
     if truth is None:
         raise SystemExit(
             f"jade eval: {run.world}/truth/cc3m_scene_graphs.json not found (sample-world runs only)"
         )
-    counts: dict[str, Counter] = defaultdict(
-        Counter
-    )  # (kept|rejected|all)[.type] -> right/wrong/unverifiable
-    regions, distinct, generated_images, total_q = Counter(), set(), 0, 0
-
-    def check(key: str, question: str, answer: str, kept: bool, qtype: str) -> None:
-        graph = truth.get(key)
-        true = answer_question(question, graph) if graph else None
-        verdict = (
-            "unverifiable"
-            if true is None
-            else ("right" if normalize_answer(answer or "") == normalize_answer(true) else "wrong")
-        )
-        for group in ("all", "kept" if kept else "rejected"):
-            counts[group][verdict] += 1
-            counts[f"{group}.{qtype}"][verdict] += 1
-
-    files = sorted((run.dataset / "data").glob("train-*.parquet"))
-    images = kept = 0
-    for f in files:
-        for row in pq.read_table(f, columns=["key", "qa", "regions"]).to_pylist():
-            images += 1
-            graph = truth.get(row["key"]) or {"objects": {}, "width": 1, "height": 1}
-            kept += len(row["qa"])
-            for qa in row["qa"]:
-                check(row["key"], qa["question"], qa["answer"], True, qa["type"])
-            for r in row["regions"]:
-                right = any(iou(tuple(r["bbox"]), _truth_box(o, graph["width"], graph["height"])) >= 0.5
-                            and caption_matches(r["caption"], o) for o in graph["objects"].values())  # fmt: skip
-                regions["right" if right else "wrong"] += 1
-    for f in sorted(run.rejected.glob("*.parquet")):
-        for row in pq.read_table(f).to_pylist():
-            if row["reason"] == "duplicate question":
-                continue  # a repeat of a question already counted
-            check(row["key"], row["question"], row["answer"], False, row["type"])
-    for f in sorted(run.work("generate").glob("*.parquet")):
-        for row in pq.read_table(f, columns=["key", "qa"]).to_pylist():
-            qs = [q["question"] for q in row["qa"]]
-            generated_images += 1
-            total_q += len(qs)
-            distinct.update((row["key"], normalize_answer(q)) for q in qs)
-
-    stats = read_json(run.stats_json) or {}
-    unverifiable = counts["all"]["unverifiable"]
-    report = {
-        "qa_precision_all": _precision(counts["all"]),
-        "qa_precision_kept": _precision(counts["kept"]),
-        "qa_precision_rejected": _precision(counts["rejected"]),
-        "qa_unverifiable": unverifiable / max(1, sum(counts["all"].values())),
-        "keep_rate": stats.get("keep_rate"),
-        "kept_per_image": kept / max(1, images),
-        "questions_per_image": total_q / max(1, generated_images),
-        "region_precision": _precision(regions),
-        "regions_per_image": sum(regions.values()) / max(1, images),
-        "distinct_question_ratio": len(distinct) / max(1, total_q),
-        "images": images,
-        "pairs_checked": {g: dict(counts[g]) for g in ("all", "kept", "rejected")},
-        "by_type": {
-            t: {
-                "qa_precision_all": _precision(counts[f"all.{t}"]),
-                "qa_precision_kept": _precision(counts[f"kept.{t}"]),
-                "qa_precision_rejected": _precision(counts[f"rejected.{t}"]),
-                "keep_rate": stats.get("by_type", {}).get(t, {}).get("keep_rate"),
-                "counts": {g: dict(counts[f"{g}.{t}"]) for g in ("kept", "rejected")},
-            }
-            for t in QUESTION_TYPES
-        },
-    }
+    rows = [r for f in sorted((run.dataset / "data").glob("train-*.parquet"))
+            for r in pq.read_table(f, columns=["key", "qa", "regions"]).to_pylist()]  # fmt: skip
+    rejected = [r for f in sorted(run.rejected.glob("*.parquet"))
+                for r in pq.read_table(f, columns=["key", "question", "type", "answer", "reason"]).to_pylist()]  # fmt: skip
+    report = score(truth, rows, rejected)
     atomic_write_json(run.root / "eval.json", report)
     atomic_write_bytes(run.root / "eval.md", markdown(report).encode())
     return report
@@ -115,17 +139,24 @@ def markdown(r: dict) -> str:
     def f(v):
         return "n/a" if v is None else f"{v:.3f}"
 
+    cols = ["qa_precision_all", "qa_precision_kept", "qa_precision_rejected", "qa_unverifiable", "keep_rate",
+            "questions_per_image", "kept_per_image", "distinct_question_ratio"]  # fmt: skip
     lines = ["# Data quality (sample world, checked against the hidden truth)", "",
-             "| type | precision all | precision kept | precision rejected | keep rate |", "|---|---|---|---|---|",
-             f"| all | {f(r['qa_precision_all'])} | {f(r['qa_precision_kept'])} | {f(r['qa_precision_rejected'])} | {f(r['keep_rate'])} |"]  # fmt: skip
+             "| type | precision all | precision kept | precision rejected | unverifiable | keep rate | questions / image "
+             "| kept / image | distinct questions |", "|---" * (len(cols) + 1) + "|",
+             "| all | " + " | ".join(f(r[c]) for c in cols) + " |"]  # fmt: skip
     for t, b in r["by_type"].items():
-        lines.append(
-            f"| {t} | {f(b['qa_precision_all'])} | {f(b['qa_precision_kept'])} | {f(b['qa_precision_rejected'])} | {f(b['keep_rate'])} |"
-        )
-    lines += ["", f"- unverifiable pairs: {f(r['qa_unverifiable'])}", f"- kept pairs per image: {f(r['kept_per_image'])}",
-              f"- questions per image: {f(r['questions_per_image'])}", f"- distinct-question ratio: {f(r['distinct_question_ratio'])}",
+        lines.append(f"| {t} | " + " | ".join(f(b[c]) for c in cols) + " |")
+    checked = r["pairs_checked"]["all"]
+    lines += ["",
+              f"- checked pairs: {checked.get('right', 0)} right, {checked.get('wrong', 0)} wrong, "
+              f"{checked.get('unverifiable', 0)} unverifiable; {r['duplicates_not_checked']} duplicate questions "
+              "(never answered) not checked",
+              f"- images: {r['images']}; distinct questions over the whole run: {f(r['distinct_question_ratio_run'])}",
               f"- dense-caption precision (IoU >= 0.5 and true attributes): {f(r['region_precision'])}",
-              f"- regions per image: {f(r['regions_per_image'])}", ""]  # fmt: skip
+              f"- regions per image: {f(r['regions_per_image'])}", "",
+              "Precisions count verifiable pairs only; unverifiable is the share of answered pairs the parser "
+              "cannot check. Distinct questions: distinct (after normalization) per image over all generated.", ""]  # fmt: skip
     return "\n".join(lines)
 
 

@@ -87,7 +87,8 @@ class Generator:
 
     def annotate(self, shard_id: str, batch: list, stats: Counter) -> list[dict]:
         s, seed = self.s, self.s["seed"]
-        images = [img for _, img, _ in batch]
+        # Through the vision encoder once: both calls below (samples, then answers) reuse the features.
+        images = self.backend.prepare([img for _, img, _ in batch])
         reqs, owners = [], []
         for i, (key, _, _) in enumerate(batch):
             if s["captions"]:

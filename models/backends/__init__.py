@@ -23,7 +23,7 @@ def make_backend(
         model, processor = factory.load(model_dir, trust_remote_code=trust_remote_code)
         return HFBackend(model, processor, batch_size=batch_size)
     if name == "vllm":
-        raise NotImplementedError(
-            "the vllm backend is not built yet (GPU machines only); set generate.backend: hf"
-        )
+        from jade.models.backends.vllm import VLLMBackend
+
+        return VLLMBackend(model_dir, batch_size=batch_size, trust_remote_code=trust_remote_code)
     raise ValueError(f"unknown backend {name!r}")

@@ -6,6 +6,7 @@ Sampling is seeded per request (``seed``), so a request gives the same samples w
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -33,6 +34,10 @@ class Completion:
 class Backend(Protocol):
     name: str
 
-    def generate(self, images: list[Image.Image], requests: list[Request]) -> list[list[Completion]]:
+    def prepare(self, images: list[Image.Image]) -> Sequence:
+        """Images made ready for `generate` (e.g. encoded once); generate also takes plain PIL images."""
+        ...
+
+    def generate(self, images: Sequence, requests: list[Request]) -> list[list[Completion]]:
         """One list of completions per request: ``n`` samples, or one greedy completion."""
         ...

@@ -19,6 +19,9 @@ class FakeBackend:
         self.pool = pool or {}
         self.calls = 0
 
+    def prepare(self, images: list[Image.Image]) -> list[Image.Image]:
+        return list(images)
+
     def generate(self, images: list[Image.Image], requests: list[Request]) -> list[list[Completion]]:
         self.calls += 1
         out = []

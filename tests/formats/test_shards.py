@@ -160,22 +160,32 @@ def test_parquet_rows(tmp_path, encode_image):
     ]
 
 
-def test_hugging_face_image_parquet(tmp_path, encode_image):
+def test_hugging_face_image_parquet(tmp_path, encode_image, monkeypatch):
     datasets = pytest.importorskip("datasets")
     png = encode_image("RGBA", (4, 5), "PNG", (1, 2, 3, 128))
     features = datasets.Features({"image": datasets.Image(), "text": datasets.Value("string")})
     elsewhere = tmp_path / "elsewhere.png"
     elsewhere.write_bytes(png)
+    monkeypatch.chdir(tmp_path)  # `datasets` sizes relative paths from the working directory
+    (tmp_path / "gone.png").write_bytes(png)
     data = {
-        "image": [{"bytes": png, "path": None}, {"bytes": None, "path": str(elsewhere)}],
-        "text": ["hi", "x"],
-    }
+        "image": [{"bytes": png, "path": None}, {"bytes": None, "path": str(elsewhere)},
+                  {"bytes": None, "path": "gone.png"}],
+        "text": ["hi", "x", "y"],
+    }  # fmt: skip
     datasets.Dataset.from_dict(data, features=features).to_parquet(str(tmp_path / "train-00000.parquet"))
-    (shard,) = list_shards("parquet", [str(tmp_path)])
+    (tmp_path / "gone.png").unlink()
+    (shard,) = list_shards("parquet", [str(tmp_path / "*.parquet")])
     samples = list(iter_shard(shard))
-    assert [(s.key, s.caption) for s in samples] == [("train-00000:0", "hi"), ("train-00000:1", "x")]
-    assert samples[0].error is None and samples[1].error.startswith("missing image bytes (path ")
-    assert decode_sample(samples[0]).size == (4, 5) and samples[0].meta["source_mode"] == "RGBA"
+    assert [(s.key, s.caption) for s in samples] == [
+        ("train-00000:0", "hi"),
+        ("train-00000:1", "x"),
+        ("train-00000:2", "y"),
+    ]
+    assert samples[0].error is None and decode_sample(samples[0]).size == (4, 5)
+    assert samples[0].meta["source_mode"] == "RGBA"
+    assert samples[1].error is None and samples[1].image_bytes == png  # only a path: read from there
+    assert samples[2].error.startswith("missing image file: no bytes, and 'gone.png' cannot be read")
 
 
 def test_parquet_damage(tmp_path):

@@ -6,39 +6,10 @@ import json
 import pyarrow.parquet as pq
 import pytest
 
-from jade.models.backends.fake import FakeBackend
-from jade.pipeline.executor import LocalExecutor
-from jade.pipeline.runner import run_manifest
-from tests.tiny import TINY
-
-QUESTIONS = {
-    "question yes/no": ["Is there a red circle?", "Is there a blue square?"],
-    "question number": ["How many circles are there?"],
-    "question other": ["What color is the circle?", "What shape is the red object?", "Where is the red circle?"],
-    "dense caption": ["<loc0100><loc0100><loc0400><loc0400> a red circle", "<loc0110><loc0100><loc0400><loc0400> red circle",
-                      "<loc0600><loc0600><loc0900><loc0900> a blue square", "no box here"],
-}  # fmt: skip
-GEN_ANSWERS = {"answer en Is there a red circle?": "Yes.", "answer en How many circles are there?": "two",
-               "answer en What color is the circle?": "red", "answer en Where is the red circle?": "top left"}  # fmt: skip
-FILTER_ANSWERS = {"answer en Is there a red circle?": "yes", "answer en How many circles are there?": "2",
-                  "answer en What color is the circle?": "blue", "answer en Where is the red circle?": "the top left"}  # fmt: skip
-
 
 @pytest.fixture(scope="module")
-def run_dir(tmp_path_factory):
-    mp = pytest.MonkeyPatch()
-
-    def fake(name, model_dir, *args, **kwargs):
-        if model_dir.endswith("generator"):
-            return FakeBackend(answers=GEN_ANSWERS, pool=QUESTIONS)
-        return FakeBackend(answers=FILTER_ANSWERS)
-
-    mp.setattr("jade.stages.generate.make_backend", fake)
-    mp.setattr("jade.stages.filter.make_backend", fake)
-    out = tmp_path_factory.mktemp("fake") / "run"
-    run_manifest("sample", str(out), TINY, executor=LocalExecutor())
-    mp.undo()
-    return out
+def run_dir(fake_run):
+    return fake_run
 
 
 def test_filter_reasons_and_counts(run_dir):

@@ -1,0 +1,52 @@
+"""A whole factory run with deterministic fake backends (the subject is bookkeeping, not the models): the
+generator samples questions from a fixed pool, both models answer from tables, the filter with fixed scores."""
+
+import pytest
+
+from jade.models.backends.base import Completion
+from jade.models.backends.fake import FakeBackend
+
+QUESTIONS = {
+    "question yes/no": ["Is there a red circle?", "Is there a blue square?"],
+    "question number": ["How many circles are there?"],
+    "question other": ["What color is the circle?", "What shape is the red object?", "Where is the red circle?"],
+    "dense caption": ["<loc0100><loc0100><loc0400><loc0400> a red circle", "<loc0110><loc0100><loc0400><loc0400> red circle",
+                      "<loc0600><loc0600><loc0900><loc0900> a blue square", "no box here"],
+}  # fmt: skip
+GEN_ANSWERS = {"answer en Is there a red circle?": "Yes.", "answer en How many circles are there?": "two",
+               "answer en What color is the circle?": "red", "answer en Where is the red circle?": "top left"}  # fmt: skip
+FILTER_ANSWERS = {"answer en Is there a red circle?": "yes", "answer en How many circles are there?": "2",
+                  "answer en What color is the circle?": "blue", "answer en Where is the red circle?": "the top left"}  # fmt: skip
+FILTER_SCORES = {
+    "answer en How many circles are there?": 0.25,
+    "answer en Where is the red circle?": 0.75,
+}  # else 1.0
+
+
+class ScoredFake(FakeBackend):
+    """The fake filter: greedy answers from the table, with the answer probability from FILTER_SCORES."""
+
+    def generate(self, images, requests):
+        return [[Completion(c.text, FILTER_SCORES.get(r.prompt, c.score)) for c in comps]
+                for r, comps in zip(requests, super().generate(images, requests), strict=True)]  # fmt: skip
+
+
+def fake_backend(name, model_dir, *args, **kwargs):
+    if model_dir.endswith("generator"):
+        return FakeBackend(answers=GEN_ANSWERS, pool=QUESTIONS)
+    return ScoredFake(answers=FILTER_ANSWERS)
+
+
+def make_fake_run(out):
+    from jade.pipeline.executor import LocalExecutor
+    from jade.pipeline.runner import run_manifest
+    from tests.tiny import TINY
+
+    mp = pytest.MonkeyPatch()
+    mp.setattr("jade.stages.generate.make_backend", fake_backend)
+    mp.setattr("jade.stages.filter.make_backend", fake_backend)
+    try:
+        run_manifest("sample", str(out), TINY, executor=LocalExecutor())
+    finally:
+        mp.undo()
+    return out

@@ -1,0 +1,118 @@
+"""`jade refilter`: a changed filter rule re-applied to the stored answers of both models, republished,
+with no model loaded; the old rule gives back the original dataset byte for byte."""
+
+import json
+import shutil
+
+import datasets
+import pyarrow.parquet as pq
+import pytest
+
+from jade.pipeline.config import ManifestError
+from jade.pipeline.executor import LocalExecutor
+from jade.pipeline.refilter import refilter
+from jade.pipeline.rundir import RunDir, read_json
+from jade.pipeline.runner import run_manifest
+from tests.tiny import TINY
+
+OUTPUTS = ["dataset/README.md", "stats.json"]
+# Pairs the fake models answer alike only after VQA normalization ("Yes." / "yes", "two" / "2", ...).
+NEEDS_NORMALIZATION = {"Is there a red circle?", "How many circles are there?", "Where is the red circle?"}
+LOW_SCORE = {"How many circles are there?"}  # the fake filter's answer probability 0.25 (else >= 0.75)
+
+
+def _no_model(*args, **kwargs):
+    raise AssertionError("a model was loaded")
+
+
+@pytest.fixture
+def run(fake_run, tmp_path, monkeypatch):
+    out = tmp_path / "run"
+    shutil.copytree(fake_run, out)
+    monkeypatch.setenv(
+        "SAMPLE_WORLD", str(fake_run / "world")
+    )  # the copy's manifest names the original world
+    for target in ("jade.stages.generate.make_backend", "jade.stages.filter.make_backend",
+                   "jade.models.backends.make_backend", "jade.models.factory.load"):  # fmt: skip
+        monkeypatch.setattr(target, _no_model)
+    return out
+
+
+def _files(run):
+    parts = sorted((run / "dataset/data").glob("*.parquet")) + sorted((run / "rejected").glob("*.parquet"))
+    return {str(p.relative_to(run)): p.read_bytes() for p in parts + [run / o for o in OUTPUTS]}
+
+
+def _kept(run):
+    return [qa for f in sorted((run / "dataset/data").glob("*.parquet")) for r in pq.read_table(f).to_pylist()
+            for qa in r["qa"]]  # fmt: skip
+
+
+def _check_published(run, stats):
+    rejected = pq.read_table(sorted((run / "rejected").glob("*.parquet"))).to_pylist()
+    assert stats["questions_generated"] == stats["qa_kept"] + stats["qa_rejected"]
+    assert len(rejected) == stats["qa_rejected"] and len(_kept(run)) == stats["qa_kept"]
+    ds = datasets.load_dataset("parquet", data_files=str(run / "dataset/data/*.parquet"), split="train")
+    assert len(ds) == stats["images_ok"] and sum(len(q) for q in ds["qa"]) == stats["qa_kept"]
+    return rejected
+
+
+def test_refilter_changes_the_rule_without_models(run, fake_run):
+    original, orig_stats = _files(fake_run), read_json(fake_run / "stats.json")
+    orig_kept = _kept(fake_run)
+    moved = sum(q["question"] in NEEDS_NORMALIZATION for q in orig_kept)
+    assert moved > 0
+
+    refilter(str(run), ["filter.normalization=none"])
+    stats = read_json(run / "stats.json")
+    rejected = _check_published(run, stats)
+    assert stats["qa_kept"] == orig_stats["qa_kept"] - moved
+    assert (
+        stats["rejected_by_reason"]["answer mismatch"]
+        == orig_stats["rejected_by_reason"]["answer mismatch"] + moved
+    )
+    assert not {q["question"] for q in _kept(run)} & NEEDS_NORMALIZATION
+    assert any(r["question"] == "How many circles are there?" and (r["answer"], r["filter_answer"]) == ("two", "2")
+               for r in rejected)  # fmt: skip
+    assert "normalization `none`" in (run / "dataset/README.md").read_text()
+    # run.json and the completion records now describe the new rule: the same `jade run` does nothing more.
+    summaries = run_manifest(
+        "sample", str(run), TINY + ["filter.normalization=none"], executor=LocalExecutor()
+    )
+    assert all(s.get("skipped") for s in summaries.values())
+    meta = read_json(run / "run.json")
+    assert all(RunDir(run).done(st, fp) for st, fp in meta["stage_fingerprints"].items())
+
+    refilter(str(run), ["filter.normalization=vqa", "filter.min_score=0.5"])
+    stats = read_json(run / "stats.json")
+    _check_published(run, stats)
+    low = sum(q["question"] in LOW_SCORE for q in orig_kept)
+    assert stats["rejected_by_reason"]["low filter score"] == low > 0
+    assert stats["qa_kept"] == orig_stats["qa_kept"] - low
+
+    refilter(str(run), ["filter.min_score=0.0"])  # the original rule: the original dataset, byte for byte
+    assert _files(run) == original
+    summaries = run_manifest("sample", str(run), TINY, executor=LocalExecutor())
+    assert all(s.get("skipped") for s in summaries.values())
+
+
+def test_run_with_a_new_rule_reuses_the_filter_answers(run):
+    summaries = run_manifest("sample", str(run), TINY + ["filter.min_score=0.5"], executor=LocalExecutor())
+    assert [k for k, s in summaries.items() if not s.get("skipped")] == ["filter", "publish"]
+    assert read_json(run / "stats.json")["rejected_by_reason"]["low filter score"] > 0
+
+
+def test_refilter_of_a_run_filtered_before_answers_were_stored(run, fake_run):
+    shutil.rmtree(run / "_work/filter/answers")  # as runs made before the answers were kept apart
+    refilter(str(run), ["filter.normalization=none"])
+    moved = sum(q["question"] in NEEDS_NORMALIZATION for q in _kept(fake_run))
+    assert read_json(run / "stats.json")["qa_kept"] == read_json(fake_run / "stats.json")["qa_kept"] - moved
+    refilter(str(run), ["filter.normalization=vqa"])
+    assert _files(run) == _files(fake_run)
+
+
+def test_refilter_refuses_other_settings(run):
+    for bad in (["generate.top_k=3"], ["filter.backend=hf"], ["filter.min_score"]):
+        with pytest.raises(ManifestError, match="refilter changes only"):
+            refilter(str(run), bad)
+    assert json.loads((run / "stats.json").read_text()) == read_json(run / "stats.json")
