@@ -85,7 +85,9 @@ def shard_items(root: Path) -> list[dict]:
     ]
 
 
-def run_factory(root: Path, threads: int, stages: tuple[str, ...] = ("generate", "filter")) -> dict:
+def run_factory(
+    root: Path, threads: int, stages: tuple[str, ...] = ("generate", "filter"), on_loaded=None
+) -> dict:
     """The stages' own shard workers, in process; returns seconds and the backends' counters."""
     run = RunDir(root)
     m = load_manifest("sample", world_overrides(0), {"SAMPLE_WORLD": str(run.world)})
@@ -98,6 +100,8 @@ def run_factory(root: Path, threads: int, stages: tuple[str, ...] = ("generate",
         cls, settings, bs = workers[st]
         worker = cls(str(root), f"bench-{st}", settings, bs, threads)
         worker.backend  # noqa: B018 - load the model before the clock starts (the filter loads it lazily)
+        if on_loaded:
+            on_loaded()
         t0 = time.perf_counter()
         for item in shard_items(root):
             rec = worker(item)
@@ -194,11 +198,34 @@ def run_naive(root: Path, wanted: dict, settings: dict, rule: dict) -> dict:
             "vision_rows": gen.vision_rows + fil.vision_rows, "prefill_tokens": gen.prefill_tokens + fil.prefill_tokens}  # fmt: skip
 
 
-def peak_rss_mb(root: Path, threads: int) -> float:
-    """Peak RSS of the generate stage on `root`, measured in a fresh process."""
+def peak_rss_mb(root: Path, threads: int) -> tuple[float, float, float]:
+    """Of the generate stage on `root`, in a fresh process, MB: (peak RSS of the whole process, peak RSS
+    while the stage ran, RSS once the model was loaded). The second is read after resetting the kernel's
+    high-water mark at the third, so their difference is what the images themselves cost."""
     cmd = [sys.executable, "-m", "bench.generate", "--rss-of", str(root), "--threads", str(threads)]
     out = subprocess.run(cmd, check=True, capture_output=True, text=True)
-    return float(out.stdout.strip().splitlines()[-1])
+    total, stage, loaded = out.stdout.strip().splitlines()[-1].split()
+    return float(total), float(stage), float(loaded)
+
+
+def _vm_mb(field: str) -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1]) / 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+_LOADED: dict[str, float] = {}
+
+
+def _reset_hwm() -> None:
+    """Once the model is loaded: note the peak so far and the current RSS, then reset the high-water mark
+    (Linux `clear_refs` 5) so the next peak is the stage's own."""
+    _LOADED.update(peak=_vm_mb("VmHWM"), rss=_vm_mb("VmRSS"))
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+    except OSError:
+        pass
 
 
 def run(
@@ -226,6 +253,7 @@ def run(
     diffs = [{"key": k[0], "question": k[1], "factory": mine.get(k), "naive": theirs.get(k)}
              for k in sorted(set(mine) | set(theirs)) if mine.get(k) != theirs.get(k)][:10]  # fmt: skip
     secs = fast["generate"]["seconds"] + fast["filter"]["seconds"]
+    rss1, rss4 = peak_rss_mb(r1, threads), peak_rss_mb(r4, threads)
     report = {
         "images": n,
         "questions_answered": len(mine),
@@ -249,8 +277,12 @@ def run(
             "factory_filter": fast["filter"]["seconds"],
             "naive": naive["seconds"],
         },  # fmt: skip
-        "peak_rss_mb_1x": peak_rss_mb(r1, threads),
-        "peak_rss_mb_4x": peak_rss_mb(r4, threads),
+        "peak_rss_mb_1x": rss1[0],
+        "peak_rss_mb_4x": rss4[0],
+        "stage_peak_rss_mb_1x": rss1[1],
+        "stage_peak_rss_mb_4x": rss4[1],
+        "rss_after_model_load_mb_1x": rss1[2],
+        "rss_after_model_load_mb_4x": rss4[2],
         "images_1x": n,
         "images_4x": len(usable(r4)),
         "threads": threads,
@@ -262,6 +294,7 @@ def run(
         "models": str(model_dir),
     }
     report["rss_ratio_4x_over_1x"] = report["peak_rss_mb_4x"] / report["peak_rss_mb_1x"]
+    report["stage_rss_ratio_4x_over_1x"] = report["stage_peak_rss_mb_4x"] / report["stage_peak_rss_mb_1x"]
     (out / "generate.json").write_text(json.dumps(report, indent=2))
     return report
 
@@ -284,8 +317,9 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
     if a.rss_of:
         torch.set_num_threads(a.threads or 1)
-        run_factory(Path(a.rss_of), a.threads or 1, ("generate",))
-        print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+        run_factory(Path(a.rss_of), a.threads or 1, ("generate",), on_loaded=_reset_hwm)
+        stage_peak = _vm_mb("VmHWM")
+        print(max(stage_peak, _LOADED.get("peak", 0.0)), stage_peak, _LOADED.get("rss", 0.0))
         return 0
     report = run(Path(a.out), a.images, a.models, a.threads, a.rounds)
     print(json.dumps({k: v for k, v in report.items() if k != "output_differences"}, indent=2))
