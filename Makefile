@@ -7,7 +7,7 @@ export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 export PIP_CONSTRAINT := $(CURDIR)/constraints.txt
 
-.PHONY: help setup generate pretrain test test-slow test-gpu bench lint format submit
+.PHONY: help setup generate pretrain test test-slow test-gpu bench lint format submit paper-table
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk -F':.*?## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -23,10 +23,16 @@ setup: .venv/.installed ## create .venv with the pinned dependencies (CPU torch;
 generate: setup ## the whole factory for one manifest: DATA=sample|cc3m|path OUT=runs/$(DATA)
 	.venv/bin/jade run $(DATA) --out $(OUT)
 
+pretrain: setup ## multi-task pretraining on $(OUT)/dataset + evaluation: $(OUT)/pretrain/ [SET="steps=600 ..."]
+	.venv/bin/jade pretrain $(OUT) $(foreach s,$(SET),--set $(s))
+
+paper-table: setup ## the JADE ablation in miniature (data variants x mixing x 3 seeds): $(OUT)/paper_table.md [QUICK=1]
+	$(PY) -m jade.pipeline.paper_table $(OUT) $(if $(QUICK),--quick)
+
 test: setup ## the test suite CI runs (fast tier, about 10 minutes on 2 CPUs)
 	$(PY) -m pytest -q
 
-test-slow: setup ## the slow tier (long end-to-end runs; none yet: exit 5 "no tests" is not a failure)
+test-slow: setup ## the slow tier: fault tolerance on Ray, job submission to a local head (about 5 minutes)
 	$(PY) -m pytest -q -m slow || [ $$? -eq 5 ]
 
 test-gpu: setup ## GPU tests (a GPU machine with the vllm extra installed)
@@ -34,6 +40,10 @@ test-gpu: setup ## GPU tests (a GPU machine with the vllm extra installed)
 
 bench: setup ## the benchmarks (generate+filter vs a per-question loop, ingest): runs/bench/bench.json
 	$(PY) -m bench --out runs/bench
+
+submit: setup ## the run as a Ray job: DATA=cc3m ADDRESS=http://HEAD:8265 OUT=/shared/runs/cc3m [SET="k=v ..."]
+	@test -n "$(ADDRESS)" || { echo "make submit: give ADDRESS=http://HEAD:8265 (the head's dashboard)"; exit 2; }
+	$(PY) -m jade.pipeline.submit $(DATA) --address $(ADDRESS) --out $(OUT) $(foreach s,$(SET),--set $(s))
 
 lint: setup ## ruff check + format check
 	.venv/bin/ruff check . && .venv/bin/ruff format --check .

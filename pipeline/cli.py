@@ -11,6 +11,7 @@ from pathlib import Path
 
 from jade.formats.errors import FormatError
 from jade.pipeline.config import ManifestError
+from jade.pipeline.progress import fmt_eta, stage_progress
 from jade.pipeline.rundir import RunDir, read_json
 
 
@@ -43,6 +44,12 @@ def cmd_run(args: argparse.Namespace) -> int:
     if stats:
         print(json.dumps({k: stats[k] for k in ("images_in", "images_ok", "images_failed", "questions_generated",
                                                 "qa_kept", "qa_rejected", "keep_rate", "regions_kept")}, indent=2))  # fmt: skip
+    failed = {shard: f for s in summaries.values() for shard, f in (s.get("failed_shards") or {}).items()}
+    if failed:
+        print(f"jade: {len(failed)} shard(s) failed and are not published: "
+              + "; ".join(f"{shard} ({f['stage']}: {f['error']})" for shard, f in sorted(failed.items()))
+              + ". The other shards are complete; run the same command again to retry them.", file=sys.stderr)  # fmt: skip
+        return 1
     return 0
 
 
@@ -58,11 +65,21 @@ def cmd_status(args: argparse.Namespace) -> int:
             read_json(p) for p in sorted((run.state / stage).glob("*.json")) if p.name != "_stage.json"
         ]
         current = [r for r in shard_recs if r and r.get("fingerprint") == fp]
-        state = "done" if run.done(stage, fp) else ("running/partial" if current else "pending")
+        failed = run.failed(stage, fp)
+        done = run.done(stage, fp)
+        state = "done" if done else ("running/partial" if current or failed else "pending")
         line = f"{stage:20s} {state}"
-        if shard_recs:
+        prog = None if done else stage_progress(run, stage, fp)
+        if prog:
+            line += f"  shards done: {len(current)}/{prog['shards_total']}"
+            line += f"  {prog['images_per_s']:.1f} images/s, {fmt_eta(prog['eta_s'])}"
+        elif shard_recs:
             line += f"  shards done: {len(current)}"
+        if failed:
+            line += "  failed: " + ", ".join(failed)
         print(line)
+        for shard, f in failed.items():
+            print(f"    {shard} failed: {f.get('error')}")
         if args.shards:
             for r in current:
                 print(
@@ -104,6 +121,35 @@ def cmd_refilter(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_pretrain(args: argparse.Namespace) -> int:
+    import yaml
+
+    from jade.models.pretrain.config import PretrainConfig
+    from jade.pipeline.config import TrainResources
+    from jade.pipeline.executor import LocalExecutor, RayExecutor
+    from jade.stages.pretrain import run_pretrain
+
+    try:
+        overrides = {k: yaml.safe_load(v) for k, _, v in (s.partition("=") for s in args.set)}
+        cfg = PretrainConfig.from_dict(overrides)
+    except (ValueError, TypeError, yaml.YAMLError) as e:
+        print(f"jade pretrain: {e}", file=sys.stderr)
+        return 2
+    executor = LocalExecutor() if args.executor == "local" else RayExecutor(address=args.address)
+    res = TrainResources(workers=args.workers, num_cpus=args.num_cpus)
+    try:
+        m = run_pretrain(
+            args.dir, cfg, executor, res, out=args.out, fresh=args.fresh, eval_only=args.eval_only
+        )
+    finally:
+        if hasattr(executor, "shutdown"):
+            executor.shutdown()
+    keys = ("vqa_accuracy", "retrieval_i2t_r1", "retrieval_i2t_r5", "retrieval_t2i_r1", "retrieval_t2i_r5",
+            "cider", "steps")  # fmt: skip
+    print(json.dumps({k: m.get(k) for k in keys}, indent=2))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     _setup_env()
     p = argparse.ArgumentParser(prog="jade", description=__doc__)
@@ -133,6 +179,18 @@ def main(argv: list[str] | None = None) -> int:
     f.add_argument("--set", action="append", required=True, metavar="filter.KEY=VALUE",
                    help="filter.normalization, filter.match or filter.min_score")  # fmt: skip
     f.set_defaults(fn=cmd_refilter)
+    t = sub.add_parser("pretrain", help="multi-task pretraining on DIR/dataset, then downstream evaluation")
+    t.add_argument("dir", help="a run directory with dataset/ (published); writes DIR/pretrain/")
+    t.add_argument("--out", help="output directory (default DIR/pretrain)")
+    t.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="a PretrainConfig field: steps, batch_size, mixing, mask, data, tasks, seed, ...")  # fmt: skip
+    t.add_argument("--fresh", action="store_true", help="start over instead of resuming the checkpoint")
+    t.add_argument("--eval-only", action="store_true", help="evaluate the existing checkpoint only")
+    t.add_argument("--workers", type=int, default=1, help="Ray Train workers")
+    t.add_argument("--num-cpus", type=float, default=1.0, help="CPUs per Ray Train worker")
+    t.add_argument("--executor", choices=["ray", "local"], default="ray")
+    t.add_argument("--address", help="Ray cluster address (default: RAY_ADDRESS, else a local cluster)")
+    t.set_defaults(fn=cmd_pretrain)
     args = p.parse_args(argv)
     if not Path(getattr(args, "dir", ".")).exists():
         print(f"jade: no such directory: {args.dir}", file=sys.stderr)

@@ -192,10 +192,30 @@ class Filter:
 
 @dataclass
 class StageResources:
-    actors: int = 1
+    actors: int = 1  # a fixed pool of this many actors, unless min_actors / max_actors are given
+    min_actors: int | None = None  # autoscaling pool: Ray Data grows it from min to max as work queues up
+    max_actors: int | None = None
     num_cpus: float = 0.5  # fractional by default: whole-CPU actors deadlock Ray Data on 2 cores
-    num_gpus: float = 0.0
+    num_gpus: float = 0.0  # fractions let two stages' actors share one GPU
     batch_size: int = 16
+
+    def validate(self, at: str) -> None:
+        lo, hi = self.pool()
+        if lo < 1 or hi < lo:
+            raise ManifestError(f"{at}: need 1 <= min_actors <= max_actors (got {lo}, {hi})")
+        if self.num_cpus < 0 or (self.num_gpus or 0) < 0:
+            raise ManifestError(f"{at}: num_cpus and num_gpus must be >= 0")
+
+    def pool(self) -> tuple[int, int]:
+        """(min, max) actor pool size."""
+        return (self.min_actors or self.actors, self.max_actors or max(self.actors, self.min_actors or 1))
+
+
+@dataclass
+class ModelStageResources(StageResources):
+    """generate and filter: their actors hold a model, so by default they take a GPU where there is one."""
+
+    num_gpus: float | None = None  # None: 1 per actor when the cluster has GPUs, else 0
 
 
 @dataclass
@@ -208,8 +228,8 @@ class TrainResources:
 @dataclass
 class Resources:
     ingest: StageResources = field(default_factory=StageResources)
-    generate: StageResources = field(default_factory=StageResources)
-    filter: StageResources = field(default_factory=StageResources)
+    generate: ModelStageResources = field(default_factory=ModelStageResources)
+    filter: ModelStageResources = field(default_factory=ModelStageResources)
     train: TrainResources = field(default_factory=TrainResources)
     threads: int | None = None  # torch threads per process (None: the machine's cores)
 

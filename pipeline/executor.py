@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import time
 import traceback
 from collections.abc import Callable
 from pathlib import Path
@@ -27,11 +28,31 @@ class WorkerFactory:
         return self.cls(*self.args)
 
 
+def inject_fault(item: dict) -> None:
+    """Test hook for the fault-tolerance tests: JADE_FAULT=MODE:STAGE:SHARD[:MARKER] makes that shard's call
+    `raise` (every attempt), `hang` (sleep an hour, for killing the driver at a known point) or `exit-once`
+    (the worker process dies with os._exit on its first attempt; MARKER is the file that remembers it)."""
+    spec = os.environ.get("JADE_FAULT")
+    if not spec:
+        return
+    mode, stage, shard, *marker = spec.split(":", 3)
+    if (item.get("stage"), item.get("shard_id")) != (stage, shard):
+        return
+    if mode == "raise":
+        raise RuntimeError(f"injected fault (JADE_FAULT) on {stage} shard {shard}")
+    if mode == "hang":
+        time.sleep(3600)
+    if mode == "exit-once" and marker and not Path(marker[0]).exists():
+        Path(marker[0]).touch()
+        os._exit(1)
+
+
 def _safe_call(worker: Callable[[dict], dict], item: dict) -> dict:
     """A shard that raises becomes a failed-shard summary with its error; the other shards go on."""
     try:
+        inject_fault(item)
         return worker(item)
-    except Exception as e:  # noqa: BLE001 - recorded, reported and re-raised by the runner
+    except Exception as e:  # noqa: BLE001 - recorded as a failed shard and reported by the runner
         return {
             "shard": item.get("shard_id"),
             "error": f"{type(e).__name__}: {e}",
@@ -43,10 +64,15 @@ class LocalExecutor:
     name = "local"
 
     def map_shards(
-        self, factory: Callable[[], Callable[[dict], dict]], items: list[dict], res: Any
+        self, factory: Callable[[], Callable[[dict], dict]], items: list[dict], res: Any, on_result=None
     ) -> list[dict]:
         worker = factory()
-        return [_safe_call(worker, item) for item in items]
+        out = []
+        for item in items:
+            out.append(_safe_call(worker, item))
+            if on_result:
+                on_result(out[-1])
+        return out
 
     def train(self, fn: Callable, config: dict, res: Any, storage: Path) -> dict:
         return fn(config)
@@ -101,27 +127,45 @@ class RayExecutor:
                 f"{what} asks for num_gpus={wanted} but the Ray cluster has no GPUs; set it to 0"
             )
 
+    def stage_gpus(self, res: Any) -> float:
+        """GPUs per actor: the manifest's num_gpus, or (None: generate and filter by default) 1 per actor when
+        the cluster has GPUs and 0 when it has none."""
+        if res.num_gpus is not None:
+            return res.num_gpus
+        return 1.0 if self.gpus() else 0.0
+
     def map_shards(
-        self, factory: Callable[[], Callable[[dict], dict]], items: list[dict], res: Any
+        self, factory: Callable[[], Callable[[dict], dict]], items: list[dict], res: Any, on_result=None
     ) -> list[dict]:
+        """Each shard summary as it arrives goes to `on_result` (progress). A worker process that dies is
+        restarted and its shard retried by Ray Data (actor pools default to max_restarts=-1 and
+        max_task_retries=-1); a shard that raises comes back as a failed-shard summary."""
         import ray.data
         from ray.data import ActorPoolStrategy
 
         self._init()
-        self.check_gpus(res.num_gpus, "resources")
+        num_gpus = self.stage_gpus(res)
+        self.check_gpus(num_gpus, f"resources.{items[0].get('stage', 'ingest')}" if items else "resources")
         if not items:
             return []
         ds = ray.data.from_items([{"item": json.dumps(it)} for it in items], override_num_blocks=len(items))
-        actors = max(1, min(res.actors, len(items)))
+        lo, hi = res.pool() if hasattr(res, "pool") else (res.actors, res.actors)
+        hi = max(1, min(hi, len(items)))
         out = ds.map_batches(
             _ShardActor,
             fn_constructor_kwargs={"factory": factory},
             batch_size=1,
-            compute=ActorPoolStrategy(min_size=1, max_size=actors),
+            # One shard per actor at a time: a shard never waits behind another while an actor is idle.
+            compute=ActorPoolStrategy(min_size=min(lo, hi), max_size=hi, max_tasks_in_flight_per_actor=1),
             num_cpus=res.num_cpus,
-            num_gpus=res.num_gpus or None,
-        ).take_all()
-        return [json.loads(r["summary"]) for r in out]
+            num_gpus=num_gpus or None,
+        )
+        results = []
+        for row in out.iter_rows():
+            results.append(json.loads(row["summary"]))
+            if on_result:
+                on_result(results[-1])
+        return results
 
     def train(self, fn: Callable, config: dict, res: Any, storage: Path) -> dict:
         from ray.train import RunConfig, ScalingConfig

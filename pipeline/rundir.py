@@ -11,6 +11,7 @@ import hashlib
 import json
 import os
 import shutil
+import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -122,7 +123,23 @@ class RunDir:
         return rec if rec and rec.get("fingerprint") == fp else None
 
     def mark_done(self, stage: str, fp: str, payload: dict, shard: str | None = None) -> None:
-        atomic_write_json(self.record_path(stage, shard), {**payload, "fingerprint": fp})
+        record = {**payload, "fingerprint": fp, "finished_at": round(time.time(), 3)}
+        atomic_write_json(self.record_path(stage, shard), record)
+
+    def failed_path(self, stage: str, shard: str) -> Path:
+        return self.state / stage / "_failed" / f"{shard}.json"
+
+    def mark_failed(self, stage: str, fp: str, payload: dict, shard: str) -> None:
+        """A shard that failed: its error, kept until a re-run retries it successfully (not a completion)."""
+        atomic_write_json(self.failed_path(stage, shard), {**payload, "fingerprint": fp})
+
+    def clear_failed(self, stage: str, shard: str) -> None:
+        self.failed_path(stage, shard).unlink(missing_ok=True)
+
+    def failed(self, stage: str, fp: str | None = None) -> dict[str, dict]:
+        """Failed-shard records of a stage (made with fingerprint `fp`, when given), by shard id."""
+        recs = {p.stem: read_json(p) for p in sorted((self.state / stage / "_failed").glob("*.json"))}
+        return {k: r for k, r in recs.items() if r and (fp is None or r.get("fingerprint") == fp)}
 
     def clear(self, stage: str) -> None:
         """Forget a stage's completion records (its outputs get overwritten by the re-run)."""

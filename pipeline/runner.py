@@ -145,8 +145,12 @@ def execute(m: Manifest, run: RunDir, source: str, overrides: list[str], only: l
         log.info("%s: running", st.name)
         summary = st.run(ctx)
         summary["seconds"] = round(time.time() - t0, 1)
-        run.mark_done(st.name, fps[st.name], summary)
         summaries[st.name] = summary
+        if summary.get("failed_shards"):  # not complete: a re-run retries the failed shards
+            log.error("%s: %d shard(s) failed or left out after %.1fs; the other shards are complete", st.name,
+                      len(summary["failed_shards"]), summary["seconds"])  # fmt: skip
+            continue
+        run.mark_done(st.name, fps[st.name], summary)
         log.info("%s: done in %.1fs", st.name, summary["seconds"])
     return summaries
 

@@ -24,6 +24,8 @@ class Context:
     run: RunDir
     executor: Any  # pipeline.executor.LocalExecutor | RayExecutor
     fingerprints: dict[str, str] = field(default_factory=dict)  # stage name -> fingerprint of this run
+    # shard id -> {"stage", "error"}: shards that failed in this run; later stages leave them out
+    failed_shards: dict[str, dict] = field(default_factory=dict)
 
     def fp(self, stage: str) -> str:
         return self.fingerprints[stage]

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from collections import Counter
 from dataclasses import asdict
 
@@ -23,6 +24,7 @@ from jade.models.backends.base import Request
 from jade.models.vqa_normalize import normalize_answer
 from jade.pipeline.config import Manifest
 from jade.pipeline.executor import WorkerFactory
+from jade.pipeline.progress import Progress
 from jade.pipeline.rundir import RunDir, atomic_write_parquet, read_json
 from jade.pipeline.seeds import derive_seed
 from jade.pipeline.stage import Context
@@ -69,6 +71,7 @@ class Generator:
         shard = shards.ShardRef(**item["shard"])
         if rec := self.run.done("generate", self.fp, shard.shard_id):
             return rec
+        t0 = time.time()
         keys = usable_keys(self.run, shard.shard_id)
         rows, stats = [], Counter()
         batch: list = []
@@ -81,7 +84,7 @@ class Generator:
             rows += self.annotate(shard.shard_id, batch, stats)
         atomic_write_parquet(self.run.work("generate") / f"{shard.shard_id}.parquet",
                              pa.Table.from_pylist(rows, schema=GENERATED_SCHEMA))  # fmt: skip
-        rec = {"shard": shard.shard_id, "images": len(rows), **stats}
+        rec = {"shard": shard.shard_id, "images": len(rows), **stats, "seconds": round(time.time() - t0, 3)}
         self.run.mark_done("generate", self.fp, rec, shard.shard_id)
         return rec
 
@@ -172,22 +175,32 @@ class Generate:
 
 
 def run_shard_stage(ctx: Context, name: str, worker_cls, settings: dict, res) -> dict:
-    """Map a per-shard worker over every ingested shard; raise (after all shards ran) if any failed."""
+    """Map a per-shard worker over every ingested shard. A shard that fails is recorded with its error
+    (`_state/<stage>/_failed/<shard>.json`) and left out of the later stages while the other shards complete;
+    the summary lists it under `failed_shards`, and a re-run retries it."""
     shard_list = read_json(ctx.run.work("ingest") / "shards.json") or []
+    left_out = {s["shard_id"]: ctx.failed_shards[s["shard_id"]] for s in shard_list
+                if s["shard_id"] in ctx.failed_shards}  # fmt: skip
     items = [
-        {"shard_id": s["shard_id"], "shard": {k: s[k] for k in ("shard_id", "url", "format")}}
+        {"stage": name, "shard_id": s["shard_id"], "shard": {k: s[k] for k in ("shard_id", "url", "format")}}
         for s in shard_list
+        if s["shard_id"] not in left_out
     ]
-    threads = ctx.manifest.resources.threads or max(1, (os.cpu_count() or 1) // max(1, res.actors))
-    factory = WorkerFactory(worker_cls, str(ctx.run.root), ctx.fp(name), settings, res.batch_size, threads)
-    results = ctx.executor.map_shards(factory, items, res)
-    errors = [r for r in results if r.get("error")]
-    if errors:
-        raise RuntimeError(
-            f"{name} failed on {len(errors)} shard(s): "
-            + "; ".join(f"{e['shard']}: {e['error']}" for e in errors)
-        )
-    total: Counter = Counter()
+    threads = ctx.manifest.resources.threads or max(1, (os.cpu_count() or 1) // max(1, res.pool()[1]))
+    fp = ctx.fp(name)
+    factory = WorkerFactory(worker_cls, str(ctx.run.root), fp, settings, res.batch_size, threads)
+    results = ctx.executor.map_shards(factory, items, res, on_result=Progress(ctx.run, name, fp, len(items)))
+    failed, total = {}, Counter()
     for r in results:
-        total.update({k: v for k, v in r.items() if isinstance(v, int) and not isinstance(v, bool)})
-    return {"shards": len(results), **total}
+        if r.get("error"):
+            ctx.run.mark_failed(name, fp, {**r, "failed_at": time.time()}, r["shard"])
+            failed[r["shard"]] = {"stage": name, "error": r["error"]}
+            log.error("%s: shard %s failed: %s", name, r["shard"], r["error"])
+        else:
+            ctx.run.clear_failed(name, r["shard"])
+            total.update({k: v for k, v in r.items() if isinstance(v, int) and not isinstance(v, bool)})
+    ctx.failed_shards.update(failed)
+    summary = {"shards": len(results) - len(failed), **total}
+    if failed or left_out:
+        summary["failed_shards"] = {**left_out, **failed}
+    return summary

@@ -114,8 +114,9 @@ class Publisher:
         return rec
 
 
-def merge_stats(run: RunDir, fps: dict[str, str]) -> dict:
-    """stats.json from the per-shard completion records (so it survives restarts and adds up)."""
+def merge_stats(run: RunDir, fps: dict[str, str], failed: dict[str, dict] | None = None) -> dict:
+    """stats.json from the per-shard completion records (so it survives restarts and adds up); the shards in
+    `failed` (not published) are left out of the counts and listed under `failed_shards`."""
     total: Counter = Counter()
     failure_reasons: Counter = Counter()
     converted_from: Counter = Counter()
@@ -123,6 +124,8 @@ def merge_stats(run: RunDir, fps: dict[str, str]) -> dict:
         for rec_path in sorted((run.state / stage).glob("*.json")):
             rec = read_json(rec_path)
             if rec_path.name == "_stage.json" or not rec or rec.get("fingerprint") != fps[stage]:
+                continue
+            if rec_path.stem in (failed or {}):
                 continue
             total.update({k: v for k, v in rec.items() if isinstance(v, int) and not isinstance(v, bool)
                           and k not in ("images",)})  # fmt: skip
@@ -251,7 +254,9 @@ class Publish:
             "filter": factory.read_meta(run.checkpoint("filter")).get("fingerprint", ""),
             "config": ctx.fp("filter"), "seed": m.seed}}  # fmt: skip
         summary = run_shard_stage(ctx, self.name, Publisher, settings, m.resources.ingest)
-        stats = merge_stats(run, ctx.fingerprints)
+        stats = merge_stats(run, ctx.fingerprints, ctx.failed_shards)
+        if ctx.failed_shards:
+            stats["failed_shards"] = ctx.failed_shards
         atomic_write_json(run.stats_json, stats)
         atomic_write_bytes(
             run.dataset / "README.md",

@@ -1,0 +1,39 @@
+"""What every pretraining task sees: the data it draws examples from and the context it computes a loss in.
+
+A task is a small class with a ``name``, ``examples(data)`` (its pool: plain tuples that point at images by
+index) and ``loss(ctx, examples)`` (it builds its own batch and returns a scalar loss). Adding a task is one
+module with such a class, plus its name in `tasks.TASKS`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+
+@dataclass
+class PretrainData:
+    """Pretraining images (PIL, at the model's input size) and their texts, aligned by index."""
+
+    keys: list[str]
+    images: list
+    captions: list[str]  # the original alt-text
+    qa: list[list[dict]] = field(default_factory=list)  # per image: {question, answer, ...}
+    regions: list[list[dict]] = field(default_factory=list)  # per image: {bbox, caption, ...}
+    # every published text (kept QA and regions even in the alt-text-only variant): the tokenizer's corpus,
+    # so that the data variants share one vocabulary
+    vocab_texts: list[str] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+
+@dataclass
+class TaskContext:
+    model: object  # PretrainModel (unwrapped)
+    processor: object
+    data: PretrainData
+    mask: str
+    device: str
+    rng: np.random.Generator

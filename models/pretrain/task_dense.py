@@ -1,0 +1,23 @@
+"""Dense captioning: describe the region inside a box (the box as PaliGemma location tokens in the prompt)."""
+
+from __future__ import annotations
+
+from jade.models.pretrain.base import PretrainData, TaskContext
+from jade.models.pretrain.model import lm_batch
+from jade.models.tasks import box_to_tokens
+
+PROMPT = "describe {box}"
+
+
+class DenseCaption:
+    name = "dense"
+
+    def examples(self, data: PretrainData) -> list[tuple[int, tuple, str]]:
+        return [(i, tuple(r["bbox"]), r["caption"]) for i, regs in enumerate(data.regions) for r in regs
+                if r.get("caption")]  # fmt: skip
+
+    def loss(self, ctx: TaskContext, examples: list[tuple[int, tuple, str]]):
+        batch = lm_batch(ctx.processor, [ctx.data.images[i] for i, _, _ in examples],
+                         [PROMPT.format(box=box_to_tokens(b)) for _, b, _ in examples],
+                         [c for _, _, c in examples], ctx.mask, ctx.device)  # fmt: skip
+        return ctx.model.lm_loss(batch)

@@ -1,0 +1,21 @@
+"""VQA: answer a question about the image (the dataset's kept QA pairs; LM loss on the answer)."""
+
+from __future__ import annotations
+
+from jade.models.pretrain.base import PretrainData, TaskContext
+from jade.models.pretrain.model import lm_batch
+from jade.models.tasks import answer_prompt
+
+
+class VQA:
+    name = "vqa"
+
+    def examples(self, data: PretrainData) -> list[tuple[int, str, str]]:
+        return [(i, qa["question"], qa["answer"]) for i, pairs in enumerate(data.qa) for qa in pairs
+                if qa.get("question") and qa.get("answer")]  # fmt: skip
+
+    def loss(self, ctx: TaskContext, examples: list[tuple[int, str, str]]):
+        batch = lm_batch(ctx.processor, [ctx.data.images[i] for i, _, _ in examples],
+                         [answer_prompt(q) for _, q, _ in examples], [a for _, _, a in examples],
+                         ctx.mask, ctx.device)  # fmt: skip
+        return ctx.model.lm_loss(batch)

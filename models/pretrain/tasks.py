@@ -1,0 +1,12 @@
+"""The task registry: name -> task class. Adding a task is one module and one line here."""
+
+from __future__ import annotations
+
+from jade.models.pretrain.task_caption import Captioning
+from jade.models.pretrain.task_completion import Completion
+from jade.models.pretrain.task_dense import DenseCaption
+from jade.models.pretrain.task_itc import ITC
+from jade.models.pretrain.task_itm import ITM
+from jade.models.pretrain.task_vqa import VQA
+
+TASKS = {t.name: t for t in (ITC, ITM, Captioning, Completion, VQA, DenseCaption)}

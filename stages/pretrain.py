@@ -1,0 +1,95 @@
+"""Pretrain: the bundled multi-task pretrainer on a run's published dataset, then its downstream evaluation.
+
+Reads ``DIR/dataset`` (through `datasets`; never the run's private intermediate files) and, for the unfiltered
+ablation only, ``DIR/rejected``; trains through the executor (Ray Train's TorchTrainer, or in-process); writes
+``DIR/pretrain/``: processor/, checkpoint/ (safetensors; a rerun resumes), tb/ (TensorBoard events),
+metrics.json (DESIGN.md section 10) and task_shares.png. The VQA evaluation uses the run's VQA v2 files
+(train for the short fine-tune, val for the held-out questions) named in ``DIR/run.json``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+from dataclasses import asdict
+from pathlib import Path
+
+from jade.models.pretrain.config import PretrainConfig
+from jade.models.pretrain.data import load_split
+from jade.models.pretrain.evaluate import evaluate
+from jade.models.pretrain.loop import CKPT, load_checkpoint, pretrain_loop
+from jade.pipeline.config import TrainResources
+
+log = logging.getLogger("jade")
+MAX_EVAL_IMAGES = 500
+
+
+def vqa_files(run_dir: Path) -> dict | None:
+    """The run's VQA v2 train files (run.json) and their val counterparts, when all exist."""
+    try:
+        vqa = json.loads((run_dir / "run.json").read_text())["manifest"]["sources"]["vqa"]
+    except (OSError, KeyError, TypeError, ValueError):
+        return None
+    if not vqa:
+        return None
+    files = {k: vqa[k] for k in ("questions", "annotations", "images")}
+    files.update({f"val_{k}": v.replace("train2014", "val2014") for k, v in files.items()})
+    return files if all(Path(p).exists() for p in files.values()) else None
+
+
+def plot_shares(shares: dict[str, list[float]], steps: list[int], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 3.5))
+    ax.stackplot(steps, *shares.values(), labels=list(shares))
+    ax.set(xlabel="step", ylabel="share of the batch", ylim=(0, 1), title="task shares over time")
+    ax.legend(loc="upper left", bbox_to_anchor=(1, 1), fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def run_pretrain(run_dir: str | Path, cfg: PretrainConfig, executor, resources: TrainResources | None = None,
+                 out: str | Path | None = None, fresh: bool = False, eval_only: bool = False) -> dict:  # fmt: skip
+    run_dir = Path(run_dir)
+    dataset = run_dir / "dataset"
+    out = Path(out) if out else run_dir / "pretrain"
+    if fresh:
+        shutil.rmtree(out, ignore_errors=True)
+    out.mkdir(parents=True, exist_ok=True)
+    if not eval_only:
+        config = {"pretrain": asdict(cfg), "dataset": str(dataset.resolve()), "out_dir": str(out.resolve())}
+        executor.train(pretrain_loop, config, resources or TrainResources(), out.resolve() / "ray")
+    if not (out / CKPT / "state.json").exists():
+        raise RuntimeError(f"{out}: no pretraining checkpoint to evaluate")
+    model, processor, state = load_checkpoint(out)
+    cfg = PretrainConfig.from_dict(state["config"])
+    _, heldout = load_split(dataset, "alttext", cfg.eval_fraction, cfg.arch["image_size"], cfg.streaming,
+                            cfg.max_images)  # fmt: skip
+    heldout = type(heldout)(**{k: v[:MAX_EVAL_IMAGES] for k, v in vars(heldout).items()})
+    report = evaluate(model, processor, cfg, heldout, vqa_files(run_dir))
+    history = state["history"]
+    steps = [h["step"] for h in history]
+    shares = {t: [h["shares"].get(t, 0.0) for h in history] for t in state["tasks"]}
+    metrics = {
+        "vqa_accuracy": report.get("vqa_accuracy"),
+        "retrieval_i2t_r1": report["retrieval_i2t_r1"],
+        "retrieval_t2i_r1": report["retrieval_t2i_r1"],
+        "cider": report["cider"],
+        "steps": state["step"],
+        "task_shares": shares,  # per task: its share of each step's batch, aligned with task_shares_step
+        "task_shares_step": steps,
+        "task_losses": {t: [h["losses"].get(t) for h in history] for t in state["tasks"]},
+        **{k: v for k, v in report.items() if k not in ("vqa_accuracy", "cider")},
+        "config": state["config"],
+    }
+    tmp = out / "metrics.json.tmp"
+    tmp.write_text(json.dumps(metrics, indent=1))
+    os.replace(tmp, out / "metrics.json")
+    plot_shares(shares, steps, out / "task_shares.png")
+    return metrics

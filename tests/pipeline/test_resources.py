@@ -1,0 +1,58 @@
+"""Resources in the manifest (actor pools, GPUs) and the progress figures `jade status` shows."""
+
+import pytest
+
+from jade.pipeline.config import ManifestError, load_manifest
+from jade.pipeline.executor import RayExecutor
+from jade.pipeline.progress import Progress, fmt_eta, stage_progress
+from jade.pipeline.rundir import RunDir
+
+
+@pytest.mark.parametrize(
+    "sets, pool",
+    [([], (1, 1)), (["resources.generate.actors=3"], (3, 3)),
+     (["resources.generate={min_actors: 1, max_actors: 4}"], (1, 4)),
+     (["resources.generate={min_actors: 2}"], (2, 2)), (["resources.generate={max_actors: 3}"], (1, 3))],
+)  # fmt: skip
+def test_actor_pool_sizes(sets, pool, monkeypatch):
+    monkeypatch.setenv("SAMPLE_WORLD", "/tmp/w")
+    assert load_manifest("sample", sets).resources.generate.pool() == pool
+
+
+def test_bad_pool_names_the_key(monkeypatch):
+    monkeypatch.setenv("SAMPLE_WORLD", "/tmp/w")
+    with pytest.raises(ManifestError, match=r"resources.filter: need 1 <= min_actors <= max_actors"):
+        load_manifest("sample", ["resources.filter={min_actors: 3, max_actors: 2}"])
+
+
+def test_gpus_asked_on_a_cluster_without_them_fail_fast():
+    ex = RayExecutor()
+    ex.gpus = lambda: 0  # a cluster without GPUs (no Ray started)
+    with pytest.raises(RuntimeError, match=r"num_gpus=0.5 but the Ray cluster has no GPUs"):
+        ex.check_gpus(0.5, "resources.generate")
+    ex.check_gpus(0, "resources.generate")  # none asked: fine
+
+
+def test_model_stages_take_a_gpu_by_default_where_there_is_one(monkeypatch):
+    monkeypatch.setenv("SAMPLE_WORLD", "/tmp/w")
+    r = load_manifest("sample").resources
+    assert r.generate.num_gpus is None and r.filter.num_gpus is None and r.ingest.num_gpus == 0.0
+    ex = RayExecutor()
+    for cluster_gpus, want in ((0, 0.0), (8, 1.0)):
+        ex.gpus = lambda n=cluster_gpus: n
+        assert ex.stage_gpus(r.generate) == want and ex.stage_gpus(r.ingest) == 0.0
+    assert ex.stage_gpus(load_manifest("sample", ["resources.filter.num_gpus=0.5"]).resources.filter) == 0.5
+
+
+def test_progress_rate_and_eta_from_records(tmp_path, monkeypatch):
+    run = RunDir(tmp_path)
+    now = [100.0]
+    monkeypatch.setattr("time.time", lambda: now[0])
+    Progress(run, "generate", "fp1", total=4)  # started at t=100
+    now[0] = 110.0
+    run.mark_done("generate", "fp1", {"shard": "00000", "images": 50}, "00000")  # finished at t=110
+    run.mark_done("generate", "old", {"shard": "00001", "images": 50}, "00001")  # another fingerprint
+    p = stage_progress(run, "generate", "fp1")
+    assert p == {"shards_total": 4, "shards_done": 1, "images_per_s": 5.0, "eta_s": 30.0}
+    assert stage_progress(run, "generate", "other") is None
+    assert fmt_eta(30.0) == "ETA 30s" and fmt_eta(125) == "ETA 2m05s" and fmt_eta(None) == "ETA ?"
