@@ -7,9 +7,11 @@ on one process with no hooks.
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import os
+import shutil
 import time
 from collections import OrderedDict
 from collections.abc import Callable
@@ -23,6 +25,7 @@ from PIL import Image
 from jade.models import factory
 
 log = logging.getLogger("jade")
+CHECKPOINT_EVERY = 200  # steps between resume checkpoints (config "checkpoint_every" overrides)
 
 
 class ImageCache:
@@ -78,6 +81,8 @@ def train_loop(
         processor = factory.AutoProcessor.from_pretrained(config["processor_dir"])
         model = factory.build_model(_ns(config["arch"]), processor, seed=seed)
     model.train().to(device)
+    resume = ResumeState(config, rank, world_size)
+    saved = resume.load(model)  # before DDP wraps the model: every worker starts from the same weights
     if prepare_model is not None:
         model = prepare_model(model)
     size = processor.image_processor.size
@@ -99,9 +104,15 @@ def train_loop(
         lr=tcfg["lr"],
     )
     steps, bs = int(tcfg["steps"]), int(tcfg["batch_size"])
-    pos, t0, ema = 0, time.time(), None
+    pos, t0, ema, start = 0, time.time(), None, 0
+    if saved:  # continue exactly where the last checkpoint left off: weights, optimizer, data order, RNG
+        opt.load_state_dict(saved["optimizer"])
+        start, pos, ema = saved["step"], saved["pos"], saved["ema"]
+        order = np.asarray(saved["order"])
+        rng.bit_generator.state = saved["rng"]
+        log.info("train %s: resumed from step %d/%d", config.get("meta", {}).get("role", ""), start, steps)
     metrics: dict = {}
-    for step in range(steps):
+    for step in range(start, steps):
         if pos + bs > len(order):  # new epoch: reshuffle
             order, pos = rng.permutation(order), 0
         idx = order[pos : pos + bs]
@@ -126,6 +137,10 @@ def train_loop(
         opt.step()
         opt.zero_grad(set_to_none=True)
         ema = loss.item() if ema is None else 0.95 * ema + 0.05 * loss.item()
+        if resume.due(step + 1, steps):
+            barrier = torch.distributed.barrier if world_size > 1 else None
+            resume.save(model, opt, {"step": step + 1, "pos": pos, "ema": ema, "order": order.tolist(),
+                                     "rng": rng.bit_generator.state}, barrier)  # fmt: skip
         if step % 50 == 0 or step == steps - 1:
             elapsed = time.time() - t0
             metrics = {"step": step + 1, "loss": loss.item(), "loss_ema": ema, "elapsed_s": elapsed}
@@ -142,6 +157,72 @@ def train_loop(
         inner = model.module if hasattr(model, "module") else model
         factory.save(inner.cpu().eval(), processor, out, {**config.get("meta", {}), "train_metrics": metrics})
     return metrics
+
+
+class ResumeState:
+    """Resume checkpoints of one training run under ``config["resume_dir"]`` (in the run directory, so shared
+    by all nodes), written every ``checkpoint_every`` steps. Each worker writes its own data position (step,
+    data order, RNG state) to ``resume.rank<r>.json``; then rank 0 writes weights (safetensors) and optimizer
+    state to a temporary directory renamed into place. A checkpoint is used only when its fingerprint (the
+    training settings) and worker count match and every worker's position is at its step; every worker reads
+    the same files, so all of them make the same choice."""
+
+    def __init__(self, config: dict, rank: int, world_size: int):
+        self.dir = Path(config["resume_dir"]) if config.get("resume_dir") else None
+        self.every = int(config.get("checkpoint_every") or CHECKPOINT_EVERY)
+        self.fp = str(config.get("meta", {}).get("fingerprint", ""))
+        self.rank, self.world = rank, world_size
+
+    def _pos_file(self, rank: int) -> Path:
+        return self.dir.with_name(f"{self.dir.name}.rank{rank}.json")
+
+    def due(self, done: int, total: int) -> bool:
+        return self.dir is not None and done < total and done % self.every == 0
+
+    def save(self, model, opt, position: dict, barrier: Callable[[], None] | None = None) -> None:
+        from safetensors.torch import save_model
+
+        from jade.pipeline.rundir import atomic_replace_dir
+
+        self.dir.parent.mkdir(parents=True, exist_ok=True)
+        tmp_pos = self._pos_file(self.rank).with_suffix(".tmp")
+        tmp_pos.write_text(json.dumps(position))
+        os.replace(tmp_pos, self._pos_file(self.rank))
+        if barrier:
+            barrier()  # every position is on disk before the weights that go with them
+        if self.rank != 0:
+            return
+        tmp = self.dir.with_name(f".{self.dir.name}.tmp")
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+        save_model(model.module if hasattr(model, "module") else model, str(tmp / "model.safetensors"))
+        torch.save(opt.state_dict(), tmp / "optimizer.pt")
+        meta = {"step": position["step"], "fingerprint": self.fp, "world_size": self.world}
+        (tmp / "state.json").write_text(json.dumps(meta))
+        atomic_replace_dir(tmp, self.dir)
+
+    def load(self, model) -> dict | None:
+        if self.dir is None or not (self.dir / "state.json").exists():
+            return None
+        meta = json.loads((self.dir / "state.json").read_text())
+        positions = [self._pos_file(r) for r in range(self.world)]
+        ok = meta.get("fingerprint") == self.fp and meta.get("world_size") == self.world
+        ok = ok and all(p.exists() and json.loads(p.read_text())["step"] == meta["step"] for p in positions)
+        if not ok:
+            log.info("train: resume checkpoint in %s does not match this run; starting over", self.dir)
+            return None
+        from safetensors.torch import load_model
+
+        load_model(model, str(self.dir / "model.safetensors"))
+        state = json.loads(positions[self.rank].read_text())
+        state["optimizer"] = torch.load(self.dir / "optimizer.pt", weights_only=True)
+        return state
+
+    def clear(self) -> None:
+        if self.dir is not None:
+            shutil.rmtree(self.dir, ignore_errors=True)
+            for p in self.dir.parent.glob(f"{self.dir.name}.rank*.json"):
+                p.unlink(missing_ok=True)
 
 
 class _ns(dict):

@@ -15,7 +15,7 @@ from dataclasses import asdict
 import pyarrow.parquet as pq
 
 from jade.models import factory
-from jade.models.train import train_loop
+from jade.models.train import ResumeState, train_loop
 from jade.pipeline.config import Manifest
 from jade.pipeline.rundir import atomic_replace_dir
 from jade.pipeline.stage import Context
@@ -62,6 +62,7 @@ class Finetune:
             "train": asdict(spec.train),
             "seed": m.seed,
             "out_dir": str(tmp),
+            "resume_dir": str(run.work(self.name) / "resume"),  # mid-training checkpoints: a re-run resumes
             "threads": m.resources.threads,
             "meta": {
                 "role": self.role,
@@ -75,6 +76,7 @@ class Finetune:
         if not (tmp / "config.json").exists():
             raise RuntimeError(f"{self.name}: training finished without writing a checkpoint to {tmp}")
         atomic_replace_dir(tmp, final)
+        ResumeState({"resume_dir": config["resume_dir"]}, 0, 1).clear()  # finished: the resume state is spent
         if processor_dir:
             shutil.rmtree(processor_dir, ignore_errors=True)
         return {"reused": False, **factory.read_meta(final).get("train_metrics", {})}
