@@ -205,6 +205,15 @@ def _ray_train_worker(loop_config: dict) -> None:
         loop_config["config"],
         rank=ctx.get_world_rank(),
         world_size=world,
-        prepare_model=ray.train.torch.prepare_model if world > 1 else None,
+        prepare_model=_prepare_ddp if world > 1 else None,
         report=lambda m: ray.train.report(m),
     )
+
+
+def _prepare_ddp(model):
+    """DDP over the workers. Vision-language checkpoints carry parameters that a task never uses (SigLIP's
+    pooling head under PaliGemma; a pretraining task's head on steps without that task), so unused
+    parameters must be tolerated or the second step fails."""
+    import ray.train.torch
+
+    return ray.train.torch.prepare_model(model, parallel_strategy_kwargs={"find_unused_parameters": True})

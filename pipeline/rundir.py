@@ -96,6 +96,14 @@ class RunDir:
     """Paths of one run. Everything a stage hands to the next lives here."""
 
     def __init__(self, root: str | Path):
+        root = str(root)
+        if root.startswith("file://"):
+            root = root[len("file://") :]
+        elif "://" in root:
+            raise ValueError(
+                f"run directory {root!r}: only local or shared-file-system paths (or file:// URIs) are "
+                "supported; mount the bucket (e.g. s3fs, gcsfuse) at the same path on every node"
+            )
         self.root = Path(root).resolve()
 
     run_json = property(lambda self: self.root / "run.json")

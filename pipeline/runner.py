@@ -112,7 +112,10 @@ def run_manifest(
         if name not in names:
             raise ManifestError(f"--stages: unknown stage {name!r} (stages: {', '.join(names)})")
     raw_name = Path(manifest).stem if manifest.endswith((".yaml", ".yml")) else manifest
-    run = RunDir(out or f"runs/{raw_name}")
+    try:
+        run = RunDir(out or f"runs/{raw_name}")
+    except ValueError as e:
+        raise ManifestError(f"--out: {e}") from None
     env = dict(os.environ)
     env.setdefault("SAMPLE_WORLD", str(run.world))
     m = load_manifest(manifest, overrides, env)

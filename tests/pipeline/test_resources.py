@@ -56,3 +56,12 @@ def test_progress_rate_and_eta_from_records(tmp_path, monkeypatch):
     assert p == {"shards_total": 4, "shards_done": 1, "images_per_s": 5.0, "eta_s": 30.0}
     assert stage_progress(run, "generate", "other") is None
     assert fmt_eta(30.0) == "ETA 30s" and fmt_eta(125) == "ETA 2m05s" and fmt_eta(None) == "ETA ?"
+
+
+def test_run_directory_takes_paths_and_file_uris_and_says_what_else_to_do(tmp_path):
+    from jade.pipeline.rundir import RunDir
+
+    assert RunDir(f"file://{tmp_path}/r").root == (tmp_path / "r").resolve()
+    assert RunDir(tmp_path / "r").root == (tmp_path / "r").resolve()
+    with pytest.raises(ValueError, match="mount the bucket"):
+        RunDir("s3://bucket/runs/cc3m")
