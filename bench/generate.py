@@ -40,8 +40,9 @@ from jade.pipeline.config import load_manifest
 from jade.pipeline.executor import LocalExecutor
 from jade.pipeline.rundir import RunDir, read_json
 from jade.pipeline.runner import run_manifest
+from jade.pipeline.shard_stage import load_images
 from jade.stages.filter import Filter, FilterWorker
-from jade.stages.generate import Generate, Generator, load_images, usable_keys
+from jade.stages.generate import Generate, Generator, usable_keys
 
 log = logging.getLogger("jade")
 SMALL_WORLD = ["sample_world.vg_images=20", "sample_world.gqa_images=20", "sample_world.vqa_train_images=20",

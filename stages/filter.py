@@ -27,8 +27,8 @@ from jade.models.tasks import answer_prompt, clean_text
 from jade.models.vqa_normalize import answers_match
 from jade.pipeline.config import Manifest
 from jade.pipeline.rundir import RunDir, atomic_write_parquet, fingerprint
+from jade.pipeline.shard_stage import REGION_TYPE, load_images, run_shard_stage
 from jade.pipeline.stage import Context
-from jade.stages.generate import REGION_TYPE, load_images, run_shard_stage
 
 KEPT_QA = pa.struct(
     [("question", pa.string()), ("answer", pa.string()), ("type", pa.string()), ("filter_answer", pa.string()),

@@ -31,8 +31,8 @@ from jade.pipeline.rundir import (
     atomic_write_parquet,
     read_json,
 )
+from jade.pipeline.shard_stage import load_images, run_shard_stage
 from jade.pipeline.stage import Context
-from jade.stages.generate import load_images, run_shard_stage
 
 FEATURES = Features(
     {

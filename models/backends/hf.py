@@ -227,6 +227,7 @@ class _PlainGenerate:
 
     def __init__(self, backend: HFBackend):
         self.b = backend
+        self._lengths: dict[str, int] = {}  # prompt -> token count (prompts repeat across calls)
 
     def generate(self, images: list[Image.Image], requests: list[Request]) -> list[list[Completion]]:
         out: list[list[Completion]] = [[] for _ in requests]
@@ -252,9 +253,12 @@ class _PlainGenerate:
     def _batches(self, idx: list[int], reqs: list[Request]) -> list[list[int]]:
         by_len: dict[int, list[int]] = defaultdict(list)
         for i in idx:
-            by_len[
-                len(self.b.tokenizer(reqs[i].prompt + "\n", add_special_tokens=False)["input_ids"])
-            ].append(i)
+            prompt = reqs[i].prompt
+            if prompt not in self._lengths:
+                self._lengths[prompt] = len(
+                    self.b.tokenizer(prompt + "\n", add_special_tokens=False)["input_ids"]
+                )
+            by_len[self._lengths[prompt]].append(i)
         bs = self.b.batch_size
         return [g[s : s + bs] for _, g in sorted(by_len.items()) for s in range(0, len(g), bs)]
 

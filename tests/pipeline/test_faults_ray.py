@@ -21,6 +21,7 @@ import psutil
 import pyarrow.parquet as pq
 import pytest
 
+from tests.procs import signal_all
 from tests.tiny import TINY
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
@@ -63,11 +64,7 @@ def kill_tree(proc) -> None:
     except psutil.NoSuchProcess:
         procs = []
     os.killpg(proc.pid, signal.SIGKILL)
-    for p in procs:
-        try:
-            p.kill()
-        except psutil.NoSuchProcess:
-            pass
+    signal_all(procs, "kill")
     _, alive = psutil.wait_procs(procs, timeout=30)
     proc.wait(timeout=30)
     assert not alive, alive

@@ -15,6 +15,7 @@ import psutil
 import pytest
 
 from jade.pipeline import submit
+from tests.procs import signal_all
 from tests.tiny import TINY
 
 pytestmark = [pytest.mark.ray]  # in the fast tier: CI runs it against a real local head
@@ -42,14 +43,9 @@ def stop_head(temp_dir: str) -> None:
             except psutil.NoSuchProcess:
                 pass
     procs = list(procs.values())
-    for p in procs:
-        try:
-            p.terminate()
-        except psutil.NoSuchProcess:
-            pass
+    signal_all(procs, "terminate")
     _, alive = psutil.wait_procs(procs, timeout=20)
-    for p in alive:
-        p.kill()
+    signal_all(alive, "kill")
 
 
 @pytest.fixture
