@@ -47,7 +47,7 @@ def build_model(arch, processor: PaliGemmaProcessor, seed: int = 0):
             "intermediate_size": arch.text_hidden * 4,
             "num_hidden_layers": arch.text_layers,
             "num_attention_heads": max(1, arch.text_hidden // arch.head_dim),
-            "num_key_value_heads": 1,
+            "num_key_value_heads": getattr(arch, "kv_heads", 1),
             "head_dim": arch.head_dim,
             "vocab_size": vocab,
             "max_position_embeddings": 512,

@@ -228,4 +228,8 @@ class ResumeState:
 class _ns(dict):
     """Attribute access over an architecture dict (dataclasses cross process boundaries as dicts)."""
 
-    __getattr__ = dict.__getitem__
+    def __getattr__(self, name):
+        try:
+            return self[name]
+        except KeyError:
+            raise AttributeError(name) from None

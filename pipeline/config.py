@@ -97,6 +97,7 @@ class Architecture:
     text_hidden: int = 192
     text_layers: int = 2
     head_dim: int = 16
+    kv_heads: int = 1  # key/value heads of the decoder (1: multi-query, as Gemma-2B)
     vocab_size: int = 1000  # of the tokenizer trained offline, before PaliGemma's 1024 loc + 128 seg tokens
 
 

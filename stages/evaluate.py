@@ -7,6 +7,10 @@ Pairs rejected as "duplicate question" were never answered: they count as genera
 questions per image, distinct-question ratio) but not as checked pairs. A dense caption is right when its box
 matches a true object at IoU >= 0.5 and its words name that object's true attributes. Every number is also
 given per question type. Writes eval.json (DESIGN.md section 10) and eval.md.
+
+It also separates the two causes of a wrong pair, question and answer: `model_accuracy` asks each trained
+model (greedy, plain `generate`) true questions about the world's held-out VQA val images (`vqa_val`, never
+trained on), drawn from the world's own question templates, and reports accuracy per template.
 """
 
 from __future__ import annotations
@@ -118,6 +122,79 @@ def score(truth: dict, rows: list[dict], rejected: list[dict]) -> dict:
     }
 
 
+PROBE_QUESTIONS = 12  # true questions per held-out image in model_accuracy
+
+
+def model_accuracy(run: RunDir, max_images: int = 100, batch: int = 64) -> dict | None:
+    """Greedy accuracy of each trained model on true questions about the world's held-out VQA val images:
+    ``{role: {"all": acc, "by_type": {...}, "by_template": {...}, "questions": n}}`` for the generator, the
+    filter and ``answer_prior`` (always the template's most frequent true answer); None without the images."""
+    import random
+
+    import torch
+    from PIL import Image
+
+    from jade.models import factory
+    from jade.models.tasks import answer_prompt
+    from jade.sampleworld.language import sample_question_records
+
+    truth = read_json(run.world / "truth" / "vqa_val_scene_graphs.json")
+    if not truth:
+        return None
+    items = []
+    for image_id, graph in list(truth.items())[:max_images]:
+        path = run.world / "coco" / "val2014" / f"COCO_val2014_{int(image_id):012d}.jpg"
+        if path.exists():
+            rng = random.Random(f"model_accuracy:{image_id}")
+            items += [(path, qa) for qa in sample_question_records(graph, rng, PROBE_QUESTIONS)]
+    if not items:
+        return None
+    keys = {id(qa): ("all", f"type.{qa.qtype}", f"template.{qa.template}") for _, qa in items}
+    # The answer prior: a model that always gives each template's most frequent true answer.
+    by_template: dict[str, Counter] = defaultdict(Counter)
+    for _, qa in items:
+        by_template[qa.template][qa.answer] += 1
+    prior: dict[str, list[bool]] = defaultdict(list)
+    for _, qa in items:
+        for k in keys[id(qa)]:
+            prior[k].append(qa.answer == by_template[qa.template].most_common(1)[0][0])
+    out = {"answer_prior": _accuracy_summary(prior)}
+    for role in ("generator", "filter"):
+        ckpt = run.checkpoint(role)
+        if not (ckpt / "config.json").exists():
+            continue
+        model, processor = factory.load(str(ckpt))
+        verdicts: dict[str, list[bool]] = defaultdict(list)
+        for s in range(0, len(items), batch):
+            chunk = items[s : s + batch]
+            images = []
+            for path, _ in chunk:
+                with Image.open(path) as f:
+                    images.append(f.convert("RGB"))
+            enc = processor(text=[f"<image>{answer_prompt(qa.question)}" for _, qa in chunk], images=images,
+                            return_tensors="pt", padding="longest")  # fmt: skip
+            with torch.no_grad():
+                ids = model.generate(**enc, max_new_tokens=8, do_sample=False)
+            texts = processor.batch_decode(ids[:, enc["input_ids"].shape[1] :], skip_special_tokens=True)
+            for (_, qa), text in zip(chunk, texts, strict=True):
+                for k in keys[id(qa)]:
+                    verdicts[k].append(normalize_answer(text) == normalize_answer(qa.answer))
+        out[role] = _accuracy_summary(verdicts)
+    return out
+
+
+def _accuracy_summary(verdicts: dict[str, list[bool]]) -> dict:
+    def acc(k: str) -> float:
+        return sum(verdicts[k]) / len(verdicts[k])
+
+    return {
+        "all": acc("all"),
+        "questions": len(verdicts["all"]),
+        "by_type": {k.split(".", 1)[1]: acc(k) for k in sorted(verdicts) if k.startswith("type.")},
+        "by_template": {k.split(".", 1)[1]: acc(k) for k in sorted(verdicts) if k.startswith("template.")},
+    }
+
+
 def evaluate_run(run_dir: str | Path) -> dict:
     run = RunDir(run_dir)
     truth = read_json(run.world / "truth" / "cc3m_scene_graphs.json")
@@ -130,6 +207,7 @@ def evaluate_run(run_dir: str | Path) -> dict:
     rejected = [r for f in sorted(run.rejected.glob("*.parquet"))
                 for r in pq.read_table(f, columns=["key", "question", "type", "answer", "reason"]).to_pylist()]  # fmt: skip
     report = score(truth, rows, rejected)
+    report["model_accuracy"] = model_accuracy(run)
     atomic_write_json(run.root / "eval.json", report)
     atomic_write_bytes(run.root / "eval.md", markdown(report).encode())
     return report
@@ -157,6 +235,22 @@ def markdown(r: dict) -> str:
               f"- regions per image: {f(r['regions_per_image'])}", "",
               "Precisions count verifiable pairs only; unverifiable is the share of answered pairs the parser "
               "cannot check. Distinct questions: distinct (after normalization) per image over all generated.", ""]  # fmt: skip
+    acc = r.get("model_accuracy")
+    if acc:
+        roles = list(acc)
+        templates = sorted({t for a in acc.values() for t in a["by_template"]})
+        lines += ["## Model accuracy on true questions (held-out VQA val images, greedy)", "",
+                  "| | " + " | ".join(roles) + " |", "|---" * (len(roles) + 1) + "|",
+                  "| all | " + " | ".join(f(acc[x]["all"]) for x in roles) + " |"]  # fmt: skip
+        lines += [
+            f"| {t} | " + " | ".join(f(acc[x]["by_type"].get(t)) for x in roles) + " |"
+            for t in QUESTION_TYPES
+        ]
+        lines += [
+            f"| {t} | " + " | ".join(f(acc[x]["by_template"].get(t)) for x in roles) + " |" for t in templates
+        ]
+        lines += ["", "A kept pair is right when the generator is right; the filter keeps it when both agree. "
+                  "Accuracies near the answer prior mean the models do not yet read the image.", ""]  # fmt: skip
     return "\n".join(lines)
 
 

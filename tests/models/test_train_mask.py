@@ -63,3 +63,18 @@ def test_train_loop_trains_and_saves(tmp_path, model_and_processor):
     metrics = train_loop(cfg)
     assert metrics["steps"] == 3 and (tmp_path / "out" / "model.safetensors").exists()
     assert factory.read_meta(tmp_path / "out")["train_metrics"]["steps"] == 3
+
+
+def test_architecture_sets_the_key_value_heads():
+    from dataclasses import replace
+
+    from jade.models.train import _ns
+
+    processor = factory.build_processor(["answer en red"] * 20, ARCH)
+    assert factory.build_model(ARCH, processor).config.text_config.num_key_value_heads == 1  # Gemma-2B's MQA
+    mha = factory.build_model(replace(ARCH, kv_heads=4), processor)
+    assert mha.config.text_config.num_key_value_heads == 4 == mha.config.text_config.num_attention_heads
+    old = {
+        k: v for k, v in ARCH.__dict__.items() if k != "kv_heads"
+    }  # an architecture dict from before the field
+    assert factory.build_model(_ns(old), processor).config.text_config.num_key_value_heads == 1

@@ -132,3 +132,10 @@ def test_status_and_eval_commands(run_dir, capsys):
                 "kept_per_image", "region_precision", "distinct_question_ratio", "by_type"):  # fmt: skip
         assert key in report
     assert 0.0 <= report["qa_unverifiable"] <= 1.0
+    # The trained models answered true questions about the held-out val images, next to the answer prior.
+    acc = report["model_accuracy"]
+    assert set(acc) == {"answer_prior", "generator", "filter"}
+    for role in acc.values():
+        assert role["questions"] == acc["answer_prior"]["questions"] > 0
+        assert 0.0 <= role["all"] <= 1.0 and set(role["by_type"]) <= {"yes/no", "number", "other"}
+    assert "Model accuracy on true questions" in (run_dir / "eval.md").read_text()
