@@ -149,15 +149,19 @@ def model_accuracy(run: RunDir, max_images: int = 100, batch: int = 64) -> dict 
             items += [(path, qa) for qa in sample_question_records(graph, rng, PROBE_QUESTIONS)]
     if not items:
         return None
-    keys = {id(qa): ("all", f"type.{qa.qtype}", f"template.{qa.template}") for _, qa in items}
+
+    def keys(qa) -> tuple[str, ...]:
+        return ("all", f"type.{qa.qtype}", f"template.{qa.template}")
+
     # The answer prior: a model that always gives each template's most frequent true answer.
     by_template: dict[str, Counter] = defaultdict(Counter)
     for _, qa in items:
         by_template[qa.template][qa.answer] += 1
+    mode = {t: c.most_common(1)[0][0] for t, c in by_template.items()}
     prior: dict[str, list[bool]] = defaultdict(list)
     for _, qa in items:
-        for k in keys[id(qa)]:
-            prior[k].append(qa.answer == by_template[qa.template].most_common(1)[0][0])
+        for k in keys(qa):
+            prior[k].append(qa.answer == mode[qa.template])
     out = {"answer_prior": _accuracy_summary(prior)}
     for role in ("generator", "filter"):
         ckpt = run.checkpoint(role)
@@ -177,7 +181,7 @@ def model_accuracy(run: RunDir, max_images: int = 100, batch: int = 64) -> dict 
                 ids = model.generate(**enc, max_new_tokens=8, do_sample=False)
             texts = processor.batch_decode(ids[:, enc["input_ids"].shape[1] :], skip_special_tokens=True)
             for (_, qa), text in zip(chunk, texts, strict=True):
-                for k in keys[id(qa)]:
+                for k in keys(qa):
                     verdicts[k].append(normalize_answer(text) == normalize_answer(qa.answer))
         out[role] = _accuracy_summary(verdicts)
     return out

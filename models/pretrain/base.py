@@ -25,6 +25,10 @@ class PretrainData:
     # so that the data variants share one vocabulary
     vocab_texts: list[str] = field(default_factory=list)
 
+    def captioned(self) -> list[tuple[int, str]]:
+        """(image index, alt-text) of every image that has one: the examples of the alt-text tasks."""
+        return [(i, c) for i, c in enumerate(self.captions) if c]
+
     def __len__(self) -> int:
         return len(self.keys)
 

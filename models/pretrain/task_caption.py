@@ -12,7 +12,7 @@ class Captioning:
     name = "caption"
 
     def examples(self, data: PretrainData) -> list[tuple[int, str]]:
-        return [(i, c) for i, c in enumerate(data.captions) if c]
+        return data.captioned()
 
     def loss(self, ctx: TaskContext, examples: list[tuple[int, str]]):
         batch = lm_batch(ctx.processor, [ctx.data.images[i] for i, _ in examples], [PROMPT] * len(examples),

@@ -18,7 +18,7 @@ class ITM:
     name = "itm"
 
     def examples(self, data: PretrainData) -> list[tuple[int, str]]:
-        return [(i, c) for i, c in enumerate(data.captions) if c]
+        return data.captioned()
 
     def loss(self, ctx: TaskContext, examples: list[tuple[int, str]]):
         ex = distinct(examples)
