@@ -125,34 +125,64 @@ def score(truth: dict, rows: list[dict], rejected: list[dict]) -> dict:
 PROBE_QUESTIONS = 12  # true questions per held-out image in model_accuracy
 
 
+def probe_items(world: Path, max_images: int = 100) -> list[tuple[Path, object]]:
+    """(image path, QA) pairs: ``PROBE_QUESTIONS`` true questions about each of the world's first
+    ``max_images`` held-out VQA val images, drawn from the world's templates with a per-image seed."""
+    import random
+
+    from jade.sampleworld.language import sample_question_records
+
+    truth = read_json(world / "truth" / "vqa_val_scene_graphs.json") or {}
+    items = []
+    for image_id, graph in list(truth.items())[:max_images]:
+        path = world / "coco" / "val2014" / f"COCO_val2014_{int(image_id):012d}.jpg"
+        if path.exists():
+            rng = random.Random(f"model_accuracy:{image_id}")
+            items += [(path, qa) for qa in sample_question_records(graph, rng, PROBE_QUESTIONS)]
+    return items
+
+
+def _keys(qa) -> tuple[str, ...]:
+    return ("all", f"type.{qa.qtype}", f"template.{qa.template}")
+
+
+def answer_verdicts(
+    model, processor, items: list, batch: int = 64, device: str = "cpu"
+) -> dict[str, list[bool]]:
+    """Greedy answers of one model to the probe ``items``: right or wrong per question, under the keys
+    ``all``, ``type.<qtype>`` and ``template.<template>``."""
+    import torch
+    from PIL import Image
+
+    from jade.models.tasks import answer_prompt
+
+    verdicts: dict[str, list[bool]] = defaultdict(list)
+    for s in range(0, len(items), batch):
+        chunk = items[s : s + batch]
+        images = []
+        for path, _ in chunk:
+            with Image.open(path) as f:
+                images.append(f.convert("RGB"))
+        enc = processor(text=[f"<image>{answer_prompt(qa.question)}" for _, qa in chunk], images=images,
+                        return_tensors="pt", padding="longest").to(device)  # fmt: skip
+        with torch.no_grad():
+            ids = model.generate(**enc, max_new_tokens=8, do_sample=False)
+        texts = processor.batch_decode(ids[:, enc["input_ids"].shape[1] :], skip_special_tokens=True)
+        for (_, qa), text in zip(chunk, texts, strict=True):
+            for k in _keys(qa):
+                verdicts[k].append(normalize_answer(text) == normalize_answer(qa.answer))
+    return verdicts
+
+
 def model_accuracy(run: RunDir, max_images: int = 100, batch: int = 64) -> dict | None:
     """Greedy accuracy of each trained model on true questions about the world's held-out VQA val images:
     ``{role: {"all": acc, "by_type": {...}, "by_template": {...}, "questions": n}}`` for the generator, the
     filter and ``answer_prior`` (always the template's most frequent true answer); None without the images."""
-    import random
-
-    import torch
-    from PIL import Image
-
     from jade.models import factory
-    from jade.models.tasks import answer_prompt
-    from jade.sampleworld.language import sample_question_records
 
-    truth = read_json(run.world / "truth" / "vqa_val_scene_graphs.json")
-    if not truth:
-        return None
-    items = []
-    for image_id, graph in list(truth.items())[:max_images]:
-        path = run.world / "coco" / "val2014" / f"COCO_val2014_{int(image_id):012d}.jpg"
-        if path.exists():
-            rng = random.Random(f"model_accuracy:{image_id}")
-            items += [(path, qa) for qa in sample_question_records(graph, rng, PROBE_QUESTIONS)]
+    items = probe_items(run.world, max_images)
     if not items:
         return None
-
-    def keys(qa) -> tuple[str, ...]:
-        return ("all", f"type.{qa.qtype}", f"template.{qa.template}")
-
     # The answer prior: a model that always gives each template's most frequent true answer.
     by_template: dict[str, Counter] = defaultdict(Counter)
     for _, qa in items:
@@ -160,7 +190,7 @@ def model_accuracy(run: RunDir, max_images: int = 100, batch: int = 64) -> dict 
     mode = {t: c.most_common(1)[0][0] for t, c in by_template.items()}
     prior: dict[str, list[bool]] = defaultdict(list)
     for _, qa in items:
-        for k in keys(qa):
+        for k in _keys(qa):
             prior[k].append(qa.answer == mode[qa.template])
     out = {"answer_prior": _accuracy_summary(prior)}
     for role in ("generator", "filter"):
@@ -168,22 +198,7 @@ def model_accuracy(run: RunDir, max_images: int = 100, batch: int = 64) -> dict 
         if not (ckpt / "config.json").exists():
             continue
         model, processor = factory.load(str(ckpt))
-        verdicts: dict[str, list[bool]] = defaultdict(list)
-        for s in range(0, len(items), batch):
-            chunk = items[s : s + batch]
-            images = []
-            for path, _ in chunk:
-                with Image.open(path) as f:
-                    images.append(f.convert("RGB"))
-            enc = processor(text=[f"<image>{answer_prompt(qa.question)}" for _, qa in chunk], images=images,
-                            return_tensors="pt", padding="longest")  # fmt: skip
-            with torch.no_grad():
-                ids = model.generate(**enc, max_new_tokens=8, do_sample=False)
-            texts = processor.batch_decode(ids[:, enc["input_ids"].shape[1] :], skip_special_tokens=True)
-            for (_, qa), text in zip(chunk, texts, strict=True):
-                for k in keys(qa):
-                    verdicts[k].append(normalize_answer(text) == normalize_answer(qa.answer))
-        out[role] = _accuracy_summary(verdicts)
+        out[role] = _accuracy_summary(answer_verdicts(model, processor, items, batch))
     return out
 
 

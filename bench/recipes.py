@@ -1,0 +1,224 @@
+"""Training-recipe sweep for the sample world's tiny models: many recipes trained side by side (one process
+each, on a GPU machine), each scored at several steps on the same held-out probe questions as `jade eval`'s
+``model_accuracy`` (per type and template). A diagnostic, not part of `make bench`: it reads the world's
+truth. It answers "what would it take" questions that the 2-core sample budget cannot: how many examples the
+filter needs before it answers colour and shape questions, and how much that depends on the seed.
+
+    python -m bench.recipes prep ROOT                       # worlds w0 (the sample manifest's) and w1 (4x)
+    python -m bench.recipes sweep ROOT --grid seeds --out runs/recipes.json [--deadline 470]
+    python -m bench.recipes table runs/recipes.json
+
+A recipe is a dict: ``steps``, ``bs`` (32), ``lr`` (1e-3), ``warmup`` (50), ``wd`` (0), ``sched``
+(``cosine`` as the factory's training loop, ``linear`` or ``const``), ``seed`` (0), ``role`` (``filter`` or
+``generator``), ``world`` (``w0``), ``arch`` (overrides of the sample manifest's architecture) and
+``evals`` (extra steps at which to score). `bench/recipes.json` holds the grids measured for the README
+(2026-11-23, one H200, `bench/results/recipes-h200-2026-11-23.json`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from collections import defaultdict
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from jade.pipeline.config import Architecture
+
+GRIDS = Path(__file__).with_name("recipes.json")
+WORLDS = {"w0": (2000, 1000, 3000), "w1": (6000, 3000, 12000)}  # VG, GQA, VQA train images
+
+
+def prep(root: Path, name: str, vg: int, gqa: int, vqa: int, val: int = 100) -> None:
+    """A world, each role's training examples (the factory's own ingest) and tokenizer under root/name."""
+    from jade.models import factory
+    from jade.pipeline.config import load_manifest
+    from jade.pipeline.rundir import RunDir
+    from jade.sampleworld import WorldConfig, write_world
+    from jade.stages.finetune import _strip_locs
+    from jade.stages.ingest import AnnotationJob, annotation_jobs
+
+    wdir = root / name
+    cfg = WorldConfig(seed=0, vg_images=vg, gqa_images=gqa, vqa_train_images=vqa, vqa_val_images=val,
+                      cc3m_images=4, cc3m_shards=1)  # fmt: skip
+    write_world(wdir / "world", cfg)
+    m = load_manifest("sample", [], env={"SAMPLE_WORLD": str(wdir / "world")})
+    job, parts = AnnotationJob(str(wdir)), defaultdict(list)
+    for j in annotation_jobs(m):
+        job(j)
+        parts[j["role"]].append(RunDir(str(wdir)).work("ingest") / "parts" / f"{j['shard_id']}.parquet")
+    for role, files in parts.items():
+        t = pa.concat_tables([pq.read_table(f) for f in files])
+        pq.write_table(t, wdir / f"{role}.parquet")
+        texts = t.column("prefix").to_pylist() + t.column("suffix").to_pylist()
+        factory.build_processor(_strip_locs(texts), Architecture()).save_pretrained(wdir / f"proc_{role}")
+        print(f"{name}/{role}: {t.num_rows} examples", flush=True)
+
+
+def _lr(sched: str, step: int, steps: int, warmup: int, base: float) -> float:
+    from jade.models.train import lr_at
+
+    if sched == "cosine":
+        return lr_at(step, steps, warmup, base)
+    ramp = min(1.0, (step + 1) / warmup)
+    return base * (ramp if sched == "const" else min(ramp, 1 - step / steps))
+
+
+def train(root: Path, name: str, spec: dict, out: Path) -> dict:
+    """One recipe: the factory's model, processor, optimizer and clipping; scored at each ``evals`` step."""
+    import torch
+
+    from jade.models import factory
+    from jade.models.train import ImageCache, _ns
+    from jade.stages.evaluate import _accuracy_summary, answer_verdicts, probe_items
+
+    torch.set_num_threads(1)
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    wdir, role, seed = root / spec.get("world", "w0"), spec.get("role", "filter"), spec.get("seed", 0)
+    processor = factory.AutoProcessor.from_pretrained(str(wdir / f"proc_{role}"))
+    arch = _ns({**asdict(Architecture()), **spec.get("arch", {})})
+    if arch.image_size != Architecture.image_size:
+        n = (arch.image_size // arch.patch_size) ** 2
+        processor.image_processor.size = {"height": arch.image_size, "width": arch.image_size}
+        processor.image_processor.image_seq_length = processor.image_seq_length = n
+    model = factory.build_model(arch, processor, seed=seed).train().to(device)
+    cache = ImageCache((arch.image_size, arch.image_size))
+    t = pq.read_table(wdir / f"{role}.parquet", columns=["task", "image_path", "prefix", "suffix"])
+    if spec.get("tasks"):
+        t = t.filter(pc.is_in(t.column("task"), pa.array(spec["tasks"])))
+    paths, prefixes, suffixes = (t.column(c).to_pylist() for c in ("image_path", "prefix", "suffix"))
+    steps, bs, lr = spec["steps"], spec.get("bs", 32), spec.get("lr", 1e-3)
+    decay, no_decay = [], []
+    for n, p in model.named_parameters():
+        (no_decay if p.ndim < 2 or "norm" in n else decay).append(p)
+    opt = torch.optim.AdamW([{"params": decay, "weight_decay": spec.get("wd", 0.0)},
+                             {"params": no_decay, "weight_decay": 0.0}], lr=lr)  # fmt: skip
+    rng = np.random.default_rng(seed)
+    order, pos = rng.permutation(len(paths)), 0
+    items = probe_items(root / "w0" / "world")  # every recipe is scored on the same questions
+    evals = sorted(set(spec.get("evals", [])) | {steps})
+    res = {"name": name, "spec": spec, "params": sum(p.numel() for p in model.parameters()),
+           "examples": len(paths), "device": device, "evals": {}}  # fmt: skip
+    t0, ema = time.time(), None
+    for step in range(steps):
+        if pos + bs > len(order):
+            order, pos = rng.permutation(order), 0
+        idx, pos = order[pos : pos + bs], pos + bs
+        batch = processor(text=[f"<image>{prefixes[i]}" for i in idx], images=[cache.get(paths[i]) for i in idx],
+                          suffix=[suffixes[i] for i in idx], return_tensors="pt", padding="longest").to(device)  # fmt: skip
+        for g in opt.param_groups:
+            g["lr"] = _lr(spec.get("sched", "cosine"), step, steps, spec.get("warmup", 50), lr)
+        loss = model(**batch).loss
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        ema = loss.item() if ema is None else 0.98 * ema + 0.02 * loss.item()
+        if step + 1 in evals:
+            model.eval()
+            acc = _accuracy_summary(answer_verdicts(model, processor, items, batch=400, device=device))
+            model.train()
+            res["evals"][str(step + 1)] = {
+                **acc,
+                "loss": round(ema, 4),
+                "seconds": round(time.time() - t0, 1),
+            }
+            out.write_text(
+                json.dumps(res, indent=1)
+            )  # written at every score: a killed recipe keeps its curve
+            print(f"{name} step {step + 1}: all {acc['all']:.3f} loss {ema:.3f}", flush=True)
+    return res
+
+
+def sweep(root: Path, specs: dict[str, dict], deadline: float, parallel: int) -> dict:
+    """Every recipe in its own process (``parallel`` at a time); those still running at ``deadline`` seconds
+    are stopped and keep the scores they reached."""
+    (root / "results").mkdir(parents=True, exist_ok=True)
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
+    pending, running, t0 = list(specs.items()), {}, time.time()
+    while (pending or running) and time.time() - t0 < deadline:
+        while pending and len(running) < parallel:
+            name, spec = pending.pop(0)
+            log = open(root / "results" / f"{name}.log", "w")  # noqa: SIM115 - closed with the process
+            cmd = [sys.executable, "-m", "bench.recipes", "_train", str(root), name, json.dumps(spec)]
+            running[name] = (subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env), log)
+        for name, (p, log) in list(running.items()):
+            if p.poll() is not None:
+                log.close()
+                del running[name]
+                if p.returncode:
+                    print(
+                        f"{name} failed:\n" + (root / "results" / f"{name}.log").read_text()[-1500:],
+                        flush=True,
+                    )
+        time.sleep(2)
+    for name, (p, log) in running.items():
+        p.kill()
+        log.close()
+        print(f"{name}: stopped at the deadline", flush=True)
+    return {n: json.loads((root / "results" / f"{n}.json").read_text())
+            for n in specs if (root / "results" / f"{n}.json").exists()}  # fmt: skip
+
+
+def table(results: dict) -> str:
+    cols = ["all", "yes/no", "number", "other"]
+    tmpl = ["query_color", "query_shape", "query_position", "verify_color", "count_all", "relation"]
+    lines = ["| recipe | step | examples seen | " + " | ".join(cols + tmpl) + " | loss |",
+             "|---" * (len(cols) + len(tmpl) + 4) + "|"]  # fmt: skip
+    for name, r in results.items():
+        bs = r["spec"].get("bs", 32)
+        for step, e in sorted(r["evals"].items(), key=lambda kv: int(kv[0])):
+            vals = (
+                [e["all"]] + [e["by_type"].get(c) for c in cols[1:]] + [e["by_template"].get(c) for c in tmpl]
+            )
+            cells = " | ".join("" if v is None else f"{v:.2f}" for v in vals)
+            lines.append(f"| {name} | {step} | {int(step) * bs // 1000}k | {cells} | {e['loss']:.3f} |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv and argv[0] == "_train":  # one recipe, in a process of its own (started by sweep)
+        root = Path(argv[1])
+        train(root, argv[2], json.loads(argv[3]), root / "results" / f"{argv[2]}.json")
+        return 0
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(dest="cmd", required=True)
+    a = sub.add_parser("prep")
+    a.add_argument("root", type=Path)
+    a.add_argument("--worlds", nargs="+", default=sorted(WORLDS), choices=sorted(WORLDS))
+    a = sub.add_parser("sweep")
+    a.add_argument("root", type=Path)
+    a.add_argument("--grid", required=True, help=f"a grid of {GRIDS.name} or a JSON file of recipes")
+    a.add_argument("--out", type=Path, required=True)
+    a.add_argument("--deadline", type=float, default=470.0, help="seconds; running recipes stop then")
+    a.add_argument("--parallel", type=int, default=14, help="recipes at a time")
+    a = sub.add_parser("table")
+    a.add_argument("results", type=Path)
+    args = p.parse_args(argv)
+    if args.cmd == "prep":
+        for w in args.worlds:
+            prep(args.root, w, *WORLDS[w])
+    elif args.cmd == "sweep":
+        grids = json.loads(GRIDS.read_text())
+        specs = grids[args.grid] if args.grid in grids else json.loads(Path(args.grid).read_text())
+        results = sweep(args.root, specs, args.deadline, args.parallel)
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(results, indent=1))
+        print(table(results))
+    else:
+        print(table(json.loads(args.results.read_text())))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
