@@ -29,7 +29,7 @@ pretrain: setup ## multi-task pretraining on $(OUT)/dataset + evaluation: $(OUT)
 paper-table: setup ## the JADE ablation in miniature (data variants x mixing x 3 seeds): $(OUT)/paper_table.md [QUICK=1]
 	$(PY) -m jade.pipeline.paper_table $(OUT) $(if $(QUICK),--quick)
 
-test: setup ## the test suite CI runs (fast tier, about 10 minutes on 2 CPUs)
+test: setup ## the test suite CI runs (fast tier, about 4 minutes on 2 CPUs)
 	$(PY) -m pytest -q
 
 test-slow: setup ## the slow tier: fault tolerance on Ray, job submission to a local head (about 5 minutes)
