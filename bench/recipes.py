@@ -78,7 +78,7 @@ def train(root: Path, name: str, spec: dict, out: Path) -> dict:
     import torch
 
     from jade.models import factory
-    from jade.models.train import ImageCache, _ns
+    from jade.models.train import ImageCache, _ns, adamw, clip_and_step, example_batch, set_lr
     from jade.stages.evaluate import _accuracy_summary, answer_verdicts, probe_items
 
     torch.set_num_threads(1)
@@ -97,11 +97,7 @@ def train(root: Path, name: str, spec: dict, out: Path) -> dict:
         t = t.filter(pc.is_in(t.column("task"), pa.array(spec["tasks"])))
     paths, prefixes, suffixes = (t.column(c).to_pylist() for c in ("image_path", "prefix", "suffix"))
     steps, bs, lr = spec["steps"], spec.get("bs", 32), spec.get("lr", 1e-3)
-    decay, no_decay = [], []
-    for n, p in model.named_parameters():
-        (no_decay if p.ndim < 2 or "norm" in n else decay).append(p)
-    opt = torch.optim.AdamW([{"params": decay, "weight_decay": spec.get("wd", 0.0)},
-                             {"params": no_decay, "weight_decay": 0.0}], lr=lr)  # fmt: skip
+    opt = adamw(model, lr, spec.get("wd", 0.0))
     rng = np.random.default_rng(seed)
     order, pos = rng.permutation(len(paths)), 0
     items = probe_items(root / "w0" / "world")  # every recipe is scored on the same questions
@@ -113,15 +109,12 @@ def train(root: Path, name: str, spec: dict, out: Path) -> dict:
         if pos + bs > len(order):
             order, pos = rng.permutation(order), 0
         idx, pos = order[pos : pos + bs], pos + bs
-        batch = processor(text=[f"<image>{prefixes[i]}" for i in idx], images=[cache.get(paths[i]) for i in idx],
-                          suffix=[suffixes[i] for i in idx], return_tensors="pt", padding="longest").to(device)  # fmt: skip
-        for g in opt.param_groups:
-            g["lr"] = _lr(spec.get("sched", "cosine"), step, steps, spec.get("warmup", 50), lr)
+        batch = example_batch(processor, [cache.get(paths[i]) for i in idx], [prefixes[i] for i in idx],
+                              [suffixes[i] for i in idx], device)  # fmt: skip
+        set_lr(opt, _lr(spec.get("sched", "cosine"), step, steps, spec.get("warmup", 50), lr))
         loss = model(**batch).loss
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
-        opt.zero_grad(set_to_none=True)
+        clip_and_step(model, opt)
         ema = loss.item() if ema is None else 0.98 * ema + 0.02 * loss.item()
         if step + 1 in evals:
             model.eval()
@@ -132,9 +125,7 @@ def train(root: Path, name: str, spec: dict, out: Path) -> dict:
                 "loss": round(ema, 4),
                 "seconds": round(time.time() - t0, 1),
             }
-            out.write_text(
-                json.dumps(res, indent=1)
-            )  # written at every score: a killed recipe keeps its curve
+            out.write_text(json.dumps(res, indent=1))  # at every score: a stopped recipe keeps its curve
             print(f"{name} step {step + 1}: all {acc['all']:.3f} loss {ema:.3f}", flush=True)
     return res
 

@@ -55,6 +55,34 @@ def lr_at(step: int, total: int, warmup: int, base: float) -> float:
     return base * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0))))
 
 
+def adamw(model, lr: float, weight_decay: float) -> torch.optim.AdamW:
+    """AdamW with weight decay on matrices only (not on biases, norms or other 1-d parameters)."""
+    decay, no_decay = [], []
+    for name, p in model.named_parameters():
+        (no_decay if p.ndim < 2 or "norm" in name else decay).append(p)
+    return torch.optim.AdamW(
+        [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}], lr=lr
+    )
+
+
+def set_lr(opt: torch.optim.Optimizer, lr: float) -> None:
+    for g in opt.param_groups:
+        g["lr"] = lr
+
+
+def clip_and_step(model, opt: torch.optim.Optimizer) -> None:
+    """Clip the gradient norm to 1, step, and clear the gradients."""
+    torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+    opt.step()
+    opt.zero_grad(set_to_none=True)
+
+
+def example_batch(processor, images: list, prefixes: list[str], suffixes: list[str], device: str):
+    """(image, prefix, suffix) examples -> model inputs with labels, padded to the longest."""
+    return processor(text=[f"<image>{p}" for p in prefixes], images=images, suffix=suffixes,
+                     return_tensors="pt", padding="longest").to(device)  # fmt: skip
+
+
 def train_loop(
     config: dict,
     rank: int = 0,
@@ -96,13 +124,7 @@ def train_loop(
     order = rng.permutation(len(paths))[rank::world_size]
     if tcfg.get("max_examples"):
         order = order[: tcfg["max_examples"]]
-    decay, no_decay = [], []
-    for name, p in model.named_parameters():
-        (no_decay if p.ndim < 2 or "norm" in name else decay).append(p)
-    opt = torch.optim.AdamW(
-        [{"params": decay, "weight_decay": tcfg["weight_decay"]}, {"params": no_decay, "weight_decay": 0.0}],
-        lr=tcfg["lr"],
-    )
+    opt = adamw(model, tcfg["lr"], tcfg["weight_decay"])
     steps, bs = int(tcfg["steps"]), int(tcfg["batch_size"])
     pos, t0, ema, start = 0, time.time(), None, 0
     if saved:  # continue exactly where the last checkpoint left off: weights, optimizer, data order, RNG
@@ -117,25 +139,17 @@ def train_loop(
             order, pos = rng.permutation(order), 0
         idx = order[pos : pos + bs]
         pos += bs
-        batch = processor(
-            text=[f"<image>{prefixes[i]}" for i in idx],
-            images=[cache.get(paths[i]) for i in idx],
-            suffix=[suffixes[i] for i in idx],
-            return_tensors="pt",
-            padding="longest",
-        ).to(device)
+        batch = example_batch(processor, [cache.get(paths[i]) for i in idx], [prefixes[i] for i in idx],
+                              [suffixes[i] for i in idx], device)  # fmt: skip
         # token_type_ids carry PaliGemma's prefix-LM mask (bidirectional over image + prompt, causal over the
         # target). Its decoder layers are built with is_causal=False: without them (or with an all-ones
         # mask) every position sees the answer it is trained to predict.
         if "token_type_ids" not in batch:
             raise ValueError("training batches need token_type_ids (the prefix-LM mask)")
-        for g in opt.param_groups:
-            g["lr"] = lr_at(step, steps, int(tcfg["warmup_steps"]), tcfg["lr"])
+        set_lr(opt, lr_at(step, steps, int(tcfg["warmup_steps"]), tcfg["lr"]))
         loss = model(**batch).loss
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
-        opt.zero_grad(set_to_none=True)
+        clip_and_step(model, opt)
         ema = loss.item() if ema is None else 0.95 * ema + 0.05 * loss.item()
         if resume.due(step + 1, steps):
             barrier = torch.distributed.barrier if world_size > 1 else None

@@ -155,6 +155,7 @@ def answer_verdicts(
     from PIL import Image
 
     from jade.models.tasks import answer_prompt
+    from jade.models.train import example_batch
 
     verdicts: dict[str, list[bool]] = defaultdict(list)
     for s in range(0, len(items), batch):
@@ -163,8 +164,7 @@ def answer_verdicts(
         for path, _ in chunk:
             with Image.open(path) as f:
                 images.append(f.convert("RGB"))
-        enc = processor(text=[f"<image>{answer_prompt(qa.question)}" for _, qa in chunk], images=images,
-                        return_tensors="pt", padding="longest").to(device)  # fmt: skip
+        enc = example_batch(processor, images, [answer_prompt(qa.question) for _, qa in chunk], None, device)
         with torch.no_grad():
             ids = model.generate(**enc, max_new_tokens=8, do_sample=False)
         texts = processor.batch_decode(ids[:, enc["input_ids"].shape[1] :], skip_special_tokens=True)

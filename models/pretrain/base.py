@@ -41,3 +41,10 @@ class TaskContext:
     mask: str
     device: str
     rng: np.random.Generator
+
+    def batch(self, image_ids: list[int], prefixes: list[str], suffixes: list[str]) -> dict:
+        """Model inputs with labels for (image index, prefix, suffix) examples, under the run's mask."""
+        from jade.models.pretrain.model import lm_batch
+
+        images = [self.data.images[i] for i in image_ids]
+        return lm_batch(self.processor, images, prefixes, suffixes, self.mask, self.device)

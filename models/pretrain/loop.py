@@ -29,7 +29,7 @@ from jade.models.pretrain.data import load_split
 from jade.models.pretrain.model import PretrainModel
 from jade.models.pretrain.sampler import TaskSampler
 from jade.models.pretrain.tasks import TASKS
-from jade.models.train import _ns, lr_at
+from jade.models.train import _ns, adamw, clip_and_step, lr_at, set_lr
 
 log = logging.getLogger("jade")
 CKPT = "checkpoint"
@@ -105,10 +105,7 @@ def pretrain_loop(config: dict, rank: int = 0, world_size: int = 1, prepare_mode
     )
     sampler = TaskSampler({t.name: len(pools[t.name]) for t in tasks}, cfg.batch_size, cfg.mixing, cfg.window,
                           cfg.min_per_task)  # fmt: skip
-    decay = [p for n, p in model.named_parameters() if p.ndim >= 2 and "norm" not in n]
-    no_decay = [p for n, p in model.named_parameters() if not (p.ndim >= 2 and "norm" not in n)]
-    opt = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
-                             {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr)  # fmt: skip
+    opt = adamw(model, cfg.lr, cfg.weight_decay)
     start, history = 0, []
     if (out / CKPT / "state.json").exists():  # resume
         state = json.loads((out / CKPT / "state.json").read_text())
@@ -126,8 +123,7 @@ def pretrain_loop(config: dict, rank: int = 0, world_size: int = 1, prepare_mode
     t0, ema = time.time(), None
     for step in range(start, cfg.steps):
         lr = lr_at(step, cfg.steps, cfg.warmup_steps, cfg.lr)
-        for g in opt.param_groups:
-            g["lr"] = lr
+        set_lr(opt, lr)
         alloc = sampler.allocate(step)
         losses = dict.fromkeys(alloc, 0.0)
         for micro in range(cfg.grad_accum):
@@ -149,9 +145,7 @@ def pretrain_loop(config: dict, rank: int = 0, world_size: int = 1, prepare_mode
         for p in model.parameters():
             if p.grad is not None:
                 _all_mean(p.grad, world_size)
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
-        opt.zero_grad(set_to_none=True)
+        clip_and_step(model, opt)
         names = [n for n in alloc if alloc[n] > 0]
         mean = _all_mean(torch.tensor([losses[n] for n in names]), world_size).tolist()
         sampler.update(dict(zip(names, mean, strict=True)))

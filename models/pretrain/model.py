@@ -15,6 +15,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from jade.models.train import example_batch
+
 MASKS = ("prefix", "causal")
 
 
@@ -49,18 +51,12 @@ class PretrainModel(nn.Module):
 
 def lm_batch(processor, images: list, prefixes: list[str], suffixes: list[str], mask: str, device) -> dict:
     """Image + prompt (prefix) + target (suffix) -> model inputs with labels, under `mask`."""
-    batch = processor(
-        text=[f"<image>{p}" for p in prefixes],
-        images=images,
-        suffix=suffixes,
-        return_tensors="pt",
-        padding="longest",
-    )
+    if mask not in MASKS:
+        raise ValueError(f"mask: {mask!r} is not one of {MASKS}")
+    batch = example_batch(processor, images, prefixes, suffixes, device)
     if mask == "causal":
         batch["token_type_ids"] = torch.ones_like(batch["token_type_ids"])
-    elif mask != "prefix":
-        raise ValueError(f"mask: {mask!r} is not one of {MASKS}")
-    return batch.to(device)
+    return batch
 
 
 def text_batch(tokenizer, texts: list[str], device) -> dict:

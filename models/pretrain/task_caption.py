@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from jade.models.pretrain.base import PretrainData, TaskContext
-from jade.models.pretrain.model import lm_batch
 
 PROMPT = "caption en"
 
@@ -15,6 +14,5 @@ class Captioning:
         return data.captioned()
 
     def loss(self, ctx: TaskContext, examples: list[tuple[int, str]]):
-        batch = lm_batch(ctx.processor, [ctx.data.images[i] for i, _ in examples], [PROMPT] * len(examples),
-                         [c for _, c in examples], ctx.mask, ctx.device)  # fmt: skip
+        batch = ctx.batch([i for i, _ in examples], [PROMPT] * len(examples), [c for _, c in examples])
         return ctx.model.lm_loss(batch)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from jade.models.pretrain.base import PretrainData, TaskContext
-from jade.models.pretrain.model import lm_batch
 
 PROMPT = "complete {start}"
 
@@ -21,6 +20,5 @@ class Completion:
             cut = int(ctx.rng.integers(1, len(words)))  # at least one word on each side
             prefixes.append(PROMPT.format(start=" ".join(words[:cut])))
             suffixes.append(" ".join(words[cut:]))
-        batch = lm_batch(ctx.processor, [ctx.data.images[i] for i, _ in examples], prefixes, suffixes,
-                         ctx.mask, ctx.device)  # fmt: skip
+        batch = ctx.batch([i for i, _ in examples], prefixes, suffixes)
         return ctx.model.lm_loss(batch)

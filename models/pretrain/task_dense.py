@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from jade.models.pretrain.base import PretrainData, TaskContext
-from jade.models.pretrain.model import lm_batch
 from jade.models.tasks import box_to_tokens
 
 PROMPT = "describe {box}"
@@ -17,7 +16,6 @@ class DenseCaption:
                 if r.get("caption")]  # fmt: skip
 
     def loss(self, ctx: TaskContext, examples: list[tuple[int, tuple, str]]):
-        batch = lm_batch(ctx.processor, [ctx.data.images[i] for i, _, _ in examples],
-                         [PROMPT.format(box=box_to_tokens(b)) for _, b, _ in examples],
-                         [c for _, _, c in examples], ctx.mask, ctx.device)  # fmt: skip
+        batch = ctx.batch([i for i, _, _ in examples], [PROMPT.format(box=box_to_tokens(b)) for _, b, _ in examples],
+                          [c for _, _, c in examples])  # fmt: skip
         return ctx.model.lm_loss(batch)

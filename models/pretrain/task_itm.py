@@ -8,7 +8,6 @@ import torch
 import torch.nn.functional as F
 
 from jade.models.pretrain.base import PretrainData, TaskContext
-from jade.models.pretrain.model import lm_batch
 from jade.models.pretrain.task_itc import distinct, embed_pairs
 
 PROMPT = "match"
@@ -33,8 +32,7 @@ class ITM:
             hard = [0]
         pairs = [(i, t, 1) for i, t in ex] + [(i, texts[h], 0) for i, h in zip(idx, hard, strict=True)
                                               if len(ex) > 1]  # fmt: skip
-        batch = lm_batch(ctx.processor, [ctx.data.images[i] for i, _, _ in pairs], [PROMPT] * len(pairs),
-                         [t for _, t, _ in pairs], ctx.mask, ctx.device)  # fmt: skip
+        batch = ctx.batch([i for i, _, _ in pairs], [PROMPT] * len(pairs), [t for _, t, _ in pairs])
         logits = ctx.model.itm_head(ctx.model.fused_state(batch))
         labels = torch.tensor([y for _, _, y in pairs], device=logits.device)
         return F.cross_entropy(logits, labels)

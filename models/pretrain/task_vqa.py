@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from jade.models.pretrain.base import PretrainData, TaskContext
-from jade.models.pretrain.model import lm_batch
 from jade.models.tasks import answer_prompt
 
 
@@ -15,7 +14,6 @@ class VQA:
                 if qa.get("question") and qa.get("answer")]  # fmt: skip
 
     def loss(self, ctx: TaskContext, examples: list[tuple[int, str, str]]):
-        batch = lm_batch(ctx.processor, [ctx.data.images[i] for i, _, _ in examples],
-                         [answer_prompt(q) for _, q, _ in examples], [a for _, _, a in examples],
-                         ctx.mask, ctx.device)  # fmt: skip
+        batch = ctx.batch([i for i, _, _ in examples], [answer_prompt(q) for _, q, _ in examples],
+                          [a for _, _, a in examples])  # fmt: skip
         return ctx.model.lm_loss(batch)
