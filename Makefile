@@ -27,7 +27,7 @@ pretrain: setup ## multi-task pretraining on $(OUT)/dataset + evaluation: $(OUT)
 	.venv/bin/jade pretrain $(OUT) $(foreach s,$(SET),--set $(s))
 
 paper-table: setup ## the JADE ablation in miniature (data variants x mixing x 3 seeds): $(OUT)/paper_table.md [QUICK=1]
-	$(PY) -m jade.pipeline.paper_table $(OUT) $(if $(QUICK),--quick)
+	$(PY) -m jade.app.paper_table $(OUT) $(if $(QUICK),--quick)
 
 test: setup ## the test suite CI runs (fast tier, about 4 minutes on 2 CPUs)
 	$(PY) -m pytest -q
@@ -55,7 +55,7 @@ bench: setup ## the benchmarks (generate+filter vs a per-question loop, ingest):
 
 submit: setup ## the run as a Ray job: DATA=cc3m ADDRESS=http://HEAD:8265 OUT=/shared/runs/cc3m [SET="k=v ..."]
 	@test -n "$(ADDRESS)" || { echo "make submit: give ADDRESS=http://HEAD:8265 (the head's dashboard)"; exit 2; }
-	$(PY) -m jade.pipeline.submit $(DATA) --address $(ADDRESS) --out $(OUT) $(foreach s,$(SET),--set $(s))
+	$(PY) -m jade.app.submit $(DATA) --address $(ADDRESS) --out $(OUT) $(foreach s,$(SET),--set $(s))
 
 lint: setup ## ruff check + format check
 	.venv/bin/ruff check . && .venv/bin/ruff format --check .

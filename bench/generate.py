@@ -32,6 +32,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import torch
 
+from jade.app.runner import run_manifest
 from jade.formats import shards
 from jade.models import factory, tasks
 from jade.models.backends.hf import _vision_tower
@@ -39,7 +40,6 @@ from jade.models.vqa_normalize import answers_match
 from jade.pipeline.config import load_manifest
 from jade.pipeline.executor import LocalExecutor
 from jade.pipeline.rundir import RunDir, read_json
-from jade.pipeline.runner import run_manifest
 from jade.pipeline.shard_stage import load_images
 from jade.stages.filter import Filter, FilterWorker
 from jade.stages.generate import Generate, Generator, usable_keys

@@ -1,6 +1,6 @@
 """Ingest benchmark: shard checking against a plain Pillow loop, and memory while streaming a real-size file.
 
-1. Throughput, images per CPU-second (= per core): the ingest stage's own `ShardChecker` (read the tar and
+1. Throughput, images per CPU-second (= per core): the ingest stage's own shard check (`stages.ingest.check_shard`) (read the tar and
    its img2dataset sidecar, decode fully, check the mode and the pixel limit, write samples and failures)
    against a plain Pillow loop (`tarfile` + `Image.open(...).convert("RGB")`) over the same img2dataset
    webdataset shards, in this one process, alternating and best of `--repeats` (the machine may be shared).
@@ -9,7 +9,7 @@
 2. Memory: a Visual Genome `region_descriptions.json` of the real size (108,077 images, ~50 regions each,
    ~700 MB; `--quick`: 2,000 images) with its `image_data.json` and a `VG_100K/` of empty image files is
    written to a temporary folder (deleted after), then read in fresh subprocesses: the reader alone
-   (`formats.vg.iter_regions`) and the whole ingest job (`stages.ingest.AnnotationJob`: caption examples
+   (`formats.vg.iter_regions`) and the whole ingest job (`stages.examples.AnnotationJob`: caption examples
    written to Parquet). Each reports its peak RSS, to compare with the file size.
 
     python -m bench.ingest --out runs/bench [--quick]       # writes runs/bench/ingest.json
@@ -38,7 +38,8 @@ from PIL import Image
 
 from jade.formats import vg
 from jade.formats.shards import list_shards
-from jade.stages.ingest import AnnotationJob, ShardChecker
+from jade.stages.examples import AnnotationJob
+from jade.stages.ingest import IngestSettings, check_shard
 
 VG_IMAGES, VG_REGIONS_PER_IMAGE = 108_077, 50  # Visual Genome 1.2: 5.4 M regions
 PHRASES = ["the clock is green in colour", "shade is along the street ", "man is wearing sneakers",
@@ -112,17 +113,11 @@ def pillow_loop(paths: list[Path]) -> int:
 def checker_pass(paths: list[Path], run_root: Path) -> int:
     """The ingest stage's shard checker over the same shards (a fresh run directory each pass)."""
     shutil.rmtree(run_root, ignore_errors=True)
-    checker = ShardChecker(str(run_root), "bench")
     n = 0
     for ref in list_shards("webdataset", [str(p) for p in paths]):
-        rec = checker(
-            {
-                "shard_id": ref.shard_id,
-                "shard": {"shard_id": ref.shard_id, "url": ref.url, "format": ref.format},
-            }
-        )
-        n += rec["images_in"]
-        assert rec["images_failed"] == 0, rec
+        counts = check_shard(ref, IngestSettings(min_image_size=1)).counts
+        n += counts["images_in"]
+        assert counts["images_failed"] == 0, counts
     return n
 
 

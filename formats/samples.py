@@ -13,11 +13,22 @@ FORMATS = {"webdataset": (".tar",), "parquet": (".parquet",)}
 
 @dataclass(frozen=True)
 class ShardRef:
-    """One shard: a stable id derived from the file name (e.g. "00000"), its URL and format."""
+    """One shard: a stable id derived from the file name (e.g. "00000"), its URL and format, and its source:
+    the name of the folder it is in (e.g. "cc3m"), which namespaces its keys. img2dataset numbers keys from
+    0 in every output folder, so keys are unique only within a source: `key()` makes them unique."""
 
     shard_id: str
     url: str
     format: str
+    source: str = ""
+
+    def key(self, source_key: str) -> str:
+        """The run-wide key of a sample whose key within its source is ``source_key``."""
+        return f"{self.source}/{source_key}" if self.source else source_key
+
+    def source_key(self, key: str) -> str:
+        """Inverse of `key`."""
+        return key[len(self.source) + 1 :] if self.source and key.startswith(self.source + "/") else key
 
 
 @dataclass

@@ -55,6 +55,18 @@ def _shard_ids(urls: list[str], suffix: str) -> list[str]:
         depth += 1
 
 
+def _sources(urls: list[str]) -> list[str]:
+    """Source names: each shard's folder name, with parent folders prepended only where names collide."""
+    folders = sorted({u.rsplit("/", 1)[0] for u in urls})
+    parts = {f: [p for p in f.split("/") if p and not p.endswith(":")] or ["root"] for f in folders}
+    depth = 1
+    while True:
+        names = {f: _UNSAFE.sub("_", "-".join(p[-depth:])).strip("_") or "source" for f, p in parts.items()}
+        if len(set(names.values())) == len(names) or depth >= max(len(p) for p in parts.values()):
+            return [names[u.rsplit("/", 1)[0]] for u in urls]
+        depth += 1
+
+
 def list_shards(format: str, urls: str | Iterable[str]) -> list[ShardRef]:
     """Expand `urls` (brace ranges, globs, fsspec URLs, folders) into sorted `ShardRef`s of `format`."""
     if format not in FORMATS:
@@ -65,7 +77,8 @@ def list_shards(format: str, urls: str | Iterable[str]) -> list[ShardRef]:
     if wrong:
         raise ValueError(f"not {format} shards (expected {'/'.join(suffixes)} files): {wrong[:3]}")
     ids = _shard_ids(found, suffixes[0])
-    return [ShardRef(shard_id, url, format) for shard_id, url in zip(ids, found, strict=True)]
+    return [ShardRef(shard_id, url, format, source)
+            for shard_id, url, source in zip(ids, found, _sources(found), strict=True)]  # fmt: skip
 
 
 class ShardReader:

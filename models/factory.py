@@ -15,19 +15,20 @@ import torch
 from transformers import AutoModelForImageTextToText, AutoProcessor, PaliGemmaConfig, PaliGemmaProcessor
 from transformers.models.siglip.image_processing_pil_siglip import SiglipImageProcessorPil
 
+from jade.models.specs import Architecture
 from jade.models.tokenizer import train_tokenizer
 
 JADE_META = "jade_model.json"  # written beside the weights: what the model is and how it was made
 
 
-def build_processor(texts: Iterable[str], arch) -> PaliGemmaProcessor:
+def build_processor(texts: Iterable[str], arch: Architecture) -> PaliGemmaProcessor:
     tokenizer = train_tokenizer(texts, arch.vocab_size)
     image_processor = SiglipImageProcessorPil(size={"height": arch.image_size, "width": arch.image_size})
     image_processor.image_seq_length = (arch.image_size // arch.patch_size) ** 2
     return PaliGemmaProcessor(image_processor=image_processor, tokenizer=tokenizer)
 
 
-def build_model(arch, processor: PaliGemmaProcessor, seed: int = 0):
+def build_model(arch: Architecture, processor: PaliGemmaProcessor, seed: int = 0):
     """A from-scratch PaliGemma: SigLIP vision tower + Gemma decoder, sized by `arch`."""
     tok = processor.tokenizer
     vocab = len(tok)
@@ -47,7 +48,7 @@ def build_model(arch, processor: PaliGemmaProcessor, seed: int = 0):
             "intermediate_size": arch.text_hidden * 4,
             "num_hidden_layers": arch.text_layers,
             "num_attention_heads": max(1, arch.text_hidden // arch.head_dim),
-            "num_key_value_heads": getattr(arch, "kv_heads", 1),
+            "num_key_value_heads": arch.kv_heads,
             "head_dim": arch.head_dim,
             "vocab_size": vocab,
             "max_position_embeddings": 512,

@@ -33,6 +33,15 @@ def caption_target(box: tuple[float, float, float, float], phrase: str) -> str:
     return f"{box_to_tokens(box)} {clean_text(phrase)}"
 
 
+def parse_box(text: str) -> tuple[float, float, float, float] | None:
+    """Four leading location tokens -> (x0, y0, x1, y1), or None (fewer, or a degenerate box)."""
+    locs = [int(m) / (LOC_BINS - 1) for m in _LOC.findall(text.strip()[: 4 * len("<loc0000>")])]
+    if len(locs) < 4 or not text.strip().startswith("<loc"):
+        return None
+    y0, x0, y1, x1 = locs[:4]
+    return (x0, y0, x1, y1) if x1 > x0 and y1 > y0 else None
+
+
 def parse_caption(text: str) -> tuple[tuple[float, float, float, float], str] | None:
     """A generated dense caption -> ((x0, y0, x1, y1), caption), or None when it is malformed
     (not exactly four leading location tokens, an empty caption, or a degenerate box)."""
@@ -63,3 +72,8 @@ def iou(a: tuple[float, ...], b: tuple[float, ...]) -> float:
     inter = ix * iy
     union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
     return inter / union if union > 0 else 0.0
+
+
+def strip_locs(texts: list[str]) -> list[str]:
+    """Texts without location tokens (the processor adds those; keep them out of a tokenizer's corpus)."""
+    return [_LOC.sub(" ", t) for t in texts]

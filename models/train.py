@@ -15,6 +15,7 @@ import shutil
 import time
 from collections import OrderedDict
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -22,10 +23,33 @@ import pyarrow.parquet as pq
 import torch
 from PIL import Image
 
+from jade.atomic import atomic_dir, atomic_write_json
+from jade.models import attention as attention_rules
 from jade.models import factory
+from jade.models.specs import Architecture, Training
 
 log = logging.getLogger("jade")
-CHECKPOINT_EVERY = 200  # steps between resume checkpoints (config "checkpoint_every" overrides)
+CHECKPOINT_EVERY = 200  # steps between resume checkpoints (TrainJob.checkpoint_every overrides)
+
+
+@dataclass(frozen=True)
+class TrainJob:
+    """One fine-tuning run: what `train_loop` trains on, from what, and where it writes."""
+
+    examples: str  # Parquet of (image_path, prefix, suffix)
+    out_dir: str
+    arch: Architecture
+    train: Training
+    seed: int = 0
+    attention: str = attention_rules.DEFAULT
+    base: str | None = None  # a pretrained checkpoint to start from; None: from scratch with processor_dir
+    processor_dir: str | None = None
+    resume_dir: str | None = None  # mid-training checkpoints (a re-run resumes); None: none
+    checkpoint_every: int = CHECKPOINT_EVERY
+    threads: int | None = None
+    trust_remote_code: bool = False
+    use_gpu: bool = False
+    meta: dict = field(default_factory=dict)  # recorded in the checkpoint's jade_model.json
 
 
 class ImageCache:
@@ -77,77 +101,82 @@ def clip_and_step(model, opt: torch.optim.Optimizer) -> None:
     opt.zero_grad(set_to_none=True)
 
 
-def example_batch(processor, images: list, prefixes: list[str], suffixes: list[str], device: str):
-    """(image, prefix, suffix) examples -> model inputs with labels, padded to the longest."""
-    return processor(text=[f"<image>{p}" for p in prefixes], images=images, suffix=suffixes,
-                     return_tensors="pt", padding="longest").to(device)  # fmt: skip
+def example_batch(processor, images: list, prefixes: list[str], suffixes: list[str] | None, device: str,
+                  attention: str = attention_rules.DEFAULT):
+    """(image, prefix, suffix) examples -> model inputs with labels, padded to the longest, under the
+    attention rule (`models.attention`). Without suffixes: generation inputs (no labels)."""
+    batch = processor(text=[f"<image>{p}" for p in prefixes], images=images, suffix=suffixes,
+                      return_tensors="pt", padding="longest")
+    return attention_rules.apply(batch, processor.image_token_id, attention).to(device)
+
+
+def lm_loss(model, batch) -> torch.Tensor:
+    """Mean cross-entropy over the target tokens, with logits computed only at the positions that predict a
+    target (``logits_to_keep``): the LM head over the ~2k-token vocabulary at every position is a quarter of
+    a tiny model's step. Equal to ``model(**batch).loss``; goes through ``model``'s own forward (DDP)."""
+    labels = batch["labels"]
+    keep = (labels[:, 1:] != -100).any(0).nonzero()[:, 0]  # position t predicts token t + 1
+    logits = model(**{k: v for k, v in batch.items() if k != "labels"}, logits_to_keep=keep).logits
+    target = labels[:, keep + 1]
+    return torch.nn.functional.cross_entropy(logits.flatten(0, 1).float(), target.flatten(), ignore_index=-100)
 
 
 def train_loop(
-    config: dict,
+    job: TrainJob,
     rank: int = 0,
     world_size: int = 1,
     prepare_model: Callable | None = None,
     report: Callable[[dict], None] | None = None,
 ) -> dict:
-    """Train per `config` and (rank 0) save the model to ``config["out_dir"]``. Returns the final metrics.
-
-    config keys: examples (parquet path), processor_dir, base (None: from scratch), arch, train, seed,
-    out_dir, threads, meta, trust_remote_code.
-    """
+    """Train per `job` and (rank 0) save the model to ``job.out_dir``. Returns the final metrics. Rank 0 also
+    writes its progress (step, loss, ETA) to ``job.out_dir + ".progress.json"`` for the driver to show."""
     # Ray pins OMP threads to the worker's CPU share; use the cores we were given explicitly.
-    torch.set_num_threads(int(config.get("threads") or os.cpu_count() or 1))
-    tcfg = config["train"]
-    seed = int(config["seed"])
-    device = "cuda" if torch.cuda.is_available() and config.get("use_gpu") else "cpu"
-
-    if config.get("base"):
-        model, processor = factory.load(
-            config["base"], trust_remote_code=config.get("trust_remote_code", False)
-        )
+    torch.set_num_threads(int(job.threads or os.cpu_count() or 1))
+    tcfg, seed, role = job.train, int(job.seed), job.meta.get("role", "")
+    device = "cuda" if torch.cuda.is_available() and job.use_gpu else "cpu"
+    attention = attention_rules.check(job.attention)
+    if job.base:
+        model, processor = factory.load(job.base, trust_remote_code=job.trust_remote_code)
     else:
-        processor = factory.AutoProcessor.from_pretrained(config["processor_dir"])
-        model = factory.build_model(_ns(config["arch"]), processor, seed=seed)
+        processor = factory.AutoProcessor.from_pretrained(job.processor_dir)
+        model = factory.build_model(job.arch, processor, seed=seed)
     model.train().to(device)
-    resume = ResumeState(config, rank, world_size)
+    resume = ResumeState(job, rank, world_size)
     saved = resume.load(model)  # before DDP wraps the model: every worker starts from the same weights
     if prepare_model is not None:
         model = prepare_model(model)
     size = processor.image_processor.size
     cache = ImageCache((size["width"], size["height"]))
 
-    table = pq.read_table(config["examples"], columns=["image_path", "prefix", "suffix"])
+    table = pq.read_table(job.examples, columns=["image_path", "prefix", "suffix"])
     paths = table.column("image_path").to_pylist()
     prefixes = table.column("prefix").to_pylist()
     suffixes = table.column("suffix").to_pylist()
     rng = np.random.default_rng(seed)
     order = rng.permutation(len(paths))[rank::world_size]
-    if tcfg.get("max_examples"):
-        order = order[: tcfg["max_examples"]]
-    opt = adamw(model, tcfg["lr"], tcfg["weight_decay"])
-    steps, bs = int(tcfg["steps"]), int(tcfg["batch_size"])
+    if tcfg.max_examples:
+        order = order[: tcfg.max_examples]
+    opt = adamw(model, tcfg.lr, tcfg.weight_decay)
+    steps, bs = int(tcfg.steps), int(tcfg.batch_size)
     pos, t0, ema, start = 0, time.time(), None, 0
     if saved:  # continue exactly where the last checkpoint left off: weights, optimizer, data order, RNG
         opt.load_state_dict(saved["optimizer"])
         start, pos, ema = saved["step"], saved["pos"], saved["ema"]
         order = np.asarray(saved["order"])
         rng.bit_generator.state = saved["rng"]
-        log.info("train %s: resumed from step %d/%d", config.get("meta", {}).get("role", ""), start, steps)
+        log.info("train %s: resumed from step %d/%d", role, start, steps)
+    progress = Path(job.out_dir + ".progress.json")
     metrics: dict = {}
     for step in range(start, steps):
         if pos + bs > len(order):  # new epoch: reshuffle
             order, pos = rng.permutation(order), 0
         idx = order[pos : pos + bs]
         pos += bs
+        # token_type_ids carry the attention rule (models.attention); example_batch refuses a batch without.
         batch = example_batch(processor, [cache.get(paths[i]) for i in idx], [prefixes[i] for i in idx],
-                              [suffixes[i] for i in idx], device)  # fmt: skip
-        # token_type_ids carry PaliGemma's prefix-LM mask (bidirectional over image + prompt, causal over the
-        # target). Its decoder layers are built with is_causal=False: without them (or with an all-ones
-        # mask) every position sees the answer it is trained to predict.
-        if "token_type_ids" not in batch:
-            raise ValueError("training batches need token_type_ids (the prefix-LM mask)")
-        set_lr(opt, lr_at(step, steps, int(tcfg["warmup_steps"]), tcfg["lr"]))
-        loss = model(**batch).loss
+                              [suffixes[i] for i in idx], device, attention)  # fmt: skip
+        set_lr(opt, lr_at(step, steps, int(tcfg.warmup_steps), tcfg.lr))
+        loss = lm_loss(model, batch)
         loss.backward()
         clip_and_step(model, opt)
         ema = loss.item() if ema is None else 0.95 * ema + 0.05 * loss.item()
@@ -161,30 +190,33 @@ def train_loop(
             if report:
                 report(metrics)
             if rank == 0:
-                eta = elapsed / (step + 1) * (steps - step - 1)
-                log.info("train %s: step %d/%d loss %.3f (%.2f s/step, ETA %.0fs)", config.get("meta", {}).get("role", ""),
-                         step + 1, steps, ema, elapsed / (step + 1), eta)  # fmt: skip
+                eta = elapsed / (step + 1 - start) * (steps - step - 1)
+                atomic_write_json(progress, {"role": role, "step": step + 1, "steps": steps, "loss": ema,
+                                             "eta_s": eta, "at": time.time()})  # fmt: skip
+                log.debug("train %s: step %d/%d loss %.3f (ETA %.0fs)", role, step + 1, steps, ema, eta)
     metrics = {"steps": steps, "loss_ema": ema, "train_s": time.time() - t0, "examples": len(paths)}
     if rank == 0:
-        out = Path(config["out_dir"])
+        out = Path(job.out_dir)
         out.mkdir(parents=True, exist_ok=True)
         inner = model.module if hasattr(model, "module") else model
-        factory.save(inner.cpu().eval(), processor, out, {**config.get("meta", {}), "train_metrics": metrics})
+        factory.save(inner.cpu().eval(), processor, out,
+                     {**job.meta, "attention": attention, "train_metrics": metrics})  # fmt: skip
+        progress.unlink(missing_ok=True)
     return metrics
 
 
 class ResumeState:
-    """Resume checkpoints of one training run under ``config["resume_dir"]`` (in the run directory, so shared
+    """Resume checkpoints of one training run under ``job.resume_dir`` (in the run directory, so shared
     by all nodes), written every ``checkpoint_every`` steps. Each worker writes its own data position (step,
     data order, RNG state) to ``resume.rank<r>.json``; then rank 0 writes weights (safetensors) and optimizer
     state to a temporary directory renamed into place. A checkpoint is used only when its fingerprint (the
     training settings) and worker count match and every worker's position is at its step; every worker reads
     the same files, so all of them make the same choice."""
 
-    def __init__(self, config: dict, rank: int, world_size: int):
-        self.dir = Path(config["resume_dir"]) if config.get("resume_dir") else None
-        self.every = int(config.get("checkpoint_every") or CHECKPOINT_EVERY)
-        self.fp = str(config.get("meta", {}).get("fingerprint", ""))
+    def __init__(self, job: TrainJob, rank: int, world_size: int):
+        self.dir = Path(job.resume_dir) if job.resume_dir else None
+        self.every = int(job.checkpoint_every or CHECKPOINT_EVERY)
+        self.fp = str(job.meta.get("fingerprint", ""))
         self.rank, self.world = rank, world_size
 
     def _pos_file(self, rank: int) -> Path:
@@ -196,24 +228,16 @@ class ResumeState:
     def save(self, model, opt, position: dict, barrier: Callable[[], None] | None = None) -> None:
         from safetensors.torch import save_model
 
-        from jade.pipeline.rundir import atomic_replace_dir
-
-        self.dir.parent.mkdir(parents=True, exist_ok=True)
-        tmp_pos = self._pos_file(self.rank).with_suffix(".tmp")
-        tmp_pos.write_text(json.dumps(position))
-        os.replace(tmp_pos, self._pos_file(self.rank))
+        atomic_write_json(self._pos_file(self.rank), position, indent=None)
         if barrier:
             barrier()  # every position is on disk before the weights that go with them
         if self.rank != 0:
             return
-        tmp = self.dir.with_name(f".{self.dir.name}.tmp")
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir(parents=True)
-        save_model(model.module if hasattr(model, "module") else model, str(tmp / "model.safetensors"))
-        torch.save(opt.state_dict(), tmp / "optimizer.pt")
-        meta = {"step": position["step"], "fingerprint": self.fp, "world_size": self.world}
-        (tmp / "state.json").write_text(json.dumps(meta))
-        atomic_replace_dir(tmp, self.dir)
+        with atomic_dir(self.dir) as tmp:
+            save_model(model.module if hasattr(model, "module") else model, str(tmp / "model.safetensors"))
+            torch.save(opt.state_dict(), tmp / "optimizer.pt")
+            meta = {"step": position["step"], "fingerprint": self.fp, "world_size": self.world}
+            (tmp / "state.json").write_text(json.dumps(meta))
 
     def load(self, model) -> dict | None:
         if self.dir is None or not (self.dir / "state.json").exists():
@@ -237,13 +261,3 @@ class ResumeState:
             shutil.rmtree(self.dir, ignore_errors=True)
             for p in self.dir.parent.glob(f"{self.dir.name}.rank*.json"):
                 p.unlink(missing_ok=True)
-
-
-class _ns(dict):
-    """Attribute access over an architecture dict (dataclasses cross process boundaries as dicts)."""
-
-    def __getattr__(self, name):
-        try:
-            return self[name]
-        except KeyError:
-            raise AttributeError(name) from None

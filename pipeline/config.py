@@ -9,21 +9,24 @@ from __future__ import annotations
 import dataclasses
 import os
 import re
-import types
-import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-MANIFEST_DIR = Path(__file__).resolve().parent.parent / "manifests"
+from jade.models.pretrain.config import PretrainConfig
+from jade.models.specs import Architecture, Training
+from jade.typed import ConfigError, build, validate_choice
+
+PACKAGE_DIR = Path(__file__).resolve().parent.parent  # the package root (the checkout, or site-packages/jade)
+MANIFEST_DIR = PACKAGE_DIR / "manifests"
+# ${JADE_BASES}: the pretrained bases shipped with the package (models/bases/<name>)
+BASES_DIR = PACKAGE_DIR / "models" / "bases"
 QUESTION_TYPES = ("yes/no", "number", "other")
 
 
-class ManifestError(ValueError):
-    """An invalid manifest; the message names the key or path."""
-
+ManifestError = ConfigError  # an invalid manifest; the message names the key or path
 
 # --------------------------------------------------------------------------------------------------- schema
 @dataclass
@@ -87,33 +90,10 @@ class SampleWorld:
 
 
 @dataclass
-class Architecture:
-    """A from-scratch PaliGemma (SigLIP vision tower + Gemma decoder); used when `base` is not set."""
-
-    image_size: int = 48
-    patch_size: int = 16
-    vision_hidden: int = 128
-    vision_layers: int = 2
-    text_hidden: int = 192
-    text_layers: int = 2
-    head_dim: int = 16
-    kv_heads: int = 1  # key/value heads of the decoder (1: multi-query, as Gemma-2B)
-    vocab_size: int = 1000  # of the tokenizer trained offline, before PaliGemma's 1024 loc + 128 seg tokens
-
-
-@dataclass
-class Training:
-    steps: int = 600
-    batch_size: int = 32
-    lr: float = 1e-3
-    weight_decay: float = 0.01
-    warmup_steps: int = 50
-    max_examples: int | None = None  # cap on training examples (None: all)
-
-
-@dataclass
 class ModelSpec:
     base: str | None = None  # hub id or local path of a pretrained checkpoint; None: train from scratch
+    # the attention rule (models.attention) the model is fine-tuned and run under: prefix | image | causal
+    attention: str = "prefix"
     architecture: Architecture = field(default_factory=Architecture)
     train: Training = field(default_factory=Training)
     tasks: list[str] = field(default_factory=list)  # caption, question, answer
@@ -145,6 +125,7 @@ class Models:
         _choice(self.family, ("paligemma",), f"{at}.family")
         for role in ("generator", "filter"):
             spec = getattr(self, role)
+            _choice(spec.attention, ("prefix", "image", "causal"), f"{at}.{role}.attention")
             for task in spec.tasks:
                 _choice(task, ("caption", "question", "answer"), f"{at}.{role}.tasks")
             for src in spec.data:
@@ -236,6 +217,18 @@ class Resources:
 
 
 @dataclass
+class IngestConfig:
+    """How image shards are checked."""
+
+    min_image_size: int = 32  # an image with a side shorter than this is unusable ("too small: WxH")
+    dedupe: bool = True  # byte-identical images under different keys: later ones are "duplicate image: same as KEY"
+
+    def validate(self, at: str) -> None:
+        if self.min_image_size < 1:
+            raise ManifestError(f"{at}.min_image_size: must be at least 1")
+
+
+@dataclass
 class Publish:
     embed_images: bool = True
     rows_per_file: int = 5000
@@ -247,11 +240,13 @@ class Manifest:
     seed: int = 0
     sources: Sources = field(default_factory=Sources)
     sample_world: SampleWorld | None = None
+    ingest: IngestConfig = field(default_factory=IngestConfig)
     models: Models = field(default_factory=Models)
     generate: Generate = field(default_factory=Generate)
     filter: Filter = field(default_factory=Filter)
     resources: Resources = field(default_factory=Resources)
     publish: Publish = field(default_factory=Publish)
+    pretrain: PretrainConfig = field(default_factory=PretrainConfig)  # the bundled pretrainer (make pretrain)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -318,58 +313,7 @@ def expand_vars(obj: Any, env: dict[str, str], at: str = "") -> Any:
     return obj
 
 
-def build(cls: type, data: Any, at: str) -> Any:
-    """Build dataclass ``cls`` from ``data``, rejecting unknown keys and wrong types with the dotted key."""
-    if not isinstance(data, dict):
-        raise ManifestError(f"{at or 'manifest'}: expected a mapping, got {type(data).__name__}")
-    hints = typing.get_type_hints(cls)
-    names = {f.name for f in dataclasses.fields(cls)}
-    for key in data:
-        if key not in names:
-            where = f"{at}.{key}" if at else str(key)
-            raise ManifestError(f"{where}: unknown key (known: {', '.join(sorted(names))})")
-    kwargs = {k: _coerce(hints[k], v, f"{at}.{k}" if at else k) for k, v in data.items()}
-    obj = cls(**kwargs)
-    if hasattr(obj, "validate"):
-        obj.validate(at)
-    return obj
-
-
-def _coerce(tp: Any, value: Any, at: str) -> Any:
-    origin = typing.get_origin(tp)
-    if origin in (typing.Union, types.UnionType):
-        args = [a for a in typing.get_args(tp) if a is not type(None)]
-        if value is None:
-            if len(args) != len(typing.get_args(tp)):
-                return None
-            raise ManifestError(f"{at}: must not be null")
-        return _coerce(args[0], value, at)
-    if dataclasses.is_dataclass(tp):
-        return build(tp, value if value is not None else {}, at)
-    if origin is list:
-        if isinstance(value, str):
-            value = [value]  # a single URL/path is a list of one
-        if not isinstance(value, list):
-            raise ManifestError(f"{at}: expected a list, got {type(value).__name__}")
-        (item,) = typing.get_args(tp)
-        return [_coerce(item, v, f"{at}[{i}]") for i, v in enumerate(value)]
-    if origin is dict:
-        if not isinstance(value, dict):
-            raise ManifestError(f"{at}: expected a mapping, got {type(value).__name__}")
-        _, vt = typing.get_args(tp)
-        return {str(k): _coerce(vt, v, f"{at}.{k}") for k, v in value.items()}
-    if tp is float and isinstance(value, int) and not isinstance(value, bool):
-        return float(value)
-    if tp is bool and not isinstance(value, bool):
-        raise ManifestError(f"{at}: expected true/false, got {value!r}")
-    if tp in (int, float, str) and (not isinstance(value, tp) or isinstance(value, bool)):
-        raise ManifestError(f"{at}: expected {tp.__name__}, got {type(value).__name__} {value!r}")
-    return value
-
-
-def _choice(value: str, choices: tuple[str, ...], at: str) -> None:
-    if value not in choices:
-        raise ManifestError(f"{at}: {value!r} is not one of {', '.join(choices)}")
+_choice = validate_choice
 
 
 def load_manifest(

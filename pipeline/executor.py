@@ -1,4 +1,5 @@
-"""Where stages run: in-process (`LocalExecutor`, tests and debugging) or on Ray (`RayExecutor`).
+"""Where stages run: in-process (`LocalExecutor`, tests and debugging) or on Ray (`RayExecutor`), behind the
+`Executor` protocol.
 
 `map_shards` maps a picklable worker factory over shard descriptors (Ray Data, an actor pool with fractional
 CPUs so 2 cores never deadlock); `train` runs a training loop with Ray Train's `TorchTrainer`.
@@ -6,6 +7,7 @@ CPUs so 2 cores never deadlock); `train` runs a training loop with Ray Train's `
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -13,9 +15,34 @@ import time
 import traceback
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
+
+from jade.pipeline.config import StageResources, TrainResources
 
 log = logging.getLogger("jade")
+Worker = Callable[[dict], dict]  # one shard descriptor -> its summary (a failed one has "error")
+
+
+class Executor(Protocol):
+    """What the runner needs from where stages run."""
+
+    name: str
+
+    def map_shards(self, factory: Callable[[], Worker], items: list[dict], res: StageResources,
+                   on_result: Callable[[dict], None] | None = None) -> list[dict]:  # fmt: skip
+        """Build a worker with ``factory()`` on each of up to ``res.pool()`` workers and call it on every item;
+        each summary goes to ``on_result`` as it arrives; a worker that raises gives ``{"shard", "error"}``."""
+        ...
+
+    def train(self, fn: Callable, job: Any, res: TrainResources, storage: Path) -> dict:
+        """Run ``fn(job, rank=, world_size=, prepare_model=, report=)`` on ``res.workers`` workers."""
+        ...
+
+    def gpus(self) -> int:
+        """GPUs the executor can use."""
+        ...
+
+    def shutdown(self) -> None: ...
 
 
 class WorkerFactory:
@@ -63,9 +90,10 @@ def _safe_call(worker: Callable[[dict], dict], item: dict) -> dict:
 class LocalExecutor:
     name = "local"
 
-    def map_shards(
-        self, factory: Callable[[], Callable[[dict], dict]], items: list[dict], res: Any, on_result=None
-    ) -> list[dict]:
+    def map_shards(self, factory: Callable[[], Worker], items: list[dict], res: StageResources,
+                   on_result: Callable[[dict], None] | None = None) -> list[dict]:  # fmt: skip
+        if not items:
+            return []
         worker = factory()
         out = []
         for item in items:
@@ -74,13 +102,16 @@ class LocalExecutor:
                 on_result(out[-1])
         return out
 
-    def train(self, fn: Callable, config: dict, res: Any, storage: Path) -> dict:
-        return fn(config)
+    def train(self, fn: Callable, job: Any, res: TrainResources, storage: Path) -> dict:
+        return fn(job)
 
     def gpus(self) -> int:
         import torch
 
         return torch.cuda.device_count()
+
+    def shutdown(self) -> None:
+        pass
 
 
 class _ShardActor:
@@ -107,13 +138,17 @@ class RayExecutor:
         if ray.is_initialized():
             return
         address = self.address or os.environ.get("RAY_ADDRESS")
+        # Workers' output goes to Ray's session logs, not to this console (the driver shows progress itself).
         if address:
-            ray.init(address=address, log_to_driver=True)
+            ray.init(address=address, log_to_driver=False, logging_level=logging.WARNING)
         else:
-            # A private local cluster: token auth is for clusters that others reach; this one is ours.
+            # A private local cluster of this run's own ("local": never joins, or warns about, another run's
+            # instance on the machine); token auth is for clusters that others reach, and this one is ours.
             os.environ.setdefault("RAY_AUTH_MODE", "disabled")
-            ray.init(num_cpus=self.num_cpus or os.cpu_count(), include_dashboard=False, log_to_driver=True)
+            ray.init(address="local", num_cpus=self.num_cpus or os.cpu_count(), include_dashboard=False,
+                     log_to_driver=False, logging_level=logging.WARNING)  # fmt: skip
             self._started = True
+        _quiet_ray()
 
     def gpus(self) -> int:
         import ray
@@ -127,16 +162,15 @@ class RayExecutor:
                 f"{what} asks for num_gpus={wanted} but the Ray cluster has no GPUs; set it to 0"
             )
 
-    def stage_gpus(self, res: Any) -> float:
+    def stage_gpus(self, res: StageResources) -> float:
         """GPUs per actor: the manifest's num_gpus, or (None: generate and filter by default) 1 per actor when
         the cluster has GPUs and 0 when it has none."""
         if res.num_gpus is not None:
             return res.num_gpus
         return 1.0 if self.gpus() else 0.0
 
-    def map_shards(
-        self, factory: Callable[[], Callable[[dict], dict]], items: list[dict], res: Any, on_result=None
-    ) -> list[dict]:
+    def map_shards(self, factory: Callable[[], Worker], items: list[dict], res: StageResources,
+                   on_result: Callable[[dict], None] | None = None) -> list[dict]:  # fmt: skip
         """Each shard summary as it arrives goes to `on_result` (progress). A worker process that dies is
         restarted and its shard retried by Ray Data (actor pools default to max_restarts=-1 and
         max_task_retries=-1); a shard that raises comes back as a failed-shard summary."""
@@ -149,7 +183,7 @@ class RayExecutor:
         if not items:
             return []
         ds = ray.data.from_items([{"item": json.dumps(it)} for it in items], override_num_blocks=len(items))
-        lo, hi = res.pool() if hasattr(res, "pool") else (res.actors, res.actors)
+        lo, hi = res.pool()
         hi = max(1, min(hi, len(items)))
         out = ds.map_batches(
             _ShardActor,
@@ -167,7 +201,7 @@ class RayExecutor:
                 on_result(results[-1])
         return results
 
-    def train(self, fn: Callable, config: dict, res: Any, storage: Path) -> dict:
+    def train(self, fn: Callable, job: Any, res: TrainResources, storage: Path) -> dict:
         from ray.train import RunConfig, ScalingConfig
         from ray.train.torch import TorchTrainer
 
@@ -177,11 +211,11 @@ class RayExecutor:
             self.check_gpus(1, "resources.train.use_gpu")
         trainer = TorchTrainer(
             _ray_train_worker,
-            train_loop_config={"fn": fn, "config": {**config, "use_gpu": use_gpu}},
+            train_loop_config={"fn": fn, "job": dataclasses.replace(job, use_gpu=use_gpu)},
             scaling_config=ScalingConfig(
                 num_workers=res.workers, use_gpu=use_gpu, resources_per_worker={"CPU": res.num_cpus}
             ),
-            run_config=RunConfig(name=Path(config["out_dir"]).name, storage_path=str(storage)),
+            run_config=RunConfig(name=Path(job.out_dir).name, storage_path=str(storage)),
         )
         result = trainer.fit()
         if result.error:
@@ -195,6 +229,17 @@ class RayExecutor:
             ray.shutdown()
 
 
+def _quiet_ray() -> None:
+    """Ray Data's progress bars and start-up lines off the console (they go to Ray's own log files)."""
+    import ray.data
+
+    ctx = ray.data.DataContext.get_current()
+    ctx.enable_progress_bars = False
+    ctx.print_on_execution_start = False
+    for name in ("ray", "ray.data", "ray.train", "ray.tune"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+
+
 def _ray_train_worker(loop_config: dict) -> None:
     import ray.train
     import ray.train.torch
@@ -202,7 +247,7 @@ def _ray_train_worker(loop_config: dict) -> None:
     ctx = ray.train.get_context()
     world = ctx.get_world_size()
     loop_config["fn"](
-        loop_config["config"],
+        loop_config["job"],
         rank=ctx.get_world_rank(),
         world_size=world,
         prepare_model=_prepare_ddp if world > 1 else None,

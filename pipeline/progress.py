@@ -12,11 +12,11 @@ import time
 from jade.pipeline.rundir import RunDir, atomic_write_json, read_json
 
 log = logging.getLogger("jade")
-IMAGE_KEYS = ("images", "images_in", "rows")  # what a shard record calls its image count, by stage
 
 
 def shard_images(rec: dict) -> int:
-    return next((int(rec[k]) for k in IMAGE_KEYS if isinstance(rec.get(k), int)), 0)
+    """The images a shard record says its stage handled (every shard stage records ``images``)."""
+    return int(rec.get("images") or 0)
 
 
 def rate_and_eta(

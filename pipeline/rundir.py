@@ -7,82 +7,37 @@ so a changed setting invalidates exactly what it affects.
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import hashlib
 import json
 import os
 import shutil
+import socket
+import sys
+import threading
 import time
-import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-import pyarrow as pa
-import pyarrow.parquet as pq
+from jade.atomic import (  # noqa: F401  (re-exported: stages write through the run directory's module)
+    atomic_dir,
+    atomic_parquet_writer,
+    atomic_write_bytes,
+    atomic_write_json,
+    atomic_write_parquet,
+    replace_dir,
+)
+
+
+def _plain(obj: Any) -> Any:
+    return dataclasses.asdict(obj) if dataclasses.is_dataclass(obj) and not isinstance(obj, type) else str(obj)
 
 
 def fingerprint(obj: Any) -> str:
-    """Stable short hash of a JSON-able object (canonical key order)."""
-    data = json.dumps(obj, sort_keys=True, default=str, separators=(",", ":")).encode()
+    """Stable short hash of a JSON-able object or dataclass (canonical key order)."""
+    data = json.dumps(obj, sort_keys=True, default=_plain, separators=(",", ":")).encode()
     return hashlib.sha256(data).hexdigest()[:16]
-
-
-def _tmp(path: Path) -> Path:
-    return path.with_name(f".{path.name}.tmp-{uuid.uuid4().hex[:8]}")
-
-
-def atomic_write_bytes(path: str | Path, data: bytes) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = _tmp(path)
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
-def atomic_write_json(path: str | Path, obj: Any) -> None:
-    atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n").encode())
-
-
-def atomic_write_parquet(path: str | Path, table: pa.Table) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = _tmp(path)
-    pq.write_table(table, tmp, compression="zstd")
-    os.replace(tmp, path)
-
-
-@contextmanager
-def atomic_parquet_writer(path: str | Path, schema: pa.Schema) -> Iterator[pq.ParquetWriter]:
-    """A ParquetWriter on a temporary name, renamed into place when the block ends without an error."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = _tmp(path)
-    writer = pq.ParquetWriter(tmp, schema, compression="zstd")
-    try:
-        yield writer
-    except BaseException:
-        writer.close()
-        tmp.unlink(missing_ok=True)
-        raise
-    writer.close()
-    os.replace(tmp, path)
-
-
-def atomic_replace_dir(tmp_dir: Path, final: Path) -> None:
-    """Move a finished directory into place, replacing an older one."""
-    final = Path(final)
-    if final.exists():
-        old = final.with_name(f".{final.name}.old-{uuid.uuid4().hex[:8]}")
-        os.replace(final, old)
-        os.replace(tmp_dir, final)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        final.parent.mkdir(parents=True, exist_ok=True)
-        os.replace(tmp_dir, final)
 
 
 def read_json(path: str | Path) -> Any | None:
@@ -152,3 +107,85 @@ class RunDir:
     def clear(self, stage: str) -> None:
         """Forget a stage's completion records (its outputs get overwritten by the re-run)."""
         shutil.rmtree(self.state / stage, ignore_errors=True)
+
+
+class RunLockedError(RuntimeError):
+    """Another live run holds the run directory (the message names it)."""
+
+
+class RunLock:
+    """An exclusive lock on a run directory while a run holds it: ``<run>/.lock`` holds the holder's host, pid,
+    start time and command, and is refreshed every `HEARTBEAT_S` seconds. A second run stops at once with a
+    message naming the holder. A lock left by a killed run is stale, and taken over: on the same host when its
+    process is gone, on another host when it has not been refreshed for `STALE_S` seconds."""
+
+    HEARTBEAT_S = 30.0
+    STALE_S = 300.0
+
+    def __init__(self, run: RunDir):
+        self.path = run.root / ".lock"
+        self._stop: threading.Event | None = None
+        self.me = {"host": socket.gethostname(), "pid": os.getpid(), "since": round(time.time(), 3),
+                   "command": " ".join(sys.argv)[:300]}  # fmt: skip
+
+    def __enter__(self) -> RunLock:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        for _ in range(3):
+            try:
+                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            except FileExistsError:
+                holder = read_json(self.path) or {}
+                if not self._stale(holder):
+                    since = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(holder.get("since", 0)))
+                    raise RunLockedError(
+                        f"{self.path.parent} is in use by another run: host {holder.get('host')}, pid "
+                        f"{holder.get('pid')}, since {since} ({holder.get('command', '?')}). Wait for it to "
+                        f"end; if that process is gone for good, remove {self.path}"
+                    ) from None
+                # stale: move it aside atomically (only one taker wins the rename), then try again
+                with contextlib.suppress(FileNotFoundError):
+                    os.replace(self.path, self.path.with_name(f".lock.stale-{os.getpid()}"))
+                continue
+            with os.fdopen(fd, "w") as f:
+                json.dump(self.me, f)
+            self._stop = threading.Event()
+            threading.Thread(target=self._beat, daemon=True).start()
+            return self
+        raise RunLockedError(f"{self.path}: could not take the lock")
+
+    def _stale(self, holder: dict) -> bool:
+        if not holder:  # unreadable or empty: a lock being written right now, or a crash mid-write
+            return time.time() - _mtime(self.path) > self.STALE_S
+        if holder.get("host") == self.me["host"]:
+            return not _alive(int(holder.get("pid", 0)))
+        return time.time() - _mtime(self.path) > self.STALE_S
+
+    def _beat(self) -> None:
+        while self._stop is not None and not self._stop.wait(self.HEARTBEAT_S):
+            with contextlib.suppress(OSError):
+                os.utime(self.path)
+
+    def __exit__(self, *exc) -> None:
+        if self._stop is not None:
+            self._stop.set()
+        if (read_json(self.path) or {}).get("pid") == self.me["pid"]:
+            self.path.unlink(missing_ok=True)
+
+
+def _mtime(path: Path) -> float:
+    try:
+        return path.stat().st_mtime
+    except FileNotFoundError:
+        return time.time()
+
+
+def _alive(pid: int) -> bool:
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

@@ -15,83 +15,81 @@ answer mismatch, low filter score.
 
 from __future__ import annotations
 
+import hashlib
 from collections import Counter
+from dataclasses import dataclass
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from jade.formats import shards
+from jade.formats.run_tables import ANSWERS, FILTERED, REJECTED, load_images
+from jade.formats.samples import ShardRef
 from jade.models.backends import make_backend
 from jade.models.backends.base import Request
 from jade.models.tasks import answer_prompt, clean_text
 from jade.models.vqa_normalize import answers_match
-from jade.pipeline.config import Manifest
-from jade.pipeline.rundir import RunDir, atomic_write_parquet, fingerprint
-from jade.pipeline.shard_stage import REGION_TYPE, load_images, run_shard_stage
-from jade.pipeline.stage import Context
+from jade.pipeline import config
+from jade.pipeline.config import QUESTION_TYPES, Manifest, StageResources
+from jade.pipeline.rundir import RunDir, fingerprint
+from jade.pipeline.stage import Runtime, ShardResult
 
-KEPT_QA = pa.struct(
-    [("question", pa.string()), ("answer", pa.string()), ("type", pa.string()), ("filter_answer", pa.string()),
-     ("score", pa.float32())]
-)  # fmt: skip
-FILTERED_SCHEMA = pa.schema(
-    [("key", pa.string()), ("qa", pa.list_(KEPT_QA)), ("regions", pa.list_(REGION_TYPE))]
-)
-REJECTED_SCHEMA = pa.schema(
-    [("key", pa.string()), ("shard", pa.string()), ("question", pa.string()), ("type", pa.string()),
-     ("answer", pa.string()), ("filter_answer", pa.string()), ("reason", pa.string()),
-     ("question_score", pa.float32()), ("answer_score", pa.float32()), ("filter_score", pa.float32())]
-)  # fmt: skip
-# One row per generated pair, in generation order: everything the rule needs (step 1's output).
-ANSWERS_SCHEMA = pa.schema(
-    [("key", pa.string()), ("question", pa.string()), ("type", pa.string()), ("answer", pa.string()),
-     ("status", pa.string()), ("question_score", pa.float32()), ("answer_score", pa.float32()),
-     ("filter_answer", pa.string()), ("filter_score", pa.float32())]
-)  # fmt: skip
 MODEL_FP_KEY = b"jade_filter_model_fingerprint"
 
 
-def verdict(pair: dict, rule: dict) -> str | None:
+@dataclass(frozen=True)
+class FilterSettings:
+    rule: config.Filter
+    backend: str
+    max_answer_tokens: int
+
+
+def verdict(pair: dict, rule: config.Filter) -> str | None:
     """None to keep the pair, else the reason it is rejected."""
     if pair["status"] != "ok":
         return pair["status"]  # duplicate question, empty question (found by generate)
     if not pair["answer"]:
         return "empty answer"
-    if not answers_match(pair["answer"], pair["filter_answer"] or "", rule["normalization"]):
+    if not answers_match(pair["answer"], pair["filter_answer"] or "", rule.normalization):
         return "answer mismatch"
-    if (pair["filter_score"] or 0.0) < rule["min_score"]:
+    if (pair["filter_score"] or 0.0) < rule.min_score:
         return "low filter score"
     return None
 
 
-def apply_rule(pairs: list[dict], rule: dict, shard_id: str) -> tuple[dict[str, list], list[dict], Counter]:
-    """Split answered pairs into kept pairs (per key), rejected rows and counts (by type and reason)."""
+def apply_rule(pairs: list[dict], rule: config.Filter, shard_id: str) -> tuple[dict[str, list], list[dict], dict]:
+    """Split answered pairs into kept pairs (per key), rejected rows and counts (kept and rejected, overall and
+    by type; rejections by reason)."""
     kept: dict[str, list] = {}
-    rejected, stats = [], Counter()
+    rejected: list[dict] = []
+    total, reasons = Counter(), Counter()
+    by_type: dict[str, Counter] = {t: Counter() for t in QUESTION_TYPES}
     for p in pairs:
         t = p["type"]
         reason = verdict(p, rule)
         if reason is None:
             kept.setdefault(p["key"], []).append({"question": p["question"], "answer": p["answer"], "type": t,
                                                   "filter_answer": p["filter_answer"], "score": p["filter_score"]})  # fmt: skip
-            stats["qa_kept"] += 1
-            stats[f"qa_kept.{t}"] += 1
+            total["qa_kept"] += 1
+            by_type.setdefault(t, Counter())["qa_kept"] += 1
         else:
             rejected.append({"key": p["key"], "shard": shard_id, "question": p["question"], "type": t,
                              "answer": p["answer"], "filter_answer": p["filter_answer"], "reason": reason,
                              "question_score": p["question_score"], "answer_score": p["answer_score"],
                              "filter_score": p["filter_score"]})  # fmt: skip
-            stats["qa_rejected"] += 1
-            stats[f"qa_rejected.{t}"] += 1
-            stats[f"rejected_reason.{reason}"] += 1
-    return kept, rejected, stats
+            total["qa_rejected"] += 1
+            reasons[reason] += 1
+            by_type.setdefault(t, Counter())["qa_rejected"] += 1
+    counts = {"qa_kept": total["qa_kept"], "qa_rejected": total["qa_rejected"], "rejected_by_reason": dict(reasons),
+              "by_type": {t: dict(c) for t, c in by_type.items() if c}}  # fmt: skip
+    return kept, rejected, counts
 
 
 # -------------------------------------------------------------------------------- stored model answers
-def model_fingerprint(fps: dict[str, str], settings: dict) -> str:
-    """What the filter model's answers depend on (and the rule does not)."""
-    return fingerprint({"generate": fps["generate"], "finetune_filter": fps["finetune_filter"],
-                        "backend": settings["backend"], "max_answer_tokens": settings["max_answer_tokens"]})  # fmt: skip
+def model_fingerprint(generated_fp: str, filter_fp: str, settings: FilterSettings) -> str:
+    """What the filter model's answers to a shard depend on (and the rule does not): the generator's output
+    for the shard, the filter checkpoint, the engine and the answer length."""
+    return fingerprint({"generated": generated_fp, "finetune_filter": filter_fp, "backend": settings.backend,
+                        "max_answer_tokens": settings.max_answer_tokens})  # fmt: skip
 
 
 def answers_path(run: RunDir, shard_id: str):
@@ -109,9 +107,8 @@ def read_answers(run: RunDir, shard_id: str, model_fp: str) -> list[dict] | None
     return table.to_pylist()
 
 
-def write_answers(run: RunDir, shard_id: str, model_fp: str, pairs: list[dict]) -> None:
-    schema = ANSWERS_SCHEMA.with_metadata({MODEL_FP_KEY: model_fp.encode()})
-    atomic_write_parquet(answers_path(run, shard_id), pa.Table.from_pylist(pairs, schema=schema))
+def answers_table(model_fp: str, pairs: list[dict]) -> pa.Table:
+    return pa.Table.from_pylist(pairs, schema=ANSWERS.with_metadata({MODEL_FP_KEY: model_fp.encode()}))
 
 
 def _pair(key: str, q: dict, filter_answer: str | None, filter_score: float | None) -> dict:
@@ -120,67 +117,36 @@ def _pair(key: str, q: dict, filter_answer: str | None, filter_score: float | No
             "filter_answer": filter_answer, "filter_score": filter_score}  # fmt: skip
 
 
-def answers_from_outputs(run: RunDir, shard_id: str) -> list[dict]:
-    """A shard's answers rebuilt from its filtered and rejected outputs, for runs filtered before answers
-    were stored apart: every answered pair is in one of the two, with the filter's answer and score (an
-    answered question is unique per image: repeats are "duplicate question" and never answered)."""
-    generated = pq.read_table(run.work("generate") / f"{shard_id}.parquet").to_pylist()
-    found = {}
-    for r in pq.read_table(run.work("filter") / f"{shard_id}.parquet").to_pylist():
-        for q in r["qa"]:
-            found[(r["key"], q["question"])] = (q["filter_answer"], q["score"])
-    for r in pq.read_table(run.rejected / f"{shard_id}.parquet").to_pylist():
-        if r["filter_answer"] is not None or r["filter_score"] is not None:
-            found[(r["key"], r["question"])] = (r["filter_answer"], r["filter_score"])
-    pairs = []
-    for r in generated:
-        for q in r["qa"]:
-            answered = q["status"] == "ok" and bool(q["answer"])
-            if answered and (r["key"], q["question"]) not in found:
-                raise ValueError(
-                    f"shard {shard_id}: no filter answer stored for {r['key']}: {q['question']!r}"
-                )
-            pairs.append(
-                _pair(r["key"], q, *(found[(r["key"], q["question"])] if answered else (None, None)))
-            )
-    return pairs
-
-
 class FilterWorker:
-    def __init__(self, run_root: str, fp: str, settings: dict, batch_size: int, threads: int):
-        self.run, self.fp, self.s = RunDir(run_root), fp, settings
-        self.batch_size, self.threads = batch_size, threads
+    def __init__(self, run: RunDir, settings: FilterSettings, runtime: Runtime):
+        self.run, self.s, self.runtime = run, settings, runtime
         self._backend = None  # loaded on first need: a changed rule alone never loads the model
 
     @property
     def backend(self):
         if self._backend is None:
-            self._backend = make_backend(self.s["backend"], str(self.run.checkpoint("filter")),
-                                         max(self.batch_size, 32), self.threads)  # fmt: skip
+            self._backend = make_backend(self.s.backend, str(self.run.checkpoint("filter")),
+                                         max(self.runtime.batch_size, 32), self.runtime.threads)  # fmt: skip
         return self._backend
 
-    def __call__(self, item: dict) -> dict:
-        shard = shards.ShardRef(**item["shard"])
-        if rec := self.run.done("filter", self.fp, shard.shard_id):
-            return rec
-        generated = pq.read_table(self.run.work("generate") / f"{shard.shard_id}.parquet").to_pylist()
-        model_fp = self.s.get("model_fp")  # None: answer afresh, store nothing (benchmarks)
-        pairs = read_answers(self.run, shard.shard_id, model_fp) if model_fp else None
-        if pairs is None:
+    def __call__(self, shard: ShardRef) -> ShardResult:
+        generated_path = self.run.work("generate") / f"{shard.shard_id}.parquet"
+        generated = pq.read_table(generated_path).to_pylist()
+        generated_fp = hashlib.sha256(generated_path.read_bytes()).hexdigest()[:16]
+        model_fp = model_fingerprint(generated_fp, self.runtime.fingerprint_of("finetune_filter"), self.s)
+        pairs = read_answers(self.run, shard.shard_id, model_fp)
+        if pairs is None:  # a changed rule alone re-uses the stored answers
+            if not self.runtime.allow_models:
+                raise RuntimeError(f"the filter model has not answered shard {shard.shard_id}; `jade run` it first")
             pairs = self.answer(shard, generated)
-            if model_fp:
-                write_answers(self.run, shard.shard_id, model_fp, pairs)
-        kept, rejected, stats = apply_rule(pairs, self.s, shard.shard_id)
+        kept, rejected, counts = apply_rule(pairs, self.s.rule, shard.shard_id)
         rows = [{"key": r["key"], "qa": kept.get(r["key"], []), "regions": r["regions"]} for r in generated]
-        atomic_write_parquet(self.run.work("filter") / f"{shard.shard_id}.parquet",
-                             pa.Table.from_pylist(rows, schema=FILTERED_SCHEMA))  # fmt: skip
-        atomic_write_parquet(self.run.rejected / f"{shard.shard_id}.parquet",
-                             pa.Table.from_pylist(rejected, schema=REJECTED_SCHEMA))  # fmt: skip
-        rec = {"shard": shard.shard_id, "images": len(rows), **stats}
-        self.run.mark_done("filter", self.fp, rec, shard.shard_id)
-        return rec
+        tables = {f"_work/filter/{shard.shard_id}.parquet": pa.Table.from_pylist(rows, schema=FILTERED),
+                  f"rejected/{shard.shard_id}.parquet": pa.Table.from_pylist(rejected, schema=REJECTED),
+                  f"_work/filter/answers/{shard.shard_id}.parquet": answers_table(model_fp, pairs)}  # fmt: skip
+        return ShardResult(tables, counts, len(rows))
 
-    def answer(self, shard: shards.ShardRef, generated: list[dict]) -> list[dict]:
+    def answer(self, shard: ShardRef, generated: list[dict]) -> list[dict]:
         """Step 1: the filter model answers every answered question of the shard, greedy, streaming the
         shard's images in chunks of `batch_size` images (each chunk through the vision encoder once, all its
         questions decoded together), so memory does not grow with the shard."""
@@ -192,7 +158,7 @@ class FilterWorker:
             reqs, owners = [], []
             for i, (key, _) in enumerate(chunk):
                 for q in asked[key]:
-                    reqs.append(Request(i, answer_prompt(q["question"]), self.s["max_answer_tokens"]))
+                    reqs.append(Request(i, answer_prompt(q["question"]), self.s.max_answer_tokens))
                     owners.append(id(q))
             if reqs:
                 comps = self.backend.generate(self.backend.prepare([img for _, img in chunk]), reqs)
@@ -201,7 +167,7 @@ class FilterWorker:
 
         for key, img, _ in load_images(shard, {k for k, qs in asked.items() if qs}):
             chunk.append((key, img))
-            if len(chunk) == self.batch_size:
+            if len(chunk) == self.runtime.batch_size:
                 flush()
         flush()
         pairs = []
@@ -218,11 +184,15 @@ class Filter:
     name = "filter"
     after = ("generate", "finetune_filter")
 
-    def settings(self, m: Manifest) -> dict:
-        return {"normalization": m.filter.normalization, "match": m.filter.match, "min_score": m.filter.min_score,
-                "backend": m.generate.backend, "max_answer_tokens": m.generate.max_new_tokens.answer}  # fmt: skip
+    def settings(self, m: Manifest) -> FilterSettings:
+        return FilterSettings(m.filter, m.generate.backend, m.generate.max_new_tokens.answer)
 
-    def run(self, ctx: Context) -> dict:
-        settings = self.settings(ctx.manifest)
-        settings["model_fp"] = model_fingerprint(ctx.fingerprints, settings)
-        return run_shard_stage(ctx, self.name, FilterWorker, settings, ctx.manifest.resources.filter)
+    def resources(self, m: Manifest) -> StageResources:
+        return m.resources.filter
+
+    def owns(self, shard_id: str) -> list[str]:
+        return [f"_work/filter/{shard_id}.parquet", f"rejected/{shard_id}.parquet",
+                f"_work/filter/answers/{shard_id}.parquet"]  # fmt: skip
+
+    def worker(self, run: RunDir, settings: FilterSettings, runtime: Runtime) -> FilterWorker:
+        return FilterWorker(run, settings, runtime)

@@ -10,29 +10,36 @@ from __future__ import annotations
 
 import logging
 import shutil
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 
 import pyarrow.parquet as pq
 
 from jade.models import factory
-from jade.models.train import ResumeState, train_loop
-from jade.pipeline.config import Manifest
-from jade.pipeline.rundir import atomic_replace_dir
+from jade.models.tasks import strip_locs
+from jade.models.train import ResumeState, TrainJob, train_loop
+from jade.pipeline.config import Manifest, ModelSpec
+from jade.pipeline.rundir import replace_dir
 from jade.pipeline.stage import Context
 
 log = logging.getLogger("jade")
 
 
+@dataclass(frozen=True)
+class FinetuneSettings:
+    spec: ModelSpec
+    family: str
+    seed: int
+
+
 class Finetune:
-    after = ("ingest",)
+    after = ("examples",)
 
     def __init__(self, role: str):
         self.role = role
         self.name = f"finetune_{role}"
 
-    def settings(self, m: Manifest) -> dict:
-        spec = getattr(m.models, self.role)
-        return {"spec": asdict(spec), "family": m.models.family, "seed": m.seed}
+    def settings(self, m: Manifest) -> FinetuneSettings:
+        return FinetuneSettings(getattr(m.models, self.role), m.models.family, m.seed)
 
     def run(self, ctx: Context) -> dict:
         m, run = ctx.manifest, ctx.run
@@ -42,48 +49,31 @@ class Finetune:
         if factory.read_meta(final).get("fingerprint") == fp:
             log.info("%s: checkpoint with the same settings exists, reused", self.name)
             return {"reused": True, **factory.read_meta(final).get("train_metrics", {})}
-        examples = run.work("ingest") / f"{self.role}.parquet"
+        examples = run.work("examples") / f"{self.role}.parquet"
         tmp = final.with_name(f".{self.role}.tmp")
-        shutil.rmtree(tmp, ignore_errors=True)
+        shutil.rmtree(tmp, ignore_errors=True)  # a killed run's leftovers (the run directory is locked)
         processor_dir = None
         if not spec.base:
             texts = pq.read_table(examples, columns=["prefix", "suffix"])
             corpus = texts.column("prefix").to_pylist() + texts.column("suffix").to_pylist()
-            processor = factory.build_processor(_strip_locs(corpus), spec.architecture)
+            processor = factory.build_processor(strip_locs(corpus), spec.architecture)
             processor_dir = tmp.with_name(f".{self.role}.processor")
             shutil.rmtree(processor_dir, ignore_errors=True)
             processor.save_pretrained(processor_dir)
-        config = {
-            "examples": str(examples),
-            "processor_dir": str(processor_dir) if processor_dir else None,
-            "base": spec.base,
-            "trust_remote_code": m.models.trust_remote_code,
-            "arch": asdict(spec.architecture),
-            "train": asdict(spec.train),
-            "seed": m.seed,
-            "out_dir": str(tmp),
-            "resume_dir": str(run.work(self.name) / "resume"),  # mid-training checkpoints: a re-run resumes
-            "threads": m.resources.threads,
-            "meta": {
-                "role": self.role,
-                "fingerprint": fp,
-                "settings": self.settings(m),
-                "base": spec.base,
-            },
-        }
-        log.info("%s: training %d steps (batch %d)", self.name, spec.train.steps, spec.train.batch_size)
-        ctx.executor.train(train_loop, config, m.resources.train, run.work(self.name))
+        job = TrainJob(
+            examples=str(examples), out_dir=str(tmp), arch=spec.architecture, train=spec.train, seed=m.seed,
+            attention=spec.attention, base=spec.base, processor_dir=str(processor_dir) if processor_dir else None,
+            resume_dir=str(run.work(self.name) / "resume"),  # mid-training checkpoints: a re-run resumes
+            threads=m.resources.threads, trust_remote_code=m.models.trust_remote_code,
+            meta={"role": self.role, "fingerprint": fp, "settings": asdict(self.settings(m)), "base": spec.base},
+        )  # fmt: skip
+        log.info("%s: training %d steps (batch %d)%s", self.name, spec.train.steps, spec.train.batch_size,
+                 f" from {spec.base}" if spec.base else "")  # fmt: skip
+        ctx.executor.train(train_loop, job, m.resources.train, run.work(self.name))
         if not (tmp / "config.json").exists():
             raise RuntimeError(f"{self.name}: training finished without writing a checkpoint to {tmp}")
-        atomic_replace_dir(tmp, final)
-        ResumeState({"resume_dir": config["resume_dir"]}, 0, 1).clear()  # finished: the resume state is spent
+        replace_dir(tmp, final)
+        ResumeState(job, 0, 1).clear()  # finished: the resume state is spent
         if processor_dir:
             shutil.rmtree(processor_dir, ignore_errors=True)
         return {"reused": False, **factory.read_meta(final).get("train_metrics", {})}
-
-
-def _strip_locs(texts: list[str]) -> list[str]:
-    """Location tokens are added by the processor; keep them out of the BPE training corpus."""
-    from jade.models.tasks import _LOC
-
-    return [_LOC.sub(" ", t) for t in texts]

@@ -9,56 +9,46 @@ every sampled question ends up kept or in rejected/, never silently lost.
 from __future__ import annotations
 
 import logging
-import time
 from collections import Counter
-from dataclasses import asdict
+from dataclasses import dataclass
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from jade.formats import shards
+from jade.formats.run_tables import GENERATED, load_images
+from jade.formats.samples import ShardRef
 from jade.models import tasks
 from jade.models.backends import make_backend
 from jade.models.backends.base import Request
 from jade.models.vqa_normalize import normalize_answer
-from jade.pipeline.config import Manifest
-from jade.pipeline.rundir import RunDir, atomic_write_parquet
+from jade.pipeline import config
+from jade.pipeline.config import Manifest, StageResources
+from jade.pipeline.rundir import RunDir
 from jade.pipeline.seeds import derive_seed
-from jade.pipeline.shard_stage import REGION_TYPE, load_images, run_shard_stage
-from jade.pipeline.stage import Context
+from jade.pipeline.stage import Runtime, ShardResult
 
 log = logging.getLogger("jade")
 
-QA_TYPE = pa.struct(
-    [("question", pa.string()), ("type", pa.string()), ("answer", pa.string()), ("question_score", pa.float32()),
-     ("answer_score", pa.float32()), ("status", pa.string())]
-)  # fmt: skip
-GENERATED_SCHEMA = pa.schema(
-    [("key", pa.string()), ("qa", pa.list_(QA_TYPE)), ("regions", pa.list_(REGION_TYPE))]
-)
+
+@dataclass(frozen=True)
+class GenerateSettings:
+    generate: config.Generate
+    seed: int
 
 
 def usable_keys(run: RunDir, shard_id: str) -> list[str]:
-    return (
-        pq.read_table(run.work("ingest") / "samples" / f"{shard_id}.parquet", columns=["key"])
-        .column(0)
-        .to_pylist()
-    )
+    return pq.read_table(run.work("dedupe") / f"{shard_id}.parquet", columns=["key"]).column(0).to_pylist()
 
 
 class Generator:
     """Per-shard worker: loads the generator once (per actor), then annotates whole shards."""
 
-    def __init__(self, run_root: str, fp: str, settings: dict, batch_size: int, threads: int):
-        self.run, self.fp, self.s = RunDir(run_root), fp, settings
-        self.batch_size = batch_size
-        self.backend = make_backend(settings["backend"], str(self.run.checkpoint("generator")), 32, threads)
+    def __init__(self, run: RunDir, settings: GenerateSettings, runtime: Runtime):
+        self.run, self.g, self.seed = run, settings.generate, settings.seed
+        self.batch_size = runtime.batch_size
+        self.backend = make_backend(self.g.backend, str(run.checkpoint("generator")), 32, runtime.threads)
 
-    def __call__(self, item: dict) -> dict:
-        shard = shards.ShardRef(**item["shard"])
-        if rec := self.run.done("generate", self.fp, shard.shard_id):
-            return rec
-        t0 = time.time()
+    def __call__(self, shard: ShardRef) -> ShardResult:
         keys = usable_keys(self.run, shard.shard_id)
         rows, stats = [], Counter()
         batch: list = []
@@ -69,23 +59,23 @@ class Generator:
                 batch = []
         if batch:
             rows += self.annotate(shard.shard_id, batch, stats)
-        atomic_write_parquet(self.run.work("generate") / f"{shard.shard_id}.parquet",
-                             pa.Table.from_pylist(rows, schema=GENERATED_SCHEMA))  # fmt: skip
-        rec = {"shard": shard.shard_id, "images": len(rows), **stats, "seconds": round(time.time() - t0, 3)}
-        self.run.mark_done("generate", self.fp, rec, shard.shard_id)
-        return rec
+        counts = {k: v for k, v in stats.items() if "." not in k}
+        counts["by_type"] = {t: {"questions_generated": stats[f"questions_generated.{t}"]}
+                             for t in config.QUESTION_TYPES if stats[f"questions_generated.{t}"]}  # fmt: skip
+        table = pa.Table.from_pylist(rows, schema=GENERATED)
+        return ShardResult({f"_work/generate/{shard.shard_id}.parquet": table}, counts, len(rows))
 
     def annotate(self, shard_id: str, batch: list, stats: Counter) -> list[dict]:
-        s, seed = self.s, self.s["seed"]
+        g, seed = self.g, self.seed
         # Through the vision encoder once: both calls below (samples, then answers) reuse the features.
         images = self.backend.prepare([img for _, img, _ in batch])
         reqs, owners = [], []
         for i, (key, _, _) in enumerate(batch):
-            if s["captions"]:
-                reqs.append(self._sample(i, tasks.CAPTION_PROMPT, s["captions"], "caption",
+            if g.captions:
+                reqs.append(self._sample(i, tasks.CAPTION_PROMPT, g.captions, "caption",
                                          derive_seed(seed, "generate", shard_id, key, "caption")))  # fmt: skip
                 owners.append((i, "caption", None))
-            for qtype, n in s["questions"].items():
+            for qtype, n in g.questions.items():
                 if n:
                     reqs.append(self._sample(i, tasks.question_prompt(qtype), n, "question",
                                              derive_seed(seed, "generate", shard_id, key, "question", qtype)))  # fmt: skip
@@ -116,16 +106,16 @@ class Generator:
                 qa_rows[i].append({"question": q, "type": qtype, "answer": None, "question_score": score,
                                    "answer_score": None, "status": status})  # fmt: skip
                 if status == "ok":
-                    answer_reqs.append(Request(i, tasks.answer_prompt(q), s["max_new_tokens"]["answer"]))
+                    answer_reqs.append(Request(i, tasks.answer_prompt(q), g.max_new_tokens.answer))
                     answer_owner.append(qa_rows[i][-1])
         for row, comps in zip(answer_owner, self.backend.generate(images, answer_reqs), strict=True):
             row["answer"], row["answer_score"] = tasks.clean_text(comps[0].text), comps[0].score
         return [{"key": key, "qa": qa_rows[i], "regions": regions[i]} for i, (key, _, _) in enumerate(batch)]
 
     def _sample(self, image: int, prompt: str, n: int, kind: str, seed: int) -> Request:
-        s = self.s
-        return Request(image, prompt, s["max_new_tokens"][kind], n=n, greedy=False, top_k=s["top_k"],
-                       temperature=s["temperature"], seed=seed)  # fmt: skip
+        g = self.g
+        return Request(image, prompt, getattr(g.max_new_tokens, kind), n=n, greedy=False, top_k=g.top_k,
+                       temperature=g.temperature, seed=seed)  # fmt: skip
 
     def _regions(self, comps, stats: Counter) -> list[dict]:
         """Parse sampled dense captions; drop malformed ones and near-duplicate boxes (best score first)."""
@@ -139,7 +129,7 @@ class Generator:
                 parsed.append((c.score, p))
         kept: list[dict] = []
         for score, (box, caption) in sorted(parsed, key=lambda t: -t[0]):
-            if any(tasks.iou(box, k["bbox"]) > self.s["box_dedup_iou"] for k in kept):
+            if any(tasks.iou(box, k["bbox"]) > self.g.box_dedup_iou for k in kept):
                 stats["regions_duplicate"] += 1
                 continue
             kept.append({"bbox": list(box), "caption": caption, "score": score})
@@ -149,13 +139,16 @@ class Generator:
 
 class Generate:
     name = "generate"
-    after = ("ingest", "finetune_generator")
+    after = ("dedupe", "finetune_generator")
 
-    def settings(self, m: Manifest) -> dict:
-        g = asdict(m.generate)
-        return {**g, "seed": m.seed}
+    def settings(self, m: Manifest) -> GenerateSettings:
+        return GenerateSettings(m.generate, m.seed)
 
-    def run(self, ctx: Context) -> dict:
-        return run_shard_stage(
-            ctx, self.name, Generator, self.settings(ctx.manifest), ctx.manifest.resources.generate
-        )
+    def resources(self, m: Manifest) -> StageResources:
+        return m.resources.generate
+
+    def owns(self, shard_id: str) -> list[str]:
+        return [f"_work/generate/{shard_id}.parquet"]
+
+    def worker(self, run: RunDir, settings: GenerateSettings, runtime: Runtime) -> Generator:
+        return Generator(run, settings, runtime)

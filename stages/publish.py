@@ -14,25 +14,21 @@ from __future__ import annotations
 
 import json
 from collections import Counter, defaultdict
+from dataclasses import dataclass
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 import yaml
 from datasets import Features, Image, List, Value
 
-from jade.formats import shards
+from jade.formats.run_tables import load_images
+from jade.formats.samples import ShardRef
 from jade.models import factory
 from jade.models.vqa_normalize import normalize_answer
-from jade.pipeline.config import QUESTION_TYPES, Manifest
-from jade.pipeline.rundir import (
-    RunDir,
-    atomic_write_bytes,
-    atomic_write_json,
-    atomic_write_parquet,
-    read_json,
-)
-from jade.pipeline.shard_stage import load_images, run_shard_stage
-from jade.pipeline.stage import Context
+from jade.pipeline.config import QUESTION_TYPES, Manifest, StageResources
+from jade.pipeline.rundir import RunDir, atomic_write_bytes, atomic_write_json, fingerprint
+from jade.pipeline.stage import Context, Runtime, ShardResult
+from jade.pipeline.stats import ratio, sum_counts
 
 FEATURES = Features(
     {
@@ -60,6 +56,9 @@ FEATURES = Features(
             "config": Value("string"),
             "seed": Value("int64"),
             "source_shard": Value("string"),
+            "source_key": Value("string"),  # the sample's key in its source (img2dataset's key)
+            "generator_attention": Value("string"),
+            "filter_attention": Value("string"),
         },  # fmt: skip
     }
 )
@@ -71,97 +70,69 @@ def features(embed_images: bool) -> Features:
     return Features({k: v for k, v in FEATURES.items() if k != "image"})
 
 
-class Publisher:
-    def __init__(self, run_root: str, fp: str, settings: dict, batch_size: int, threads: int):
-        self.run, self.fp, self.s = RunDir(run_root), fp, settings
-        self.features = features(settings["embed_images"])
-        self.schema = self.features.arrow_schema
+@dataclass(frozen=True)
+class PublishSettings:
+    embed_images: bool
+    rows_per_file: int
+    seed: int
 
-    def __call__(self, item: dict) -> dict:
-        shard = shards.ShardRef(**item["shard"])
-        if rec := self.run.done("publish", self.fp, shard.shard_id):
-            return rec
-        samples = pq.read_table(self.run.work("ingest") / "samples" / f"{shard.shard_id}.parquet").to_pylist()
-        filtered = {
-            r["key"]: r
-            for r in pq.read_table(self.run.work("filter") / f"{shard.shard_id}.parquet").to_pylist()
-        }
-        raw = {}
-        if self.s["embed_images"]:
-            raw = {k: b for k, _, b in load_images(shard, {s["key"] for s in samples})}
-        prov = {**self.s["provenance"], "source_shard": shard.shard_id}
+
+class Publisher:
+    def __init__(self, run: RunDir, settings: PublishSettings, runtime: Runtime):
+        self.run, self.s = run, settings
+        self.schema = features(settings.embed_images).arrow_schema
+        fps = dict(runtime.run_fingerprints)
+        self.provenance = {
+            "generator": fps["finetune_generator"], "filter": fps["finetune_filter"],
+            "config": fingerprint([fps[k] for k in ("finetune_generator", "finetune_filter", "publish")]),
+            "seed": settings.seed,
+            "generator_attention": factory.read_meta(run.checkpoint("generator")).get("attention", "prefix"),
+            "filter_attention": factory.read_meta(run.checkpoint("filter")).get("attention", "prefix"),
+        }  # fmt: skip
+
+    def __call__(self, shard: ShardRef) -> ShardResult:
+        sid = shard.shard_id
+        samples = pq.read_table(self.run.work("dedupe") / f"{sid}.parquet").to_pylist()
+        filtered = {r["key"]: r for r in pq.read_table(self.run.work("filter") / f"{sid}.parquet").to_pylist()}
+        raw = {k: b for k, _, b in load_images(shard, {s["key"] for s in samples})} if self.s.embed_images else {}
         rows = []
         for s in samples:
             f = filtered.get(s["key"], {"qa": [], "regions": []})
-            row = {**s, "qa": f["qa"], "regions": f["regions"], "provenance": prov}
-            if self.s["embed_images"]:
+            prov = {**self.provenance, "source_shard": sid, "source_key": s["source_key"]}
+            row = {k: s[k] for k in ("key", "url", "caption", "width", "height")}
+            row.update(qa=f["qa"], regions=f["regions"], provenance=prov)
+            if self.s.embed_images:
                 row["image"] = {"bytes": raw[s["key"]], "path": None}
             rows.append(row)
-        out = self.run.dataset / "data"
-        per = max(1, self.s["rows_per_file"])
-        parts = max(1, -(-len(rows) // per))
-        for old in out.glob(f"train-{shard.shard_id}-*.parquet"):
-            old.unlink()
-        for p in range(parts):
-            table = pa.Table.from_pylist(rows[p * per : (p + 1) * per], schema=self.schema)
-            atomic_write_parquet(out / f"train-{shard.shard_id}-{p:05d}-of-{parts:05d}.parquet", table)
-        rejected = pq.read_table(
-            self.run.rejected / f"{shard.shard_id}.parquet", columns=["type", "reason", "answer"]
-        )
-        rec = {"shard": shard.shard_id, "rows": len(rows), "files": parts,
-               "data": shard_data_counts(rows, rejected.to_pylist())}  # fmt: skip
-        self.run.mark_done("publish", self.fp, rec, shard.shard_id)
-        return rec
+        per = max(1, self.s.rows_per_file)
+        parts = -(-len(rows) // per)  # no file at all for a shard with no usable image: a 0-row file breaks loading
+        tables = {f"dataset/data/train-{sid}-{p:05d}-of-{parts:05d}.parquet":
+                  pa.Table.from_pylist(rows[p * per : (p + 1) * per], schema=self.schema) for p in range(parts)}  # fmt: skip
+        rejected = pq.read_table(self.run.rejected / f"{sid}.parquet", columns=["type", "reason", "answer"])
+        counts = {"images_published": len(rows), "data": shard_data_counts(rows, rejected.to_pylist())}
+        return ShardResult(tables, counts, len(rows), {"files": parts})
 
 
-def merge_stats(run: RunDir, fps: dict[str, str], failed: dict[str, dict] | None = None) -> dict:
-    """stats.json from the per-shard completion records (so it survives restarts and adds up); the shards in
-    `failed` (not published) are left out of the counts and listed under `failed_shards`."""
-    total: Counter = Counter()
-    failure_reasons: Counter = Counter()
-    converted_from: Counter = Counter()
-    for stage in ("ingest", "generate", "filter"):
-        for rec_path in sorted((run.state / stage).glob("*.json")):
-            rec = read_json(rec_path)
-            if rec_path.name == "_stage.json" or not rec or rec.get("fingerprint") != fps[stage]:
-                continue
-            if rec_path.stem in (failed or {}):
-                continue
-            total.update({k: v for k, v in rec.items() if isinstance(v, int) and not isinstance(v, bool)
-                          and k not in ("images",)})  # fmt: skip
-            if stage == "ingest":  # image shards: why samples failed, which modes were converted to RGB
-                failure_reasons.update(rec.get("failure_reasons", {}))
-                converted_from.update(rec.get("converted_from", {}))
-    stats = {k: total.get(k, 0) for k in ("images_in", "images_ok", "images_failed", "questions_generated",
-                                           "qa_kept", "qa_rejected", "regions_generated", "regions_kept")}  # fmt: skip
-    stats["keep_rate"] = (
-        stats["qa_kept"] / stats["questions_generated"] if stats["questions_generated"] else 0.0
-    )
-    stats["kept_per_image"] = stats["qa_kept"] / stats["images_ok"] if stats["images_ok"] else 0.0
-    stats["regions_per_image"] = stats["regions_kept"] / stats["images_ok"] if stats["images_ok"] else 0.0
+def merge_stats(records: dict[str, list[dict]]) -> dict:
+    """stats.json from the completion records of the published shards (per stage: their records), so it
+    survives restarts and adds up: section 7's counts summed, then the rates and summaries derived."""
+    s = sum_counts(r["counts"] for recs in records.values() for r in recs)
+    stats = {k: s.get(k, 0) for k in ("images_in", "images_ok", "images_failed", "questions_generated",
+                                       "qa_kept", "qa_rejected", "regions_generated", "regions_kept")}  # fmt: skip
+    stats["keep_rate"] = ratio(stats["qa_kept"], stats["questions_generated"])
+    stats["kept_per_image"] = ratio(stats["qa_kept"], stats["images_ok"])
+    stats["regions_per_image"] = ratio(stats["regions_kept"], stats["images_ok"])
     stats["by_type"] = {}
     for t in QUESTION_TYPES:
-        g, k, r = (total.get(f"{n}.{t}", 0) for n in ("questions_generated", "qa_kept", "qa_rejected"))
-        stats["by_type"][t] = {
-            "questions_generated": g,
-            "qa_kept": k,
-            "qa_rejected": r,
-            "keep_rate": k / g if g else 0.0,
-        }
-    stats["rejected_by_reason"] = {
-        k.split(".", 1)[1]: v for k, v in sorted(total.items()) if k.startswith("rejected_reason.")
-    }
-    stats["images_converted"] = total.get("images_converted", 0)
-    stats["failure_reasons"] = dict(sorted(failure_reasons.items()))
-    stats["converted_from"] = dict(sorted(converted_from.items()))
-    stats["regions_malformed"] = total.get("regions_malformed", 0)
-    stats["regions_duplicate"] = total.get("regions_duplicate", 0)
-    data: dict[str, Counter] = defaultdict(Counter)
-    for rec_path in sorted((run.state / "publish").glob("*.json")):
-        rec = read_json(rec_path)
-        if rec_path.name != "_stage.json" and rec and rec.get("fingerprint") == fps["publish"]:
-            for k, v in rec.get("data", {}).items():
-                data[k].update(v)
+        b = s.get("by_type", {}).get(t, {})
+        g, k, r = (b.get(n, 0) for n in ("questions_generated", "qa_kept", "qa_rejected"))
+        stats["by_type"][t] = {"questions_generated": g, "qa_kept": k, "qa_rejected": r, "keep_rate": ratio(k, g)}
+    stats["rejected_by_reason"] = dict(sorted(s.get("rejected_by_reason", {}).items()))
+    for k in ("images_converted", "regions_malformed", "regions_duplicate"):
+        stats[k] = s.get(k, 0)
+    stats["failure_reasons"] = dict(sorted(s.get("failure_reasons", {}).items()))
+    stats["converted_from"] = dict(sorted(s.get("converted_from", {}).items()))
+    data = {k: Counter(v) for k, v in s.get("data", {}).items()}
     return {**stats, **data_stats(data, stats)}
 
 
@@ -241,31 +212,37 @@ def data_stats(data: dict[str, Counter], stats: dict, top: int = 10) -> dict:
 
 class Publish:
     name = "publish"
-    after = ("filter",)
-    version = 2  # 2: data statistics in the shard records, stats.json and the card
+    after = ("filter", "finetune_generator", "finetune_filter")
+    version = 3  # 3: provenance carries the source key and the attention rules; no file for an empty shard
 
-    def settings(self, m: Manifest) -> dict:
-        return {"embed_images": m.publish.embed_images, "rows_per_file": m.publish.rows_per_file}
+    def settings(self, m: Manifest) -> PublishSettings:
+        return PublishSettings(m.publish.embed_images, m.publish.rows_per_file, m.seed)
 
-    def run(self, ctx: Context) -> dict:
+    def resources(self, m: Manifest) -> StageResources:
+        return m.resources.ingest
+
+    def owns(self, shard_id: str) -> list[str]:
+        return [f"dataset/data/train-{shard_id}-*.parquet"]
+
+    def worker(self, run: RunDir, settings: PublishSettings, runtime: Runtime) -> Publisher:
+        return Publisher(run, settings, runtime)
+
+    def finish(self, ctx: Context, published: list[str]) -> dict:
+        """stats.json and the dataset card, over the shards published now."""
         m, run = ctx.manifest, ctx.run
-        settings = {**self.settings(m), "provenance": {
-            "generator": factory.read_meta(run.checkpoint("generator")).get("fingerprint", ""),
-            "filter": factory.read_meta(run.checkpoint("filter")).get("fingerprint", ""),
-            "config": ctx.fp("filter"), "seed": m.seed}}  # fmt: skip
-        summary = run_shard_stage(ctx, self.name, Publisher, settings, m.resources.ingest)
-        stats = merge_stats(run, ctx.fingerprints, ctx.failed_shards)
+        records = {st: [run.done(st, ctx.shard_fps[st][s], s) for s in published]
+                   for st in ("ingest", "dedupe", "generate", "filter", "publish")}  # fmt: skip
+        stats = merge_stats(records)
         if ctx.failed_shards:
             stats["failed_shards"] = ctx.failed_shards
         atomic_write_json(run.stats_json, stats)
-        atomic_write_bytes(
-            run.dataset / "README.md",
-            dataset_card(m, stats, settings, features(m.publish.embed_images)).encode(),
-        )
-        return {**summary, "stats": stats}
+        prov = {"generator": ctx.fp("finetune_generator"), "filter": ctx.fp("finetune_filter")}
+        card = dataset_card(m, stats, prov, features(m.publish.embed_images))
+        atomic_write_bytes(run.dataset / "README.md", card.encode())
+        return stats
 
 
-def dataset_card(m: Manifest, stats: dict, settings: dict, feats: Features) -> str:
+def dataset_card(m: Manifest, stats: dict, prov: dict, feats: Features) -> str:
     header = {
         "configs": [
             {"config_name": "default", "data_files": [{"split": "train", "path": "data/train-*.parquet"}]}
@@ -275,7 +252,6 @@ def dataset_card(m: Manifest, stats: dict, settings: dict, feats: Features) -> s
         "tags": ["synthetic", "jade-factory", "dense-captioning"],
     }
     g = m.generate
-    prov = settings["provenance"]
     lines = [
         "---", yaml.safe_dump(header, sort_keys=False).rstrip(), "---", "",
         f"# {m.name}: JADE Factory synthetic VQA and dense captions", "",

@@ -38,8 +38,8 @@ def fake_backend(name, model_dir, *args, **kwargs):
 
 
 def make_fake_run(out):
+    from jade.app.runner import run_manifest
     from jade.pipeline.executor import LocalExecutor
-    from jade.pipeline.runner import run_manifest
     from tests.tiny import TINY
 
     mp = pytest.MonkeyPatch()

@@ -18,10 +18,11 @@ def make_backend(
         # Ray pins OMP threads to an actor's CPU share (1 for fractional actors); use what we were given.
         torch.set_num_threads(threads or os.cpu_count() or 1)
         from jade.models import factory
+        from jade.models.attention import rule_of
         from jade.models.backends.hf import HFBackend
 
         model, processor = factory.load(model_dir, trust_remote_code=trust_remote_code)
-        return HFBackend(model, processor, batch_size=batch_size)
+        return HFBackend(model, processor, batch_size=batch_size, attention=rule_of(model_dir))
     if name == "vllm":
         from jade.models.backends.vllm import VLLMBackend
 

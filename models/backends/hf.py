@@ -1,16 +1,20 @@
-"""The `hf` backend: transformers models, with no wasted work.
+"""The `hf` backend: transformers models, with no wasted work, under the checkpoint's attention rule.
 
 For models that take pre-encoded images (`mm_encoder_outputs`, as PaliGemma does), the backend runs its own
 batched decoder over the model's forward:
 
 1. each image goes through the vision encoder once (`prepare`), and the features are reused by every
    prompt of that image, in every call that is given the prepared images;
-2. each distinct (image, prompt) is prefilled once; its ``n`` samples share that prefill's key/value cache
-   (the cache rows are repeated, not recomputed). Across prompts only the image features are shared:
-   PaliGemma's prefix is bidirectional, so the image tokens' keys depend on the prompt;
-3. rows of equal prompt length (from any images, greedy or sampled) prefill and decode together, with no
+2. under the ``image`` and ``causal`` rules (`models.attention`) an image token never sees the prompt, so
+   its keys and values are the same for every prompt: they are computed once per image (one prefill of the
+   image tokens, kept with the prepared images) and every prompt prefills only its own tokens on a copy of
+   that cache. Under ``prefix`` (image and prompt bidirectional) they depend on the prompt, and each
+   (image, prompt) prefills image and prompt together;
+3. each distinct (image, prompt) is prefilled once; its ``n`` samples share that prefill's key/value cache
+   (the cache rows are repeated, not recomputed);
+4. rows of equal prompt length (from any images, greedy or sampled) prefill and decode together, with no
    padding, so a batch computes what one-by-one decoding computes; finished rows leave the batch;
-4. tokens are chosen for all rows in one vectorized step (`sampling.choose`); sampling noise is keyed by
+5. tokens are chosen for all rows in one vectorized step (`sampling.choose`); sampling noise is keyed by
    (seed, sample, step, token), so samples do not depend on batch composition.
 
 Other model families fall back to batched `model.generate` (`_PlainGenerate`), with the same semantics.
@@ -28,6 +32,7 @@ from PIL import Image
 from transformers import DynamicCache
 from transformers.modeling_outputs import BaseModelOutputWithPooling
 
+from jade.models import attention as attention_rules
 from jade.models.backends.base import Completion, Request
 from jade.models.backends.sampling import choose
 
@@ -39,6 +44,8 @@ class Prepared:
     images: list[Image.Image]
     features: torch.Tensor | None  # [N, image tokens, hidden]; None on the plain path
     owner: int  # id() of the backend that made them
+    # under the image / causal rules: every decoder layer's keys and values of the image tokens, per image
+    kv: list[tuple[torch.Tensor, torch.Tensor]] | None = None
 
     def __len__(self) -> int:
         return len(self.images)
@@ -56,9 +63,9 @@ class _Unit:
 class HFBackend:
     name = "hf"
 
-    def __init__(
-        self, model, processor, batch_size: int = 32, device: str | None = None, fast: bool | None = None
-    ):
+    def __init__(self, model, processor, batch_size: int = 32, device: str | None = None, fast: bool | None = None,
+                 attention: str = attention_rules.DEFAULT):  # fmt: skip
+        self.attention = attention_rules.check(attention)
         self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         self.model = model.to(self.device).eval()
         self.processor = processor
@@ -71,9 +78,11 @@ class HFBackend:
         )
         self.fast = supports if fast is None else (fast and supports)
         self._ids: dict[str, tuple[int, ...]] = {}
-        # Counters that the benchmark reads: vision-encoder rows and prefilled tokens since construction.
+        # Counters that the benchmark reads: vision-encoder rows, prefilled tokens and image prefills (rows of
+        # image tokens prefilled) since construction.
         self.vision_rows = 0
         self.prefill_tokens = 0
+        self.image_prefills = 0
         tower = _vision_tower(self.model)
         if tower is not None:
             tower.register_forward_hook(self._count_vision)
@@ -97,7 +106,36 @@ class HFBackend:
             out = self.model.get_image_features(pixel_values=pixels.to(self.device, self.model.dtype))
             feats.append(out.pooler_output)
         features = torch.cat(feats) if feats else None
-        return Prepared(list(images), features, id(self))
+        prepared = Prepared(list(images), features, id(self))
+        if self.shared_image_kv and features is not None:
+            prepared.kv = self._image_kv(features)
+        return prepared
+
+    @property
+    def shared_image_kv(self) -> bool:
+        """Whether the image tokens' keys and values are the same for every prompt (not under prefix)."""
+        return self.attention != "prefix"
+
+    def _image_kv(self, features: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """One prefill of the image tokens alone per image, under the rule (bidirectional among themselves
+        under ``image``, causal under ``causal``): every layer's keys and values, [N, heads, tokens, dim]."""
+        n_tok = self.processor.image_seq_length
+        layers: list[list[tuple[torch.Tensor, torch.Tensor]]] = []
+        for start in range(0, len(features), self.batch_size):
+            chunk = features[start : start + self.batch_size]
+            ids = torch.full((len(chunk), n_tok), self.processor.image_token_id, device=self.device)
+            cache = DynamicCache(config=self.model.config)
+            self.model.model(
+                input_ids=ids, token_type_ids=attention_rules.token_types(ids, torch.zeros_like(ids),
+                                                                          self.processor.image_token_id, self.attention),
+                attention_mask=torch.ones_like(ids), past_key_values=cache, use_cache=True,
+                mm_encoder_outputs={"image": BaseModelOutputWithPooling(pooler_output=chunk)},
+            )  # fmt: skip
+            self.prefill_tokens += ids.numel()
+            self.image_prefills += len(chunk)
+            layers.append([(layer.keys, layer.values) for layer in cache.layers])
+        return [(torch.cat([c[i][0] for c in layers]), torch.cat([c[i][1] for c in layers]))
+                for i in range(len(layers[0]))]  # fmt: skip
 
     def generate(self, images, requests: list[Request]) -> list[list[Completion]]:
         if not isinstance(images, Prepared) or images.owner != id(self):
@@ -140,32 +178,48 @@ class HFBackend:
         return batches
 
     def _prompt_ids(self, prompts: list[str]) -> dict[str, tuple[int, ...]]:
-        """Token ids as the processor builds them: image tokens, BOS, the prompt, a newline (cached)."""
+        """Token ids as the processor builds them: image tokens, BOS, the prompt, a newline (cached). With
+        the image's keys and values shared, only the prompt's own ids (BOS, prompt, newline)."""
         new = [p for p in prompts if p not in self._ids]
         if new:
             tok = self.tokenizer
             enc = tok([tok.bos_token + p + "\n" for p in new], add_special_tokens=False)["input_ids"]
             image = (self.processor.image_token_id,) * self.processor.image_seq_length
             self._ids.update({p: image + tuple(e) for p, e in zip(new, enc, strict=True)})
-        return {p: self._ids[p] for p in prompts}
+        skip = self.processor.image_seq_length if self.shared_image_kv else 0
+        return {p: self._ids[p][skip:] for p in prompts}
+
+    def _prefill(self, prepared: Prepared, units: list[_Unit]) -> tuple[torch.Tensor, DynamicCache]:
+        """Last-position logits and the cache of every unit's prompt over its image, prefilled once."""
+        dev = self.device
+        input_ids = torch.tensor([u.ids for u in units], device=dev)
+        self.prefill_tokens += input_ids.numel()
+        which = torch.tensor([u.image for u in units], device=dev)
+        cache = DynamicCache(config=self.model.config)
+        if prepared.kv is not None:
+            # The image's keys and values, computed once in `prepare`, then only the prompt's tokens: they
+            # attend causally to the image and to each other (the cache is set, so no prefix block applies).
+            for i, (k, v) in enumerate(prepared.kv):
+                cache.update(k[which], v[which], i)
+            logits = self.model(input_ids=input_ids, past_key_values=cache, use_cache=True, logits_to_keep=1).logits
+            return logits[:, -1], cache
+        # prefix rule: image and prompt together, bidirectional (token_type_ids 0 over both, as in training)
+        self.image_prefills += len(units)
+        feats = prepared.features[which.to(prepared.features.device)]
+        types = attention_rules.token_types(input_ids, torch.zeros_like(input_ids), self.processor.image_token_id,
+                                            self.attention)  # fmt: skip
+        logits = self.model(
+            input_ids=input_ids, token_type_ids=types, attention_mask=torch.ones_like(input_ids),
+            mm_encoder_outputs={"image": BaseModelOutputWithPooling(pooler_output=feats)},
+            past_key_values=cache, use_cache=True, logits_to_keep=1,
+        ).logits  # fmt: skip
+        return logits[:, -1], cache
 
     @torch.inference_mode()
     def _decode(self, prepared: Prepared, units: list[_Unit], requests: list[Request]):
         dev = self.device
-        # 1. Prefill every unit once (prefix-LM: token_type_ids 0 over image and prompt, as in training).
-        input_ids = torch.tensor([u.ids for u in units], device=dev)
-        self.prefill_tokens += input_ids.numel()
-        feats = prepared.features[torch.tensor([u.image for u in units], device=prepared.features.device)]
-        cache = DynamicCache(config=self.model.config)
-        logits = self.model(
-            input_ids=input_ids,
-            token_type_ids=torch.zeros_like(input_ids),
-            attention_mask=torch.ones_like(input_ids),
-            mm_encoder_outputs={"image": BaseModelOutputWithPooling(pooler_output=feats)},
-            past_key_values=cache,
-            use_cache=True,
-            logits_to_keep=1,
-        ).logits[:, -1]
+        # 1. Prefill every unit once.
+        logits, cache = self._prefill(prepared, units)
         # 2. Repeat each unit's cache and logits for its rows (the n samples share one prefill).
         rows = [row for u in units for row in u.rows]
         owner = torch.tensor([k for k, u in enumerate(units) for _ in u.rows], device=dev)
@@ -264,15 +318,13 @@ class _PlainGenerate:
 
     @torch.inference_mode()
     def _run(self, images: list[Image.Image], reqs: list[Request], sample: bool) -> list[Completion]:
+        from jade.models.train import example_batch
+
         b = self.b
-        batch = b.processor(
-            text=[f"<image>{r.prompt}" for r in reqs],
-            images=[images[r.image] for r in reqs],
-            return_tensors="pt",
-            padding="longest",
-        ).to(b.device)
-        batch.pop("labels", None)
+        batch = example_batch(b.processor, [images[r.image] for r in reqs], [r.prompt for r in reqs], None, b.device,
+                              b.attention)  # fmt: skip
         b.prefill_tokens += batch["input_ids"].numel()
+        b.image_prefills += len(reqs)
         kwargs: dict = {"do_sample": False}
         if sample:
             kwargs = {"do_sample": True, "top_k": reqs[0].top_k or None, "temperature": reqs[0].temperature}

@@ -21,6 +21,8 @@ class PretrainData:
     captions: list[str]  # the original alt-text
     qa: list[list[dict]] = field(default_factory=list)  # per image: {question, answer, ...}
     regions: list[list[dict]] = field(default_factory=list)  # per image: {bbox, caption, ...}
+    # per image, in reading order: {bbox, color, shape, size, position} (the world source only: true objects)
+    objects: list[list[dict]] = field(default_factory=list)
     # every published text (kept QA and regions even in the alt-text-only variant): the tokenizer's corpus,
     # so that the data variants share one vocabulary
     vocab_texts: list[str] = field(default_factory=list)
@@ -38,13 +40,13 @@ class TaskContext:
     model: object  # PretrainModel (unwrapped)
     processor: object
     data: PretrainData
-    mask: str
+    attention: str
     device: str
     rng: np.random.Generator
 
     def batch(self, image_ids: list[int], prefixes: list[str], suffixes: list[str]) -> dict:
-        """Model inputs with labels for (image index, prefix, suffix) examples, under the run's mask."""
-        from jade.models.pretrain.model import lm_batch
+        """Model inputs with labels for (image index, prefix, suffix) examples, under the run's attention rule."""
+        from jade.models.train import example_batch
 
         images = [self.data.images[i] for i in image_ids]
-        return lm_batch(self.processor, images, prefixes, suffixes, self.mask, self.device)
+        return example_batch(self.processor, images, prefixes, suffixes, self.device, self.attention)

@@ -2,13 +2,32 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 
-from jade.models.pretrain.model import MASKS
+from jade.models.attention import RULES
 from jade.models.pretrain.sampler import STRATEGIES
-from jade.models.pretrain.tasks import TASKS
+from jade.models.specs import Architecture
+from jade.typed import build
 
 DATA_VARIANTS = ("alttext", "filtered", "unfiltered")
+# the task registry's names (models.pretrain.tasks.TASKS, which a test keeps equal): no model code imported here
+TASKS = ("itc", "itm", "caption", "completion", "vqa", "dense", "objects", "locate")
+DATASET_TASKS = TASKS[:6]  # the tasks a published dataset feeds (the default); the world source adds the others
+SOURCES = ("dataset", "world")
+
+
+@dataclass
+class WorldSpec:
+    seed: int = 0
+    chunk_images: int = 2048
+    chunk_steps: int = 200
+    # [from_fraction, min_objects, max_objects] stages
+    curriculum: list[list[float]] = field(default_factory=lambda: [[0.0, 1, 1], [0.05, 1, 2], [0.15, 1, 3], [0.3, 1, 4]])
+    qa_per_image: int = 8
+
+    def objects_at(self, fraction: float) -> tuple[int, int]:
+        stage = [s for s in sorted(self.curriculum) if s[0] <= fraction] or [sorted(self.curriculum)[0]]
+        return int(stage[-1][1]), int(stage[-1][2])
 
 
 @dataclass
@@ -19,17 +38,21 @@ class PretrainConfig:
     lr: float = 1e-3
     weight_decay: float = 0.01
     warmup_steps: int = 20
-    tasks: list[str] = field(default_factory=lambda: list(TASKS))
+    tasks: list[str] = field(default_factory=lambda: list(DATASET_TASKS))
     # dynamic: share proportional to the loss summed over the last `window` steps (Piergiovanni et al., K=100)
     mixing: str = "dynamic"
     window: int = 100
     min_per_task: int = 4  # the paper's floor: every task gets at least this many samples per batch
-    mask: str = "prefix"  # prefix-LM (PaliGemma's) or fully causal
+    attention: str = "prefix"  # the attention rule (models.attention): prefix, image or causal
     # alttext: captions only; filtered: + the kept QA and dense captions; unfiltered: + the rejected QA pairs
     data: str = "filtered"
-    arch: dict = field(default_factory=lambda: {"image_size": 48, "patch_size": 16, "vision_hidden": 64,
-                                                "vision_layers": 2, "text_hidden": 128, "text_layers": 2,
-                                                "head_dim": 16, "vocab_size": 800})  # fmt: skip
+    # dataset: a run's published dataset (make pretrain); world: fresh sample-world scenes (jade base)
+    source: str = "dataset"
+    world: WorldSpec | None = None  # the world source's settings
+    probe_every: int = 0  # world source: score the held-out probe every this many steps (0: at the end only)
+    probe_images: int = 100
+    arch: Architecture = field(default_factory=lambda: Architecture(vision_hidden=64, text_hidden=128,
+                                                                    vocab_size=800))  # fmt: skip
     embed_dim: int = 64  # ITC joint space
     eval_fraction: float = 0.2  # images held out (by key hash) for retrieval and captioning
     streaming: bool | None = None  # None: stream when the dataset's files exceed 1 GiB
@@ -46,7 +69,8 @@ class PretrainConfig:
     vqa_eval_questions: int = 300
 
     def __post_init__(self) -> None:
-        for name, allowed in (("mixing", STRATEGIES), ("mask", MASKS), ("data", DATA_VARIANTS)):
+        for name, allowed in (("mixing", STRATEGIES), ("attention", RULES), ("data", DATA_VARIANTS),
+                              ("source", SOURCES)):  # fmt: skip
             if getattr(self, name) not in allowed:
                 raise ValueError(f"pretrain.{name}: {getattr(self, name)!r} is not one of {allowed}")
         for t in self.tasks:
@@ -62,9 +86,11 @@ class PretrainConfig:
                 raise ValueError(f"pretrain.{name}: must be at least 1")
 
     @classmethod
-    def from_dict(cls, d: dict) -> PretrainConfig:
-        known = {f.name for f in fields(cls)}
-        unknown = set(d) - known
-        if unknown:
-            raise ValueError(f"pretrain: unknown keys {sorted(unknown)}")
-        return cls(**d)
+    def from_dict(cls, d: dict, at: str = "pretrain") -> PretrainConfig:
+        """Typed and validated (errors name the key); accepts what `to_dict` wrote."""
+        if "mask" in d:  # checkpoints written before the attention rules were named
+            d = {("attention" if k == "mask" else k): v for k, v in d.items()}
+        return build(cls, d, at)
+
+    def to_dict(self) -> dict:
+        return asdict(self)

@@ -75,3 +75,31 @@ def _rejected(folder: Path) -> dict[str, list[dict]]:
         if row.get("question") and row.get("answer"):
             out.setdefault(row["key"], []).append({"question": row["question"], "answer": row["answer"]})
     return out
+
+
+class DatasetSource:
+    """A published dataset as the pretrainer's source: one chunk, the pretraining split, for every step."""
+
+    def __init__(self, cfg, dataset_dir: str | Path):
+        self.data, _ = load_split(dataset_dir, cfg.data, cfg.eval_fraction, cfg.arch.image_size, cfg.streaming,
+                                  cfg.max_images)  # fmt: skip
+
+    def chunk_of(self, step: int) -> int:
+        return 0
+
+    def chunk(self, c: int) -> PretrainData:
+        return self.data
+
+    def vocab_texts(self) -> list[str]:
+        return self.data.vocab_texts
+
+
+def make_source(cfg, dataset_dir: str | Path | None):
+    """The source `cfg.source` names: a published dataset, or the sample world's scene stream."""
+    if cfg.source == "dataset":
+        if not dataset_dir:
+            raise ValueError("pretrain: the dataset source needs a published dataset directory")
+        return DatasetSource(cfg, dataset_dir)
+    from jade.models.pretrain.world import WorldSource, WorldSpec
+
+    return WorldSource(cfg.world or WorldSpec(), cfg.steps, cfg.arch.image_size, cfg.probe_images)

@@ -18,13 +18,14 @@ import numpy as np
 import torch
 from PIL import Image
 
+from jade.models.greedy import greedy
 from jade.models.pretrain.base import PretrainData
 from jade.models.pretrain.cider import cider_d
 from jade.models.pretrain.config import PretrainConfig
-from jade.models.pretrain.model import lm_batch, text_batch
+from jade.models.pretrain.model import text_batch
 from jade.models.pretrain.task_caption import PROMPT as CAPTION_PROMPT
 from jade.models.tasks import answer_prompt
-from jade.models.train import lr_at
+from jade.models.train import example_batch, lr_at
 from jade.models.vqa_normalize import vqa_accuracy
 
 log = logging.getLogger("jade")
@@ -53,25 +54,10 @@ def retrieval(model, processor, data: PretrainData, bs: int = 64) -> dict:
             "retrieval_t2i_r1": recall(sim.T, 1), "retrieval_t2i_r5": recall(sim.T, 5)}  # fmt: skip
 
 
-@torch.inference_mode()
-def greedy(
-    model, processor, images: list, prompts: list[str], mask: str, max_new: int, bs: int = 64
-) -> list[str]:
-    out = []
-    for s in range(0, len(prompts), bs):
-        batch = lm_batch(processor, images[s : s + bs], prompts[s : s + bs], None, mask, "cpu")
-        batch.pop("labels", None)
-        gen = model.lm.generate(**batch, max_new_tokens=max_new, do_sample=False)
-        out += processor.tokenizer.batch_decode(
-            gen[:, batch["input_ids"].shape[1] :], skip_special_tokens=True
-        )
-    return [" ".join(t.split()) for t in out]
-
-
-def captioning(model, processor, data: PretrainData, mask: str) -> dict:
+def captioning(model, processor, data: PretrainData, attention: str) -> dict:
     if not len(data):
         return {"cider": None}
-    preds = greedy(model, processor, data.images, [CAPTION_PROMPT] * len(data), mask, max_new=16)
+    preds = greedy(model.lm, processor, data.images, [CAPTION_PROMPT] * len(data), attention, max_new=16)
     score, _ = cider_d(preds, [[c] for c in data.captions])
     return {"cider": score, "caption_examples": list(zip(data.captions[:5], preds[:5], strict=True))}
 
@@ -91,7 +77,7 @@ def _vqa_items(questions: str, annotations: str, images: str, split: str, size: 
 
 def vqa(model, processor, cfg: PretrainConfig, files: dict) -> dict:
     """Fine-tune a copy of the model on VQA v2 train (fixed budget), then answer held-out val questions."""
-    size = cfg.arch["image_size"]
+    size = cfg.arch.image_size
     train = _vqa_items(files["questions"], files["annotations"], files["images"], "train", size)
     val = _vqa_items(files["val_questions"], files["val_annotations"], files["val_images"], "val", size)
     val = val[: cfg.vqa_eval_questions]
@@ -104,15 +90,15 @@ def vqa(model, processor, cfg: PretrainConfig, files: dict) -> dict:
         pick = [
             train[i] for i in rng.choice(len(train), size=min(cfg.vqa_batch_size, len(train)), replace=False)
         ]
-        batch = lm_batch(processor, [p[0] for p in pick], [answer_prompt(p[1]) for p in pick],
-                         [p[2] for p in pick], cfg.mask, "cpu")  # fmt: skip
+        batch = example_batch(processor, [p[0] for p in pick], [answer_prompt(p[1]) for p in pick],
+                              [p[2] for p in pick], "cpu", cfg.attention)  # fmt: skip
         ft.lm_loss(batch).backward()
         torch.nn.utils.clip_grad_norm_(ft.parameters(), 1.0)
         opt.step()
         opt.zero_grad(set_to_none=True)
     ft.eval()
     preds = greedy(
-        ft, processor, [v[0] for v in val], [answer_prompt(v[1]) for v in val], cfg.mask, max_new=6
+        ft.lm, processor, [v[0] for v in val], [answer_prompt(v[1]) for v in val], cfg.attention, max_new=6
     )
     accs = [vqa_accuracy(p, v[3]) for p, v in zip(preds, val, strict=True)]
     return {"vqa_accuracy": float(np.mean(accs)) if accs else None, "vqa_questions": len(accs),
@@ -122,7 +108,7 @@ def vqa(model, processor, cfg: PretrainConfig, files: dict) -> dict:
 def evaluate(model, processor, cfg: PretrainConfig, heldout: PretrainData, vqa_files: dict | None) -> dict:
     torch.manual_seed(cfg.seed)
     model.eval()
-    report = {**retrieval(model, processor, heldout), **captioning(model, processor, heldout, cfg.mask)}
+    report = {**retrieval(model, processor, heldout), **captioning(model, processor, heldout, cfg.attention)}
     report["heldout_images"] = len(heldout)
     if vqa_files:
         report.update(vqa(model, processor, cfg, vqa_files))

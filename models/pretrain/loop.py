@@ -10,26 +10,28 @@ a rerun with the same output directory resumes from the last one.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import os
 import shutil
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 from safetensors.torch import load_model, save_model
 
+from jade.atomic import atomic_dir
 from jade.models import factory
+from jade.models.factory import Architecture
 from jade.models.pretrain.base import TaskContext
 from jade.models.pretrain.config import PretrainConfig
-from jade.models.pretrain.data import load_split
+from jade.models.pretrain.data import make_source
 from jade.models.pretrain.model import PretrainModel
 from jade.models.pretrain.sampler import TaskSampler
 from jade.models.pretrain.tasks import TASKS
-from jade.models.train import _ns, adamw, clip_and_step, lr_at, set_lr
+from jade.models.train import adamw, clip_and_step, lr_at, set_lr
 
 log = logging.getLogger("jade")
 CKPT = "checkpoint"
@@ -37,7 +39,7 @@ CKPT = "checkpoint"
 
 def build_model(cfg: PretrainConfig, processor) -> PretrainModel:
     torch.manual_seed(cfg.seed)
-    return PretrainModel(factory.build_model(_ns(cfg.arch), processor, seed=cfg.seed), cfg.embed_dim)
+    return PretrainModel(factory.build_model(cfg.arch, processor, seed=cfg.seed), cfg.embed_dim)
 
 
 def load_checkpoint(out_dir: str | Path) -> tuple[PretrainModel, object, dict]:
@@ -50,30 +52,24 @@ def load_checkpoint(out_dir: str | Path) -> tuple[PretrainModel, object, dict]:
     return model.eval(), processor, state
 
 
-def _processor(path: Path, texts: list[str], arch: dict):
-    if (path / "processor_config.json").exists():
-        return factory.AutoProcessor.from_pretrained(path)
-    processor = factory.build_processor(texts, _ns(arch))
-    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
-    processor.save_pretrained(tmp)
-    with contextlib.suppress(OSError):  # another worker may have won the race: same tokenizer either way
-        tmp.rename(path)
-    shutil.rmtree(tmp, ignore_errors=True)
+def _processor(path: Path, texts: list[str], arch: Architecture):
+    """The run's tokenizer and processor, trained once: the first worker to finish renames its copy into place
+    (a rename onto an existing folder fails, and the loser's copy, the same tokenizer, is dropped)."""
+    if not (path / "processor_config.json").exists():
+        tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+        factory.build_processor(texts, arch).save_pretrained(tmp)
+        try:
+            tmp.rename(path)
+        except OSError:
+            shutil.rmtree(tmp, ignore_errors=True)
     return factory.AutoProcessor.from_pretrained(path)
 
 
 def _save(out: Path, model, opt, state: dict) -> None:
-    tmp, final = out / f".{CKPT}.tmp", out / CKPT
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    save_model(model, str(tmp / "model.safetensors"))
-    torch.save(opt.state_dict(), tmp / "optimizer.pt")
-    (tmp / "state.json").write_text(json.dumps(state))  # written last: a checkpoint with it is complete
-    old = out / f".{CKPT}.old"
-    if final.exists():
-        final.rename(old)
-    tmp.rename(final)
-    shutil.rmtree(old, ignore_errors=True)
+    with atomic_dir(out / CKPT) as tmp:
+        save_model(model, str(tmp / "model.safetensors"))
+        torch.save(opt.state_dict(), tmp / "optimizer.pt")
+        (tmp / "state.json").write_text(json.dumps(state))
 
 
 def _all_mean(t: torch.Tensor, world_size: int) -> torch.Tensor:
@@ -83,36 +79,49 @@ def _all_mean(t: torch.Tensor, world_size: int) -> torch.Tensor:
     return t
 
 
-def pretrain_loop(config: dict, rank: int = 0, world_size: int = 1, prepare_model=None, report=None) -> dict:
-    """config keys: pretrain (PretrainConfig as a dict), dataset (the published dataset dir), out_dir,
-    use_gpu. `prepare_model` is accepted for the executor's interface and not used (see the module doc)."""
-    cfg = PretrainConfig.from_dict(config["pretrain"])
+@dataclass(frozen=True)
+class PretrainJob:
+    pretrain: PretrainConfig
+    out_dir: str
+    dataset: str | None = None  # the published dataset directory (the dataset source)
+    use_gpu: bool = False
+
+
+def pretrain_loop(job: PretrainJob, rank: int = 0, world_size: int = 1, prepare_model=None, report=None) -> dict:
+    """Pretrain per ``job``. `prepare_model` is accepted for the executor's interface and not used (see the
+    module doc)."""
+    cfg = job.pretrain
     torch.set_num_threads(int(cfg.threads or os.cpu_count() or 1))
-    device = "cuda" if torch.cuda.is_available() and config.get("use_gpu") else "cpu"
-    out = Path(config["out_dir"])
+    device = "cuda" if torch.cuda.is_available() and job.use_gpu else "cpu"
+    out = Path(job.out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    data, _ = load_split(config["dataset"], cfg.data, cfg.eval_fraction, cfg.arch["image_size"],
-                         cfg.streaming, cfg.max_images)  # fmt: skip
-    processor = _processor(out / "processor", data.vocab_texts, cfg.arch)
+    source = make_source(cfg, job.dataset)
+    processor = _processor(out / "processor", source.vocab_texts(), cfg.arch)
     model = build_model(cfg, processor).to(device).train()
     tasks = [TASKS[n]() for n in cfg.tasks]
-    pools = {t.name: t.examples(data)[rank::world_size] for t in tasks}
+
+    def chunk_pools(c: int) -> tuple:
+        data = source.chunk(c)
+        return data, {t.name: t.examples(data)[rank::world_size] for t in tasks}
+
+    chunk = source.chunk_of(0)
+    data, pools = chunk_pools(chunk)
     tasks = [t for t in tasks if pools[t.name]]
     if not tasks:
-        raise ValueError(f"{config['dataset']}: no examples for any of the tasks {cfg.tasks}")
+        raise ValueError(f"{job.dataset}: no examples for any of the tasks {cfg.tasks}")
     log.info(
         "pretrain: %d images; examples per task: %s", len(data), {t.name: len(pools[t.name]) for t in tasks}
     )
     sampler = TaskSampler({t.name: len(pools[t.name]) for t in tasks}, cfg.batch_size, cfg.mixing, cfg.window,
                           cfg.min_per_task)  # fmt: skip
     opt = adamw(model, cfg.lr, cfg.weight_decay)
-    start, history = 0, []
+    start, history, probes = 0, [], []
     if (out / CKPT / "state.json").exists():  # resume
         state = json.loads((out / CKPT / "state.json").read_text())
         load_model(model, out / CKPT / "model.safetensors")
         opt.load_state_dict(torch.load(out / CKPT / "optimizer.pt", weights_only=True))
         sampler.load_state_dict(state["sampler"])
-        start, history = int(state["step"]), state["history"]
+        start, history, probes = int(state["step"]), state["history"], state.get("probes", [])
         log.info("pretrain: resumed from step %d", start)
     writer = None
     if rank == 0:
@@ -122,6 +131,9 @@ def pretrain_loop(config: dict, rank: int = 0, world_size: int = 1, prepare_mode
     amp = cfg.amp and device == "cuda" and torch.cuda.is_bf16_supported()
     t0, ema = time.time(), None
     for step in range(start, cfg.steps):
+        if source.chunk_of(step) != chunk:  # the world source: fresh scenes
+            chunk = source.chunk_of(step)
+            data, pools = chunk_pools(chunk)
         lr = lr_at(step, cfg.steps, cfg.warmup_steps, cfg.lr)
         set_lr(opt, lr)
         alloc = sampler.allocate(step)
@@ -129,13 +141,12 @@ def pretrain_loop(config: dict, rank: int = 0, world_size: int = 1, prepare_mode
         for micro in range(cfg.grad_accum):
             # seeded per step: a resumed run draws the same examples as an uninterrupted one
             rng = np.random.default_rng([cfg.seed, rank, step, micro])
-            ctx = TaskContext(model, processor, data, cfg.mask, device, rng)
+            ctx = TaskContext(model, processor, data, cfg.attention, device, rng)
             total = 0.0
             for t in tasks:
-                n = alloc[t.name]
-                if n == 0:
+                n, pool = alloc[t.name], pools[t.name]
+                if n == 0 or not pool:
                     continue
-                pool = pools[t.name]
                 pick = rng.choice(len(pool), size=n, replace=len(pool) < n)
                 with torch.autocast("cuda", dtype=torch.bfloat16, enabled=amp):
                     loss = t.loss(ctx, [pool[i] for i in pick])
@@ -170,9 +181,21 @@ def pretrain_loop(config: dict, rank: int = 0, world_size: int = 1, prepare_mode
                 log.info("pretrain [%-20s] %d/%d loss %.3f shares %s (%.2f s/step, ETA %.0fs)", bar, step + 1,
                          cfg.steps, ema, " ".join(f"{n}={s:.2f}" for n, s in shares.items()), elapsed / done,
                          elapsed / done * (cfg.steps - step - 1))  # fmt: skip
+        if rank == 0 and hasattr(source, "probe") and (last or (cfg.probe_every and (step + 1) % cfg.probe_every == 0)):
+            model.eval()
+            probes.append({"step": step + 1, "elapsed_s": round(time.time() - t0, 1),
+                           **source.probe(model.lm, processor, cfg.attention)})  # fmt: skip
+            model.train()
+            p = probes[-1]
+            log.info("pretrain probe at %d: qa %.3f (prior %.3f) locate %.3f describe %.3f | %s", step + 1, p["qa"],
+                     p["qa_prior"], p["locate"], p["describe"],
+                     " ".join(f"{k}={v:.2f}" for k, v in p["by_template"].items()))  # fmt: skip
+            if writer is not None:
+                for k in ("qa", "locate", "describe"):
+                    writer.add_scalar(f"probe/{k}", p[k], step + 1)
         if rank == 0 and ((step + 1) % cfg.checkpoint_every == 0 or last):
-            state = {"step": step + 1, "config": config["pretrain"], "sampler": sampler.state_dict(),
-                     "history": history, "tasks": [t.name for t in tasks]}  # fmt: skip
+            state = {"step": step + 1, "config": cfg.to_dict(), "sampler": sampler.state_dict(),
+                     "history": history, "tasks": [t.name for t in tasks], "probes": probes}  # fmt: skip
             _save(out, model, opt, state)
     if writer is not None:
         writer.close()

@@ -1,10 +1,6 @@
 """The pretrainer's model: a PaliGemma backbone (SigLIP vision tower + Gemma decoder) plus the small heads the
-discriminative tasks need. Generative tasks use the backbone's LM loss under the selected attention mask.
-
-Masks. PaliGemma builds its decoder mask from ``token_type_ids``: 0 = prefix (image + prompt, attended
-bidirectionally), 1 = target (causal). ``prefix`` mode passes the processor's ids unchanged; ``causal`` mode
-marks every position as target, which makes the whole sequence causal (image tokens included). A batch never
-goes to the decoder without ``token_type_ids``: the decoder layers are non-causal (see the README).
+discriminative tasks need. Generative tasks use the backbone's LM loss under the run's attention rule (`models.attention`: prefix, image
+or causal), applied by `models.train.example_batch`.
 """
 
 from __future__ import annotations
@@ -15,9 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from jade.models.train import example_batch
-
-MASKS = ("prefix", "causal")
+from jade.models.train import lm_loss
 
 
 class PretrainModel(nn.Module):
@@ -46,17 +40,7 @@ class PretrainModel(nn.Module):
         return self.lm.model(**inputs).last_hidden_state[:, -1]
 
     def lm_loss(self, batch: dict) -> torch.Tensor:
-        return self.lm(**batch).loss
-
-
-def lm_batch(processor, images: list, prefixes: list[str], suffixes: list[str], mask: str, device) -> dict:
-    """Image + prompt (prefix) + target (suffix) -> model inputs with labels, under `mask`."""
-    if mask not in MASKS:
-        raise ValueError(f"mask: {mask!r} is not one of {MASKS}")
-    batch = example_batch(processor, images, prefixes, suffixes, device)
-    if mask == "causal":
-        batch["token_type_ids"] = torch.ones_like(batch["token_type_ids"])
-    return batch
+        return lm_loss(self.lm, batch)
 
 
 def text_batch(tokenizer, texts: list[str], device) -> dict:

@@ -7,11 +7,12 @@ from PIL import Image
 
 from jade.models import factory
 from jade.models.pretrain.base import PretrainData, TaskContext
-from jade.models.pretrain.model import PretrainModel, lm_batch
+from jade.models.pretrain.model import PretrainModel
 from jade.models.pretrain.tasks import TASKS
-from jade.models.train import _ns
+from jade.models.specs import Architecture
+from jade.models.train import example_batch
 
-ARCH = _ns(image_size=32, patch_size=16, vision_hidden=32, vision_layers=1, text_hidden=64, text_layers=1,
+ARCH = Architecture(image_size=32, patch_size=16, vision_hidden=32, vision_layers=1, text_hidden=64, text_layers=1,
            head_dim=16, vocab_size=300)  # fmt: skip
 TEXTS = ["a red circle on the left", "what colour is the square", "two blue squares", "yes", "2"] * 10
 
@@ -27,19 +28,19 @@ def _logits(model, batch):
         return model.lm(**{k: v for k, v in batch.items() if k != "labels"}).logits
 
 
-@pytest.mark.parametrize("mask", ["prefix", "causal"])
+@pytest.mark.parametrize("mask", ["prefix", "image", "causal"])
 def test_targets_never_leak_and_the_prefix_is_bidirectional_only_in_prefix_mode(tiny, mask):
     model, proc = tiny
     img = [Image.new("RGB", (32, 32), (200, 10, 10))]
     a, b = (
-        lm_batch(proc, img, ["what colour"], [s], mask, "cpu") for s in ("red circle left", "red circle on")
+        example_batch(proc, img, ["what colour"], [s], "cpu", mask) for s in ("red circle left", "red circle on")
     )
     first = int((a["input_ids"] != b["input_ids"]).nonzero()[0, 1])
     assert torch.allclose(_logits(model, a)[:, :first], _logits(model, b)[:, :first], atol=1e-5)
-    # image tokens see the prompt after them under prefix-LM, never under the causal mask
-    c, d = (lm_batch(proc, img, [p], ["red"], mask, "cpu") for p in ("what colour", "what circle"))
+    # image tokens see the prompt after them under prefix-LM, never under the image or causal rules
+    c, d = (example_batch(proc, img, [p], ["red"], "cpu", mask) for p in ("what colour", "what circle"))
     same = torch.allclose(_logits(model, c)[:, :4], _logits(model, d)[:, :4], atol=1e-5)
-    assert same == (mask == "causal")
+    assert same == (mask != "prefix")
 
 
 def test_every_task_gives_a_finite_loss_with_gradients(tiny):
@@ -51,6 +52,8 @@ def test_every_task_gives_a_finite_loss_with_gradients(tiny):
         captions=["a red circle", "a green square", "two blue squares", "a yellow one"],
         qa=[[{"question": "what colour is it", "answer": "red"}]] * 4,
         regions=[[{"bbox": [0.1, 0.1, 0.5, 0.6], "caption": "a circle"}]] * 4,
+        objects=[[{"bbox": (0.1, 0.1, 0.4, 0.4), "color": c, "shape": "circle", "size": "small",
+                   "position": "top left"}] for c in ("red", "green", "blue", "yellow")],
     )
     model.train()
     for name, cls in TASKS.items():
@@ -63,3 +66,9 @@ def test_every_task_gives_a_finite_loss_with_gradients(tiny):
         loss.backward()
     assert model.itm_head.weight.grad is not None and model.img_proj.weight.grad is not None
     model.zero_grad()
+
+
+def test_the_task_registry_matches_the_config_names():
+    from jade.models.pretrain.config import TASKS as NAMES
+
+    assert tuple(TASKS) == NAMES

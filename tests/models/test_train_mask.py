@@ -8,7 +8,8 @@ import torch
 from PIL import Image
 
 from jade.models import factory
-from jade.models.train import train_loop
+from jade.models.specs import Training
+from jade.models.train import TrainJob, train_loop
 from jade.pipeline.config import Architecture
 
 ARCH = Architecture(
@@ -57,18 +58,16 @@ def test_train_loop_trains_and_saves(tmp_path, model_and_processor):
     )
     pq.write_table(table, tmp_path / "ex.parquet")
     processor.save_pretrained(tmp_path / "proc")
-    cfg = {"examples": str(tmp_path / "ex.parquet"), "processor_dir": str(tmp_path / "proc"), "base": None,
-           "arch": ARCH.__dict__, "seed": 0, "out_dir": str(tmp_path / "out"), "threads": 1, "meta": {"role": "t"},
-           "train": {"steps": 3, "batch_size": 4, "lr": 1e-3, "weight_decay": 0.0, "warmup_steps": 1, "max_examples": None}}  # fmt: skip
-    metrics = train_loop(cfg)
+    job = TrainJob(examples=str(tmp_path / "ex.parquet"), processor_dir=str(tmp_path / "proc"), arch=ARCH, seed=0,
+                   out_dir=str(tmp_path / "out"), threads=1, meta={"role": "t"},
+                   train=Training(steps=3, batch_size=4, lr=1e-3, weight_decay=0.0, warmup_steps=1))  # fmt: skip
+    metrics = train_loop(job)
     assert metrics["steps"] == 3 and (tmp_path / "out" / "model.safetensors").exists()
     assert factory.read_meta(tmp_path / "out")["train_metrics"]["steps"] == 3
 
 
 def test_architecture_sets_the_key_value_heads():
     from dataclasses import replace
-
-    from jade.models.train import _ns
 
     processor = factory.build_processor(["answer en red"] * 20, ARCH)
     assert factory.build_model(ARCH, processor).config.text_config.num_key_value_heads == 1  # Gemma-2B's MQA
@@ -77,4 +76,15 @@ def test_architecture_sets_the_key_value_heads():
     old = {
         k: v for k, v in ARCH.__dict__.items() if k != "kv_heads"
     }  # an architecture dict from before the field
-    assert factory.build_model(_ns(old), processor).config.text_config.num_key_value_heads == 1
+    assert factory.build_model(Architecture.from_dict(old), processor).config.text_config.num_key_value_heads == 1
+
+
+def test_target_only_loss_equals_the_model_loss(model_and_processor):
+    from jade.models.train import example_batch, lm_loss
+
+    model, processor = model_and_processor
+    images = [Image.new("RGB", (32, 32), c) for c in ((200, 0, 0), (0, 0, 200), (0, 200, 0))]
+    batch = example_batch(processor, images, ["answer en what color is it?", "answer en red?", "answer en x"],
+                          ["red", "blue circle", "no"], "cpu", "image")  # fmt: skip
+    with torch.no_grad():
+        assert lm_loss(model, batch).item() == pytest.approx(model(**batch).loss.item(), rel=1e-5)

@@ -9,6 +9,7 @@ from safetensors.torch import load_file
 
 import jade.models.train as train
 from jade.models import factory
+from jade.models.specs import Training
 from tests.models.test_train_mask import ARCH
 
 
@@ -16,12 +17,11 @@ class Crash(RuntimeError):
     pass
 
 
-def _config(tmp_path, name: str, processor_dir: str, examples: str) -> dict:
-    return {"examples": examples, "processor_dir": processor_dir, "base": None, "arch": ARCH.__dict__, "seed": 0,
-            "out_dir": str(tmp_path / name / "out"), "resume_dir": str(tmp_path / name / "resume"), "threads": 1,
-            "checkpoint_every": 3, "meta": {"role": "t", "fingerprint": "fp1"},
-            "train": {"steps": 8, "batch_size": 4, "lr": 1e-3, "weight_decay": 0.01, "warmup_steps": 2,
-                      "max_examples": None}}  # fmt: skip
+def _config(tmp_path, name: str, processor_dir: str, examples: str, fp: str = "fp1") -> train.TrainJob:
+    return train.TrainJob(examples=examples, processor_dir=processor_dir, arch=ARCH, seed=0,
+                          out_dir=str(tmp_path / name / "out"), resume_dir=str(tmp_path / name / "resume"), threads=1,
+                          checkpoint_every=3, meta={"role": "t", "fingerprint": fp},
+                          train=Training(steps=8, batch_size=4, lr=1e-3, weight_decay=0.01, warmup_steps=2))  # fmt: skip
 
 
 @pytest.fixture
@@ -43,7 +43,7 @@ def data(tmp_path):
 def test_killed_training_resumes_to_the_uninterrupted_weights(tmp_path, data, monkeypatch, caplog):
     straight = _config(tmp_path, "straight", *data)
     train.train_loop(straight)
-    weights = load_file(f"{straight['out_dir']}/model.safetensors")
+    weights = load_file(f"{straight.out_dir}/model.safetensors")
 
     cfg = _config(tmp_path, "crashed", *data)
     real_lr = train.lr_at
@@ -61,7 +61,7 @@ def test_killed_training_resumes_to_the_uninterrupted_weights(tmp_path, data, mo
         metrics = train.train_loop(cfg)
     assert "resumed from step 6/8" in caplog.text
     assert metrics["steps"] == 8
-    resumed = load_file(f"{cfg['out_dir']}/model.safetensors")
+    resumed = load_file(f"{cfg.out_dir}/model.safetensors")
     assert resumed.keys() == weights.keys()
     assert all((resumed[k] == weights[k]).all() for k in weights)  # exactly the uninterrupted run
 
@@ -75,7 +75,7 @@ def test_a_checkpoint_of_other_settings_is_not_used(tmp_path, data, monkeypatch,
     with pytest.raises(Crash):
         train.train_loop(cfg)
     monkeypatch.setattr(train, "lr_at", real_lr)
-    cfg["meta"]["fingerprint"] = "fp2"  # the settings changed
+    cfg = _config(tmp_path, "run", *data, fp="fp2")  # the settings changed
     with caplog.at_level("INFO", logger="jade"):
         train.train_loop(cfg)
     assert "does not match this run; starting over" in caplog.text and "resumed" not in caplog.text

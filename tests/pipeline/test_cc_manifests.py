@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 
+from jade.app.runner import check_paths
 from jade.pipeline.config import ManifestError, load_manifest
-from jade.pipeline.runner import check_paths
 
 COMMON = ("VG_ROOT", "GQA_ROOT", "VQA_ROOT", "COCO_ROOT")
 CASES = [("cc3m", "CC3M_ROOT"), ("cc12m", "CC12M_ROOT")]

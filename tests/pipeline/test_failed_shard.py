@@ -8,7 +8,7 @@ import shutil
 import pyarrow.parquet as pq
 import pytest
 
-from jade.pipeline.cli import main
+from jade.app.cli import main
 from jade.pipeline.rundir import RunDir
 from tests.fakerun import fake_backend
 from tests.tiny import TINY
@@ -58,10 +58,10 @@ def test_failed_shard_recorded_rest_published_then_retried(fake_run, run_dir, mo
     assert "1 shard(s) failed" in err and "00001 (generate: RuntimeError: injected fault" in err
     run = RunDir(run_dir)
     fps = json.loads(run.run_json.read_text())["stage_fingerprints"]
-    rec = run.failed("generate", fps["generate"])["00001"]
+    rec = run.failed("generate")["00001"]
     assert "injected fault" in rec["error"] and "Traceback" in rec["traceback"]
-    for stage in ("generate", "filter", "publish"):  # not complete: a re-run does them again
-        assert run.done(stage, fps[stage]) is None
+    for stage in ("generate", "filter", "publish"):  # not complete: a re-run does the failed shard again
+        assert run.done(stage, fps[stage])["complete"] is False
     stats = json.loads(run.stats_json.read_text())
     assert stats["failed_shards"] == {"00001": {"stage": "generate", "error": rec["error"]}}
     assert {r["provenance"]["source_shard"] for r in dataset_rows(run_dir)} == {"00000"}

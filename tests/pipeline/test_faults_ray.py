@@ -41,7 +41,7 @@ def ray_tmp():
 def start(out, ray_tmp, *extra, **env_extra):
     env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "JADE_FAULT")}
     env.update(HF_HUB_OFFLINE="1", RAY_AUTH_MODE="disabled", RAY_TMPDIR=ray_tmp, **env_extra)
-    argv = [sys.executable, "-m", "jade.pipeline.cli", "run", "sample", "--out", str(out)]
+    argv = [sys.executable, "-m", "jade.app.cli", "run", "sample", "--out", str(out)]
     argv += [a for s in [*SETS, *extra] for a in ("--set", s)]
     log = open(f"{out}.log", "ab")  # noqa: SIM115 - closed with the process
     return subprocess.Popen(argv, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)

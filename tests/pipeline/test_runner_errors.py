@@ -2,9 +2,9 @@
 
 import pytest
 
+from jade.app.runner import run_manifest
 from jade.pipeline.config import ManifestError
 from jade.pipeline.executor import LocalExecutor
-from jade.pipeline.runner import run_manifest
 
 
 def test_missing_file_named_before_any_work(tmp_path):

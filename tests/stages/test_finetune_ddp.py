@@ -2,9 +2,9 @@
 
 import pytest
 
+from jade.app.runner import run_manifest
 from jade.models import factory
 from jade.pipeline.executor import RayExecutor
-from jade.pipeline.runner import run_manifest
 from tests.tiny import TINY
 
 

@@ -13,10 +13,10 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 
+from jade.app.cli import main
+from jade.app.runner import run_manifest
 from jade.formats.errors import FormatError
-from jade.pipeline.cli import main
 from jade.pipeline.executor import LocalExecutor
-from jade.pipeline.runner import run_manifest
 from tests.stages import real_inputs as ri
 
 ARCH = {"image_size": 32, "patch_size": 8, "vision_hidden": 32, "vision_layers": 1, "text_hidden": 64,
@@ -34,6 +34,7 @@ def _manifest(path, name: str, images: dict, sources: dict) -> str:
         "generate": {"captions": 1, "questions": {"yes/no": 1, "number": 0, "other": 1},
                      "max_new_tokens": {"caption": 6, "question": 6, "answer": 3}},
         "resources": {"generate": {"batch_size": 8}, "filter": {"batch_size": 8}},
+        "ingest": {"min_image_size": 1, "dedupe": False},  # tiny, repeated cases: these checks have tests of their own
     }  # fmt: skip
     path.write_text(yaml.safe_dump(manifest))
     return str(path)
@@ -83,19 +84,29 @@ def _table(folder):
     return [r for f in files for r in pq.read_table(f).to_pylist()]
 
 
+def _source_key(key: str) -> str:
+    """The key within its source: published keys are namespaced by the source folder ("wds/000000007")."""
+    return key.split("/", 1)[1]
+
+
+def _rows(run):
+    return {r["provenance"]["source_key"]: r for r in _table(run / "dataset" / "data")}
+
+
 @pytest.mark.parametrize("kind", ["wds", "parquet"])
 def test_every_sample_accounted_for_once(inputs, runs, kind):
     truth, run = inputs[kind], runs[kind]
     rows, failures = _table(run / "dataset" / "data"), _table(run / "failures")
     keys = [r["key"] for r in rows]
     assert len(keys) == len(set(keys)), "a key is published twice"
-    assert sorted(keys) == sorted(k for k, e in truth if e == "ok")
+    assert all(_source_key(r["key"]) == r["provenance"]["source_key"] for r in rows)
+    assert sorted(r["provenance"]["source_key"] for r in rows) == sorted(k for k, e in truth if e == "ok")
     expected = sorted((k, e) for k, e in truth if e != "ok")
-    got = sorted((f["key"], f["reason"]) for f in failures)
+    got = sorted((_source_key(f["key"]), f["reason"]) for f in failures)
     assert len(got) == len(expected), (got, expected)
     for (key, reason), (want_key, want) in zip(got, expected, strict=True):
         assert key == want_key and reason.startswith(want), (key, reason, want)
-    assert all(f["source"] == "images" and f["shard"] and f["stage"] == "ingest" for f in failures)
+    assert all(f["source"] == "images" and f["shard"] and f["stage"] in ("ingest", "dedupe") for f in failures)
     stats = json.loads((run / "stats.json").read_text())
     assert stats["images_in"] == len(truth) == stats["images_ok"] + stats["images_failed"]
     assert stats["images_ok"] == len(rows) and stats["images_failed"] == len(failures)
@@ -108,7 +119,7 @@ def test_converted_modes_keep_their_size_and_are_published(inputs, runs):
 
     from PIL import Image
 
-    rows = {r["key"]: r for r in _table(runs["wds"] / "dataset" / "data")}
+    rows = _rows(runs["wds"])
     cmyk = rows["000000001"]  # image_cases: index 1 is the CMYK JPEG
     assert (cmyk["width"], cmyk["height"]) == (30, 20)
     assert (
@@ -120,12 +131,12 @@ def test_converted_modes_keep_their_size_and_are_published(inputs, runs):
 
 
 def test_url_and_caption_from_img2dataset_metadata(runs):
-    rows = {r["key"]: r for r in _table(runs["parquet"] / "dataset" / "data")}
+    rows = _rows(runs["parquet"])
     assert (
         rows["000000000"]["url"] == "https://example.com/p/rgb"
         and rows["000000000"]["caption"] == "a plain photo"
     )
-    failures = {f["key"]: f for f in _table(runs["parquet"] / "failures")}
+    failures = {_source_key(f["key"]): f for f in _table(runs["parquet"] / "failures")}
     assert failures["000010014"]["url"] == "https://example.com/p/404"
 
 
@@ -138,16 +149,19 @@ def test_missing_annotation_images_go_to_training_failures(inputs, runs):
 
 
 def test_ingest_summary_counts(runs):
-    rec = json.loads((runs["wds"] / "_state" / "ingest" / "_stage.json").read_text())
-    assert rec["images_ok"] + rec["images_failed"] == rec["images_in"]
-    reasons = Counter()
-    for shard in json.loads((runs["wds"] / "_work" / "ingest" / "shards.json").read_text()):
-        reasons.update(shard["failure_reasons"])
-    assert sum(reasons.values()) == rec["images_failed"]
-    assert rec["examples_skipped"]["generator"]["gqa: skipped_no_answer"] == 1
+    state = runs["wds"] / "_state"
+    ingest = json.loads((state / "ingest" / "_stage.json").read_text())["counts"]
+    dedupe = json.loads((state / "dedupe" / "_stage.json").read_text())["counts"]
+    assert ingest["images_usable"] + ingest["images_failed"] == ingest["images_in"]
+    assert dedupe["images_ok"] + dedupe["images_failed"] == ingest["images_usable"]
+    reasons = Counter(ingest["failure_reasons"]) + Counter(dedupe["failure_reasons"])
+    assert sum(reasons.values()) == ingest["images_failed"] + dedupe["images_failed"]
+    examples = json.loads((state / "examples" / "_stage.json").read_text())
+    assert examples["examples_skipped"]["generator"]["gqa: skipped_no_answer"] == 1
     stats = json.loads((runs["wds"] / "stats.json").read_text())  # and counted in stats.json, by reason
-    assert stats["failure_reasons"] == dict(reasons) and stats["images_failed"] == rec["images_failed"]
-    assert stats["images_converted"] == rec["images_converted"] > 0
+    assert stats["failure_reasons"] == dict(reasons)
+    assert stats["images_failed"] == ingest["images_failed"] + dedupe["images_failed"]
+    assert stats["images_converted"] == ingest["images_converted"] > 0
 
 
 def test_malformed_annotation_stops_the_run_at_ingest(inputs, tmp_path):

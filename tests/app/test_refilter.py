@@ -8,11 +8,11 @@ import datasets
 import pyarrow.parquet as pq
 import pytest
 
+from jade.app.refilter import RefilterError, refilter
+from jade.app.runner import run_manifest
 from jade.pipeline.config import ManifestError
 from jade.pipeline.executor import LocalExecutor
-from jade.pipeline.refilter import refilter
 from jade.pipeline.rundir import RunDir, read_json
-from jade.pipeline.runner import run_manifest
 from tests.tiny import TINY
 
 OUTPUTS = ["dataset/README.md", "stats.json"]
@@ -102,13 +102,10 @@ def test_run_with_a_new_rule_reuses_the_filter_answers(run):
     assert read_json(run / "stats.json")["rejected_by_reason"]["low filter score"] > 0
 
 
-def test_refilter_of_a_run_filtered_before_answers_were_stored(run, fake_run):
-    shutil.rmtree(run / "_work/filter/answers")  # as runs made before the answers were kept apart
-    refilter(str(run), ["filter.normalization=none"])
-    moved = sum(q["question"] in NEEDS_NORMALIZATION for q in _kept(fake_run))
-    assert read_json(run / "stats.json")["qa_kept"] == read_json(fake_run / "stats.json")["qa_kept"] - moved
-    refilter(str(run), ["filter.normalization=vqa"])
-    assert _files(run) == _files(fake_run)
+def test_refilter_never_runs_a_model(run):
+    (run / "_work/filter/answers/00001.parquet").unlink()  # the filter model's answers to a shard are gone
+    with pytest.raises(RefilterError, match="00001: .*the filter model has not answered shard 00001"):
+        refilter(str(run), ["filter.normalization=none"])
 
 
 def test_refilter_refuses_other_settings(run):

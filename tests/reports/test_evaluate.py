@@ -6,7 +6,7 @@ import shutil
 import pytest
 
 from jade.pipeline.rundir import RunDir
-from jade.stages.evaluate import evaluate_run, score
+from jade.reports.evaluate import evaluate_run, score
 
 CONTRACT = ["qa_precision_all", "qa_precision_kept", "qa_precision_rejected", "qa_unverifiable", "keep_rate",
             "kept_per_image", "region_precision", "distinct_question_ratio", "by_type"]  # fmt: skip
@@ -125,16 +125,16 @@ def test_eval_of_a_run_writes_the_contract(fake_run, tmp_path):
     assert "| yes/no |" in (run / "eval.md").read_text()
 
 
-def test_accuracy_summary_by_type_and_template():
-    from jade.stages.evaluate import _accuracy_summary
+def testaccuracy_summary_by_type_and_template():
+    from jade.reports.evaluate import accuracy_summary
 
-    s = _accuracy_summary({"all": [True, False, True, True], "type.yes/no": [True, False],
+    s = accuracy_summary({"all": [True, False, True, True], "type.yes/no": [True, False],
                            "type.other": [True, True], "template.exist_s": [True, False]})  # fmt: skip
     assert s == {"all": 0.75, "questions": 4, "by_type": {"other": 1.0, "yes/no": 0.5},
                  "by_template": {"exist_s": 0.5}}  # fmt: skip
 
 
 def test_model_accuracy_needs_the_held_out_images(tmp_path):
-    from jade.stages.evaluate import model_accuracy
+    from jade.reports.evaluate import model_accuracy
 
     assert model_accuracy(RunDir(tmp_path)) is None  # no world: nothing to ask, no crash

@@ -11,16 +11,15 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import shutil
-from dataclasses import asdict
 from pathlib import Path
 
 from jade.models.pretrain.config import PretrainConfig
 from jade.models.pretrain.data import load_split
 from jade.models.pretrain.evaluate import evaluate
-from jade.models.pretrain.loop import CKPT, load_checkpoint, pretrain_loop
+from jade.models.pretrain.loop import CKPT, PretrainJob, load_checkpoint, pretrain_loop
 from jade.pipeline.config import TrainResources
+from jade.pipeline.rundir import atomic_write_json
 
 log = logging.getLogger("jade")
 MAX_EVAL_IMAGES = 500
@@ -63,13 +62,13 @@ def run_pretrain(run_dir: str | Path, cfg: PretrainConfig, executor, resources: 
         shutil.rmtree(out, ignore_errors=True)
     out.mkdir(parents=True, exist_ok=True)
     if not eval_only:
-        config = {"pretrain": asdict(cfg), "dataset": str(dataset.resolve()), "out_dir": str(out.resolve())}
-        executor.train(pretrain_loop, config, resources or TrainResources(), out.resolve() / "ray")
+        job = PretrainJob(cfg, str(out.resolve()), str(dataset.resolve()))
+        executor.train(pretrain_loop, job, resources or TrainResources(), out.resolve() / "ray")
     if not (out / CKPT / "state.json").exists():
         raise RuntimeError(f"{out}: no pretraining checkpoint to evaluate")
     model, processor, state = load_checkpoint(out)
     cfg = PretrainConfig.from_dict(state["config"])
-    _, heldout = load_split(dataset, "alttext", cfg.eval_fraction, cfg.arch["image_size"], cfg.streaming,
+    _, heldout = load_split(dataset, "alttext", cfg.eval_fraction, cfg.arch.image_size, cfg.streaming,
                             cfg.max_images)  # fmt: skip
     heldout = type(heldout)(**{k: v[:MAX_EVAL_IMAGES] for k, v in vars(heldout).items()})
     report = evaluate(model, processor, cfg, heldout, vqa_files(run_dir))
@@ -88,8 +87,6 @@ def run_pretrain(run_dir: str | Path, cfg: PretrainConfig, executor, resources: 
         **{k: v for k, v in report.items() if k not in ("vqa_accuracy", "cider")},
         "config": state["config"],
     }
-    tmp = out / "metrics.json.tmp"
-    tmp.write_text(json.dumps(metrics, indent=1))
-    os.replace(tmp, out / "metrics.json")
+    atomic_write_json(out / "metrics.json", metrics, indent=1)
     plot_shares(shares, steps, out / "task_shares.png")
     return metrics

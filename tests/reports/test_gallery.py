@@ -12,8 +12,8 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
-from jade.stages.filter import REJECTED_SCHEMA
-from jade.stages.gallery import BOX, KEPT, REJECTED, SHOW, build_gallery
+from jade.formats.run_tables import REJECTED as REJECTED_SCHEMA
+from jade.reports.gallery import BOX, KEPT, REJECTED, SHOW, build_gallery
 from jade.stages.publish import features
 
 GREEN, BLUE = (0, 170, 0), (0, 0, 200)

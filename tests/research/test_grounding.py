@@ -1,10 +1,14 @@
 """`python -m bench.grounding`: every probe trains on a small world and prints its curve."""
 
+import pytest
+
 from jade.sampleworld import WorldConfig, write_world
+
+pytestmark = pytest.mark.research
 
 
 def test_grounding_probes_run(tmp_path, capsys):
-    from bench import grounding
+    from research import grounding
 
     world = tmp_path / "world"
     write_world(world, WorldConfig(seed=1, vg_images=2, gqa_images=2, vqa_train_images=24, vqa_val_images=2,

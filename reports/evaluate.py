@@ -16,16 +16,19 @@ trained on), drawn from the world's own question templates, and reports accuracy
 from __future__ import annotations
 
 import json
+import logging
 from collections import Counter, defaultdict
 from pathlib import Path
 
 import pyarrow.parquet as pq
 
+from jade.models.attention import rule_of
 from jade.models.tasks import iou
 from jade.models.vqa_normalize import normalize_answer
 from jade.pipeline.config import QUESTION_TYPES
 from jade.pipeline.rundir import RunDir, atomic_write_bytes, atomic_write_json, read_json
 
+log = logging.getLogger("jade")
 NOT_ANSWERED = ("duplicate question",)  # rejections whose pair has no answer to check
 
 
@@ -147,30 +150,25 @@ def _keys(qa) -> tuple[str, ...]:
 
 
 def answer_verdicts(
-    model, processor, items: list, batch: int = 64, device: str = "cpu"
+    model, processor, items: list, attention: str, batch: int = 64, device: str = "cpu"
 ) -> dict[str, list[bool]]:
     """Greedy answers of one model to the probe ``items``: right or wrong per question, under the keys
     ``all``, ``type.<qtype>`` and ``template.<template>``."""
-    import torch
     from PIL import Image
 
+    from jade.models.greedy import greedy
     from jade.models.tasks import answer_prompt
-    from jade.models.train import example_batch
 
     verdicts: dict[str, list[bool]] = defaultdict(list)
-    for s in range(0, len(items), batch):
-        chunk = items[s : s + batch]
-        images = []
-        for path, _ in chunk:
-            with Image.open(path) as f:
-                images.append(f.convert("RGB"))
-        enc = example_batch(processor, images, [answer_prompt(qa.question) for _, qa in chunk], None, device)
-        with torch.no_grad():
-            ids = model.generate(**enc, max_new_tokens=8, do_sample=False)
-        texts = processor.batch_decode(ids[:, enc["input_ids"].shape[1] :], skip_special_tokens=True)
-        for (_, qa), text in zip(chunk, texts, strict=True):
-            for k in _keys(qa):
-                verdicts[k].append(normalize_answer(text) == normalize_answer(qa.answer))
+    images = []
+    for path, _ in items:
+        with Image.open(path) as f:
+            images.append(f.convert("RGB"))
+    texts = greedy(model, processor, images, [answer_prompt(qa.question) for _, qa in items], attention, 8, batch,
+                   device)  # fmt: skip
+    for (_, qa), text in zip(items, texts, strict=True):
+        for k in _keys(qa):
+            verdicts[k].append(normalize_answer(text) == normalize_answer(qa.answer))
     return verdicts
 
 
@@ -192,17 +190,17 @@ def model_accuracy(run: RunDir, max_images: int = 100, batch: int = 64) -> dict 
     for _, qa in items:
         for k in _keys(qa):
             prior[k].append(qa.answer == mode[qa.template])
-    out = {"answer_prior": _accuracy_summary(prior)}
+    out = {"answer_prior": accuracy_summary(prior)}
     for role in ("generator", "filter"):
         ckpt = run.checkpoint(role)
         if not (ckpt / "config.json").exists():
             continue
         model, processor = factory.load(str(ckpt))
-        out[role] = _accuracy_summary(answer_verdicts(model, processor, items, batch))
+        out[role] = accuracy_summary(answer_verdicts(model, processor, items, rule_of(ckpt), batch))
     return out
 
 
-def _accuracy_summary(verdicts: dict[str, list[bool]]) -> dict:
+def accuracy_summary(verdicts: dict[str, list[bool]]) -> dict:
     def acc(k: str) -> float:
         return sum(verdicts[k]) / len(verdicts[k])
 
@@ -222,10 +220,19 @@ def evaluate_run(run_dir: str | Path) -> dict:
             f"jade eval: {run.world}/truth/cc3m_scene_graphs.json not found (sample-world runs only)"
         )
     rows = [r for f in sorted((run.dataset / "data").glob("train-*.parquet"))
-            for r in pq.read_table(f, columns=["key", "qa", "regions"]).to_pylist()]  # fmt: skip
+            for r in pq.read_table(f, columns=["key", "qa", "regions", "provenance"]).to_pylist()]  # fmt: skip
     rejected = [r for f in sorted(run.rejected.glob("*.parquet"))
                 for r in pq.read_table(f, columns=["key", "question", "type", "answer", "reason"]).to_pylist()]  # fmt: skip
-    report = score(truth, rows, rejected)
+    # the truth is keyed by the world's own (img2dataset) keys: the rows' source keys
+    by_key = {r["key"]: truth[r["provenance"]["source_key"]] for r in rows if r["provenance"]["source_key"] in truth}
+    missing = {r["key"] for r in rows} - set(by_key)
+    if rows and not by_key:
+        raise SystemExit(f"jade eval: none of the {len(rows)} published images has a truth in {run.world}/truth "
+                         "(jade eval checks sample-world runs only)")  # fmt: skip
+    if missing:
+        log.warning("jade eval: %d of %d published images have no truth and are not checked", len(missing), len(rows))
+    report = score(by_key, [r for r in rows if r["key"] in by_key], [r for r in rejected if r["key"] in by_key])
+    report["images_without_truth"] = len(missing)
     report["model_accuracy"] = model_accuracy(run)
     atomic_write_json(run.root / "eval.json", report)
     atomic_write_bytes(run.root / "eval.md", markdown(report).encode())

@@ -1,7 +1,7 @@
 """The JADE ablation in miniature: pretrain on a sample-world run with one budget under several data and
 task-mixing settings, several seeds each, and write the downstream metrics as a markdown table.
 
-    python -m jade.pipeline.paper_table runs/sample [--quick] [--seeds 0,1,2]
+    python -m jade.app.paper_table runs/sample [--quick] [--seeds 0,1,2]
 
 Settings: (a) alt-text only; (b) + the generated, filtered QA and dense captions; (c) + the generated QA
 pairs without filtering (the rejected pairs added back); (d) setting (b) under each other task-mixing
@@ -19,9 +19,9 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
+from jade.app.pretrain import run_pretrain
 from jade.models.pretrain.config import PretrainConfig
 from jade.pipeline.executor import LocalExecutor, RayExecutor
-from jade.stages.pretrain import run_pretrain
 
 log = logging.getLogger("jade")
 
@@ -91,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         if hasattr(executor, "shutdown"):
             executor.shutdown()
-    command = "python -m jade.pipeline.paper_table " + " ".join(argv if argv is not None else sys.argv[1:])
+    command = "python -m jade.app.paper_table " + " ".join(argv if argv is not None else sys.argv[1:])
     md = render(results, budget, seeds, command, (time.time() - t0) / 60)
     (run_dir / "paper_table.md").write_text(md)
     (run_dir / "paper_table.json").write_text(json.dumps(results, indent=1))

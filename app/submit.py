@@ -1,7 +1,7 @@
 """`make submit`: the same run as `make generate`, as a Ray job on a cluster (Ray Jobs SDK).
 
 The repository is the job's working directory (uploaded without .venv, runs/, .git and caches); the
-entrypoint is `jade run DATA --out OUT [--set ...]`, built as an argument list and quoted with shlex (never
+entrypoint is `python -m jade.app.cli run DATA --out OUT [--set ...]` (the working directory's own code), built as an argument list and quoted with shlex (never
 a shell line pasted from manifest strings). The environment variables the manifest reads (`${CC3M_ROOT}`
 ...) and the offline settings are passed to the job when set here. OUT should be on storage that every node
 and you can reach (a shared mount); a relative OUT is made absolute against the current directory.
@@ -29,7 +29,9 @@ TERMINAL = ("SUCCEEDED", "FAILED", "STOPPED")
 
 
 def entrypoint_argv(data: str, out: str, sets: list[str] | None = None) -> list[str]:
-    argv = ["jade", "run", data, "--out", out]
+    """``python -m jade.app.cli run ...``: run as a module from the job's working directory (the uploaded
+    checkout), so the job imports that code, not a `jade` installed on the node."""
+    argv = ["python", "-m", "jade.app.cli", "run", data, "--out", out]
     for s in sets or []:
         argv += ["--set", s]
     return argv
@@ -75,7 +77,7 @@ def wait(address: str, job_id: str, timeout: float = 3600.0, poll: float = 2.0) 
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m jade.pipeline.submit", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="python -m jade.app.submit", description=__doc__.split("\n\n")[0])
     p.add_argument("data", help="a manifest name under manifests/ or a path to a YAML file")
     p.add_argument("--address", default=os.environ.get("RAY_ADDRESS"),
                    help="the cluster's dashboard, http://HEAD:8265 (default: RAY_ADDRESS)")  # fmt: skip

@@ -3,7 +3,11 @@ processes and are scored at the steps asked for, and the table reads the results
 
 import json
 
-from bench import recipes
+import pytest
+
+from research import recipes
+
+pytestmark = pytest.mark.research
 
 
 def test_recipe_sweep_scores_each_recipe_at_its_steps(tmp_path, monkeypatch, capsys):
@@ -38,6 +42,6 @@ def test_grids_name_known_settings():
 
 
 def recipes_probe(root):
-    from jade.stages.evaluate import probe_items
+    from jade.reports.evaluate import probe_items
 
     return probe_items(root / "w0" / "world")

@@ -79,7 +79,7 @@ def train(root: Path, name: str, spec: dict, out: Path) -> dict:
 
     from jade.models import factory
     from jade.models.train import ImageCache, _ns, adamw, clip_and_step, example_batch, set_lr
-    from jade.stages.evaluate import _accuracy_summary, answer_verdicts, probe_items
+    from jade.reports.evaluate import accuracy_summary, answer_verdicts, probe_items
 
     torch.set_num_threads(1)
     device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -118,7 +118,7 @@ def train(root: Path, name: str, spec: dict, out: Path) -> dict:
         ema = loss.item() if ema is None else 0.98 * ema + 0.02 * loss.item()
         if step + 1 in evals:
             model.eval()
-            acc = _accuracy_summary(answer_verdicts(model, processor, items, batch=400, device=device))
+            acc = accuracy_summary(answer_verdicts(model, processor, items, batch=400, device=device))
             model.train()
             res["evals"][str(step + 1)] = {
                 **acc,

@@ -4,28 +4,25 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import os
 import sys
 from pathlib import Path
 
 from jade.formats.errors import FormatError
 from jade.pipeline.config import ManifestError
-from jade.pipeline.progress import fmt_eta, stage_progress
-from jade.pipeline.rundir import RunDir, read_json
+from jade.pipeline.logs import console_logging
+from jade.pipeline.rundir import RunDir, RunLockedError, read_json
 
 
-def _setup_env() -> None:
+def _setup_env(verbose: bool = False) -> None:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")  # no downloads at run time unless the user asks
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S"
-    )
+    console_logging(verbose)
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    from jade.app.runner import run_manifest
     from jade.pipeline.executor import LocalExecutor, RayExecutor
-    from jade.pipeline.runner import run_manifest
 
     executor = LocalExecutor() if args.executor == "local" else RayExecutor(address=args.address)
     try:
@@ -37,9 +34,11 @@ def cmd_run(args: argparse.Namespace) -> int:
     except FormatError as e:  # a malformed annotation file: the message names the file and position
         print(f"jade: unreadable input: {e}", file=sys.stderr)
         return 2
+    except RunLockedError as e:
+        print(f"jade: {e}", file=sys.stderr)
+        return 3
     finally:
-        if hasattr(executor, "shutdown"):
-            executor.shutdown()
+        executor.shutdown()
     stats = summaries.get("publish", {}).get("stats")
     if stats:
         print(json.dumps({k: stats[k] for k in ("images_in", "images_ok", "images_failed", "questions_generated",
@@ -54,43 +53,18 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    run = RunDir(args.dir)
-    meta = read_json(run.run_json)
-    if not meta:
-        print(f"jade: {args.dir} is not a run directory (no run.json)", file=sys.stderr)
+    from jade.app.status import status_lines
+
+    try:
+        print("\n".join(status_lines(args.dir, args.shards)))
+    except FileNotFoundError as e:
+        print(f"jade: {e}", file=sys.stderr)
         return 2
-    fps = meta["stage_fingerprints"]
-    for stage, fp in fps.items():
-        shard_recs = [
-            read_json(p) for p in sorted((run.state / stage).glob("*.json")) if p.name != "_stage.json"
-        ]
-        current = [r for r in shard_recs if r and r.get("fingerprint") == fp]
-        failed = run.failed(stage, fp)
-        done = run.done(stage, fp)
-        state = "done" if done else ("running/partial" if current or failed else "pending")
-        line = f"{stage:20s} {state}"
-        prog = None if done else stage_progress(run, stage, fp)
-        if prog:
-            line += f"  shards done: {len(current)}/{prog['shards_total']}"
-            line += f"  {prog['images_per_s']:.1f} images/s, {fmt_eta(prog['eta_s'])}"
-        elif shard_recs:
-            line += f"  shards done: {len(current)}"
-        if failed:
-            line += "  failed: " + ", ".join(failed)
-        print(line)
-        for shard, f in failed.items():
-            print(f"    {shard} failed: {f.get('error')}")
-        if args.shards:
-            for r in current:
-                print(
-                    f"    {r.get('shard')}: "
-                    + ", ".join(f"{k}={v}" for k, v in r.items() if isinstance(v, int))
-                )
     return 0
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from jade.stages.evaluate import evaluate_run
+    from jade.reports.evaluate import evaluate_run
 
     report = evaluate_run(args.dir)
     print(json.dumps({k: v for k, v in report.items() if not isinstance(v, dict)}, indent=2))
@@ -98,14 +72,14 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 
 def cmd_gallery(args: argparse.Namespace) -> int:
-    from jade.stages.gallery import build_gallery
+    from jade.reports.gallery import build_gallery
 
     print(build_gallery(args.dir, args.out, args.n))
     return 0
 
 
 def cmd_refilter(args: argparse.Namespace) -> int:
-    from jade.pipeline.refilter import RefilterError, refilter
+    from jade.app.refilter import RefilterError, refilter
 
     before = read_json(RunDir(args.dir).stats_json) or {}
     try:
@@ -122,17 +96,17 @@ def cmd_refilter(args: argparse.Namespace) -> int:
 
 
 def cmd_pretrain(args: argparse.Namespace) -> int:
-    import yaml
-
+    from jade.app.pretrain import run_pretrain
     from jade.models.pretrain.config import PretrainConfig
-    from jade.pipeline.config import TrainResources
+    from jade.pipeline.config import TrainResources, apply_overrides
     from jade.pipeline.executor import LocalExecutor, RayExecutor
-    from jade.stages.pretrain import run_pretrain
 
+    # The run's own `pretrain:` settings (its manifest, in run.json), then --set (pretrain.KEY or KEY)
+    raw = ((read_json(RunDir(args.dir).run_json) or {}).get("manifest") or {}).get("pretrain") or {}
+    sets = [s if s.startswith("pretrain.") else f"pretrain.{s}" for s in args.set]
     try:
-        overrides = {k: yaml.safe_load(v) for k, _, v in (s.partition("=") for s in args.set)}
-        cfg = PretrainConfig.from_dict(overrides)
-    except (ValueError, TypeError, yaml.YAMLError) as e:
+        cfg = PretrainConfig.from_dict(apply_overrides({"pretrain": raw}, sets)["pretrain"])
+    except ValueError as e:
         print(f"jade pretrain: {e}", file=sys.stderr)
         return 2
     executor = LocalExecutor() if args.executor == "local" else RayExecutor(address=args.address)
@@ -142,8 +116,7 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
             args.dir, cfg, executor, res, out=args.out, fresh=args.fresh, eval_only=args.eval_only
         )
     finally:
-        if hasattr(executor, "shutdown"):
-            executor.shutdown()
+        executor.shutdown()
     keys = ("vqa_accuracy", "retrieval_i2t_r1", "retrieval_i2t_r5", "retrieval_t2i_r1", "retrieval_t2i_r5",
             "cider", "steps")  # fmt: skip
     print(json.dumps({k: m.get(k) for k in keys}, indent=2))
@@ -183,7 +156,7 @@ def main(argv: list[str] | None = None) -> int:
     t.add_argument("dir", help="a run directory with dataset/ (published); writes DIR/pretrain/")
     t.add_argument("--out", help="output directory (default DIR/pretrain)")
     t.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                   help="a PretrainConfig field: steps, batch_size, mixing, mask, data, tasks, seed, ...")  # fmt: skip
+                   help="a PretrainConfig field: steps, batch_size, mixing, attention, data, tasks, seed, ...")  # fmt: skip
     t.add_argument("--fresh", action="store_true", help="start over instead of resuming the checkpoint")
     t.add_argument("--eval-only", action="store_true", help="evaluate the existing checkpoint only")
     t.add_argument("--workers", type=int, default=1, help="Ray Train workers")

@@ -19,7 +19,8 @@ from pathlib import Path
 import pyarrow.parquet as pq
 from PIL import Image
 
-from jade.formats import shards
+from jade.formats.run_tables import load_images
+from jade.formats.samples import ShardRef
 from jade.pipeline.config import QUESTION_TYPES
 from jade.pipeline.rundir import RunDir, atomic_write_bytes, read_json
 
@@ -104,14 +105,12 @@ def images_from_shards(run: RunDir, rows: list[dict]) -> dict[str, bytes]:
     for r in rows:
         wanted[(r.get("provenance") or {}).get("source_shard")].add(r["key"])
     found = {}
-    for s in read_json(run.work("ingest") / "shards.json") or []:
+    for s in (read_json(run.run_json) or {}).get("shards", []):
         keys = wanted.get(s["shard_id"])
         if not keys:
             continue
         try:
-            for sample in shards.iter_shard(shards.ShardRef(s["shard_id"], s["url"], s["format"])):
-                if sample.error is None and sample.key in keys and sample.key not in found:
-                    found[sample.key] = sample.image_bytes
+            found.update({k: raw for k, _, raw in load_images(ShardRef(**s), keys)})
         except OSError:
             continue  # the source is gone: those images are shown as missing
     return found

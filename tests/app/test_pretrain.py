@@ -7,7 +7,7 @@ import datasets
 import pytest
 from PIL import Image
 
-from jade.pipeline.cli import main
+from jade.app.cli import main
 
 ARCH = "{image_size: 32, patch_size: 16, vision_hidden: 32, vision_layers: 1, text_hidden: 64, text_layers: 1, head_dim: 16, vocab_size: 300}"
 COLOURS = {"red": (220, 30, 30), "green": (30, 200, 30), "blue": (30, 30, 220), "yellow": (230, 220, 20)}
@@ -99,7 +99,7 @@ def test_pretrain_through_ray_train(tmp_path):
 def test_pretrain_with_gradient_accumulation_causal_mask_and_each_mixing(tmp_path):
     run = tmp_path / "run"
     make_published(run)
-    assert _pretrain(run, 3, "--fresh", "--set", "grad_accum=2", "--set", "mask=causal") == 0
+    assert _pretrain(run, 3, "--fresh", "--set", "grad_accum=2", "--set", "attention=causal") == 0
     assert json.loads((run / "pretrain" / "metrics.json").read_text())["steps"] == 3
     for mixing in ("uniform", "proportional", "round_robin"):
         assert _pretrain(run, 2, "--fresh", "--set", f"mixing={mixing}") == 0

@@ -14,7 +14,7 @@ import datasets
 import psutil
 import pytest
 
-from jade.pipeline import submit
+from jade.app import submit
 from tests.procs import signal_all
 from tests.tiny import TINY
 

@@ -1,0 +1,56 @@
+"""`jade status DIR [--shards]`: per-stage (in data-flow order) and per-shard progress of a run directory, read
+from its records, so it works while a run is going on, from another shell."""
+
+from __future__ import annotations
+
+import copy
+
+from jade.app.runner import STAGES
+from jade.formats.samples import ShardRef
+from jade.pipeline.config import Manifest
+from jade.pipeline.progress import fmt_eta, stage_progress
+from jade.pipeline.rundir import RunDir, read_json
+from jade.pipeline.runner import is_shard_stage, plan
+from jade.typed import build
+
+
+def _counts(rec: dict) -> str:
+    c = rec.get("counts", {})
+    parts = [f"{k}={v}" for k, v in c.items() if isinstance(v, int)]
+    for k in ("failure_reasons", "converted_from", "rejected_by_reason"):
+        if c.get(k):
+            parts.append(f"{k}: " + ", ".join(f"{r} {n}" for r, n in sorted(c[k].items())))
+    return "; ".join(parts)
+
+
+def status_lines(run_dir: str, shards: bool = False) -> list[str]:
+    run = RunDir(run_dir)
+    meta = read_json(run.run_json)
+    if not meta:
+        raise FileNotFoundError(f"{run_dir} is not a run directory (no run.json)")
+    m = build(Manifest, copy.deepcopy(meta["manifest"]), "")
+    found = [ShardRef(**s) for s in meta.get("shards", [])]
+    ctx = plan(STAGES, m, run, found)
+    holder = read_json(run.root / ".lock")
+    lines = [f"run {run.root}: " + (f"held by host {holder['host']} pid {holder['pid']}" if holder else "not running")]
+    for st in STAGES:
+        fp = ctx.fp(st.name)
+        if not is_shard_stage(st):
+            lines.append(f"{st.name:20s} {'done' if run.done(st.name, fp) else 'pending'}")
+            continue
+        fps = ctx.shard_fps[st.name]
+        recs = {s: r for s, f in fps.items() if (r := run.done(st.name, f, s))}
+        failed = {s: r for s, r in run.failed(st.name).items() if r.get("fingerprint") == fps.get(s)}
+        total = len(found)
+        state = "done" if len(recs) == total and not failed else ("partial" if recs or failed else "pending")
+        line = f"{st.name:20s} {state:8s} {len(recs)}/{total} shards"
+        prog = stage_progress(run, st.name, fp)
+        if prog and state != "done":
+            line += f", {prog['images_per_s']:.1f} images/s, {fmt_eta(prog['eta_s'])}"
+        if failed:
+            line += ", failed: " + ", ".join(sorted(failed))
+        lines.append(line)
+        lines += [f"    {s} failed: {r.get('error')}" for s, r in sorted(failed.items())]
+        if shards:
+            lines += [f"    {s}: {_counts(r)}" for s, r in sorted(recs.items())]
+    return lines

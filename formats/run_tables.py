@@ -1,0 +1,73 @@
+"""The tables a run writes for itself (DESIGN.md section 5): their Arrow schemas, shared by the stages that
+write them and the ones that read them, and reading a shard's images back by key."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+
+import pyarrow as pa
+from PIL import Image
+
+from .images import decode_image
+from .samples import ShardRef
+from .shards import iter_shard
+
+# training examples of a role (_work/examples/<role>.parquet)
+EXAMPLE = pa.schema(
+    [("task", pa.string()), ("source", pa.string()), ("image_path", pa.string()), ("prefix", pa.string()),
+     ("suffix", pa.string()), ("qtype", pa.string())]
+)  # fmt: skip
+# the usable samples of an image shard (_work/ingest/<shard>.parquet, then _work/dedupe/<shard>.parquet)
+SAMPLE = pa.schema(
+    [("key", pa.string()), ("source_key", pa.string()), ("url", pa.string()), ("caption", pa.string()),
+     ("width", pa.int32()), ("height", pa.int32()), ("sha256", pa.string())]
+)  # fmt: skip
+# every input sample that could not be used (failures/*.parquet)
+FAILURE = pa.schema(
+    [("source", pa.string()), ("shard", pa.string()), ("key", pa.string()), ("url", pa.string()),
+     ("stage", pa.string()), ("reason", pa.string())]
+)  # fmt: skip
+REGION = pa.struct([("bbox", pa.list_(pa.float32(), 4)), ("caption", pa.string()), ("score", pa.float32())])
+GENERATED_QA = pa.struct(
+    [("question", pa.string()), ("type", pa.string()), ("answer", pa.string()), ("question_score", pa.float32()),
+     ("answer_score", pa.float32()), ("status", pa.string())]
+)  # fmt: skip
+GENERATED = pa.schema([("key", pa.string()), ("qa", pa.list_(GENERATED_QA)), ("regions", pa.list_(REGION))])
+KEPT_QA = pa.struct(
+    [("question", pa.string()), ("answer", pa.string()), ("type", pa.string()), ("filter_answer", pa.string()),
+     ("score", pa.float32())]
+)  # fmt: skip
+FILTERED = pa.schema([("key", pa.string()), ("qa", pa.list_(KEPT_QA)), ("regions", pa.list_(REGION))])
+REJECTED = pa.schema(
+    [("key", pa.string()), ("shard", pa.string()), ("question", pa.string()), ("type", pa.string()),
+     ("answer", pa.string()), ("filter_answer", pa.string()), ("reason", pa.string()),
+     ("question_score", pa.float32()), ("answer_score", pa.float32()), ("filter_score", pa.float32())]
+)  # fmt: skip
+# one row per generated pair, with the filter model's answer (_work/filter/answers/<shard>.parquet)
+ANSWERS = pa.schema(
+    [("key", pa.string()), ("question", pa.string()), ("type", pa.string()), ("answer", pa.string()),
+     ("status", pa.string()), ("question_score", pa.float32()), ("answer_score", pa.float32()),
+     ("filter_answer", pa.string()), ("filter_score", pa.float32())]
+)  # fmt: skip
+
+
+def failures_table(rows: list[tuple]) -> pa.Table:
+    """(source, shard, key, url, stage, reason) tuples -> a FAILURE table."""
+    cols = list(zip(*rows, strict=True)) if rows else [[] for _ in FAILURE]
+    return pa.table({f.name: list(c) for f, c in zip(FAILURE, cols, strict=True)}, schema=FAILURE)
+
+
+def reason_category(reason: str) -> str:
+    """The leading words of a failure reason ("corrupt image: OSError: ..." -> "corrupt image")."""
+    found = re.match(r"[a-z][a-z ]*[a-z]", reason)
+    return found.group(0) if found else reason[:40]
+
+
+def load_images(shard: ShardRef, keys: set[str]) -> Iterator[tuple[str, Image.Image, bytes]]:
+    """(run-wide key, RGB image, raw bytes) of the samples of ``shard`` whose keys are in ``keys``, in shard
+    order, streamed. A key that appears twice in the shard is used once (the first; ingest recorded the other)."""
+    wanted = {shard.source_key(k): k for k in keys}
+    for s in iter_shard(shard):
+        if s.error is None and s.key in wanted:
+            yield wanted.pop(s.key), decode_image(s.image_bytes), s.image_bytes

@@ -1,0 +1,77 @@
+"""Typed configuration: build a dataclass from plain data (YAML, JSON, ``--set``), once, with errors that name
+the offending key by its dotted path (``generate.top_k``). Manifests, the pretrainer's settings and training
+jobs all load through `build` (datatrove's typed, validated-once configs)."""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from typing import Any
+
+
+class ConfigError(ValueError):
+    """Invalid configuration; the message names the key or path."""
+
+
+def build(cls: type, data: Any, at: str) -> Any:
+    """Build dataclass ``cls`` from ``data``, rejecting unknown keys and wrong types with the dotted key."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"{at or 'manifest'}: expected a mapping, got {type(data).__name__}")
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    for key in data:
+        if key not in names:
+            where = f"{at}.{key}" if at else str(key)
+            raise ConfigError(f"{where}: unknown key (known: {', '.join(sorted(names))})")
+    kwargs = {k: _coerce(hints[k], v, f"{at}.{k}" if at else k) for k, v in data.items()}
+    try:
+        obj = cls(**kwargs)
+    except ConfigError:
+        raise
+    except (ValueError, TypeError) as e:  # a __post_init__ check: name where
+        raise ConfigError(f"{at}: {e}" if at else str(e)) from None
+    if hasattr(obj, "validate"):
+        obj.validate(at)
+    return obj
+
+
+def _coerce(tp: Any, value: Any, at: str) -> Any:
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        if value is None:
+            if len(args) != len(typing.get_args(tp)):
+                return None
+            raise ConfigError(f"{at}: must not be null")
+        return _coerce(args[0], value, at)
+    if dataclasses.is_dataclass(tp):
+        return build(tp, value if value is not None else {}, at)
+    if tp in (dict, list, Any):  # untyped containers: as given
+        if tp is not Any and not isinstance(value, tp):
+            raise ConfigError(f"{at}: expected a {'mapping' if tp is dict else 'list'}, got {type(value).__name__}")
+        return value
+    if origin is list:
+        if isinstance(value, str):
+            value = [value]  # a single URL/path is a list of one
+        if not isinstance(value, list):
+            raise ConfigError(f"{at}: expected a list, got {type(value).__name__}")
+        (item,) = typing.get_args(tp)
+        return [_coerce(item, v, f"{at}[{i}]") for i, v in enumerate(value)]
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{at}: expected a mapping, got {type(value).__name__}")
+        _, vt = typing.get_args(tp)
+        return {str(k): _coerce(vt, v, f"{at}.{k}") for k, v in value.items()}
+    if tp is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if tp is bool and not isinstance(value, bool):
+        raise ConfigError(f"{at}: expected true/false, got {value!r}")
+    if tp in (int, float, str) and (not isinstance(value, tp) or isinstance(value, bool)):
+        raise ConfigError(f"{at}: expected {tp.__name__}, got {type(value).__name__} {value!r}")
+    return value
+
+
+def validate_choice(value: str, choices: tuple[str, ...], at: str) -> None:
+    if value not in choices:
+        raise ConfigError(f"{at}: {value!r} is not one of {', '.join(choices)}")

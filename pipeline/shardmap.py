@@ -1,0 +1,157 @@
+"""The books every shard stage shares, kept once: map a `ShardStage` over the run's shards.
+
+Per shard: skip it when its completion record carries the shard's fingerprint; else run the stage's worker,
+write the tables it returns (temporary name, rename), remove the shard's files that the new result does not
+rewrite, and write the completion record last (its counts, the number of images, and a fingerprint of the
+files written). A shard that raises is recorded with its error (`_state/<stage>/_failed/<shard>.json`) and left
+out of the later stages while the other shards complete; a re-run retries it.
+
+A shard's fingerprint is the hash of the stage's settings, the shard itself, the whole stages it reads
+(their fingerprints: a fine-tuned checkpoint) and the *outputs* of the shard stages it reads for that shard
+(their records' ``output_fp``). So adding a shard runs only that shard; a setting that changes one stage's
+output re-runs that stage and, only where its output really changed, the later ones. A stage with
+``reads_earlier = True`` (deduplication) also depends on the outputs of every shard before this one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import time
+from dataclasses import asdict
+
+from jade.formats.samples import ShardRef
+from jade.pipeline.progress import Progress
+from jade.pipeline.rundir import RunDir, atomic_write_parquet, fingerprint
+from jade.pipeline.stage import Context, Runtime, ShardStage
+from jade.pipeline.stats import sum_counts
+
+log = logging.getLogger("jade")
+
+
+def settings_fingerprint(stage: ShardStage, settings) -> str:
+    return fingerprint({"stage": stage.name, "v": getattr(stage, "version", 1), "settings": settings})
+
+
+def shard_fingerprints(ctx: Context, stage: ShardStage, shards: list[ShardRef]) -> dict[str, str | None]:
+    """Fingerprint per shard, None where an upstream shard stage has no current output for it."""
+    own = ctx.fp(stage.name)
+    upstream_shard = [a for a in stage.after if a in ctx.shard_stages]
+    whole = {a: ctx.fp(a) for a in stage.after if a not in ctx.shard_stages}
+    outputs = {a: {} for a in upstream_shard}
+    for a in upstream_shard:
+        for s in ctx.shards:
+            rec = ctx.run.done(a, ctx.shard_fps.get(a, {}).get(s.shard_id) or "", s.shard_id)
+            outputs[a][s.shard_id] = rec["output_fp"] if rec else None
+    fps: dict[str, str | None] = {}
+    order = [s.shard_id for s in ctx.shards]
+    for s in shards:
+        mine = {a: outputs[a][s.shard_id] for a in upstream_shard}
+        if any(v is None for v in mine.values()):
+            fps[s.shard_id] = None
+            continue
+        spec = {"stage": own, "shard": asdict(s), "whole": whole, "inputs": mine}
+        if getattr(stage, "reads_earlier", False):
+            earlier = order[: order.index(s.shard_id)]
+            spec["earlier"] = {a: [(e, outputs[a][e]) for e in earlier if outputs[a][e]] for a in upstream_shard}
+        fps[s.shard_id] = fingerprint(spec)
+    return fps
+
+
+def output_fingerprint(run: RunDir, paths: list[str]) -> str:
+    h = hashlib.sha256()
+    for rel in sorted(paths):
+        h.update(rel.encode() + b"\0")
+        with open(run.root / rel, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                h.update(block)
+    return h.hexdigest()[:16]
+
+
+def owned_files(run: RunDir, stage: ShardStage, shard_id: str) -> set[str]:
+    return {str(p.relative_to(run.root)) for g in stage.owns(shard_id) for p in run.root.glob(g) if p.is_file()}
+
+
+def commit(run: RunDir, stage: ShardStage, shard: ShardRef, fp: str, result) -> dict:
+    """Write a shard's result: tables, then stale files removed, then the completion record (last)."""
+    for rel, table in result.tables.items():
+        atomic_write_parquet(run.root / rel, table)
+    for stale in owned_files(run, stage, shard.shard_id) - set(result.tables):
+        (run.root / stale).unlink(missing_ok=True)
+    rec = {"shard": shard.shard_id, "images": result.images, "counts": result.counts, **result.note,
+           "output_fp": output_fingerprint(run, list(result.tables))}  # fmt: skip
+    run.mark_done(stage.name, fp, rec, shard.shard_id)
+    return rec
+
+
+class ShardTask:
+    """Picklable, it travels to the workers: builds the stage's worker once, then works and commits shards."""
+
+    def __init__(self, stage: ShardStage, run_root: str, settings, runtime: Runtime):
+        self.stage, self.run_root, self.settings, self.runtime = stage, run_root, settings, runtime
+
+    def __call__(self):
+        run = RunDir(self.run_root)
+        worker = self.stage.worker(run, self.settings, self.runtime)
+
+        def one(item: dict) -> dict:
+            shard = ShardRef(**item["shard"])
+            t0 = time.time()
+            rec = commit(run, self.stage, shard, item["fp"], worker(shard))
+            return {**rec, "seconds": round(time.time() - t0, 3)}
+
+        return one
+
+
+def prune(run: RunDir, stage: ShardStage, keep: set[str]) -> list[str]:
+    """Remove the files and records of shards that are not (or no longer) this stage's current output."""
+    gone = []
+    for rec in sorted((run.state / stage.name).glob("*.json")):
+        if rec.name.startswith("_") or rec.stem in keep:
+            continue
+        for rel in owned_files(run, stage, rec.stem):
+            (run.root / rel).unlink(missing_ok=True)
+        rec.unlink(missing_ok=True)
+        gone.append(rec.stem)
+    return gone
+
+
+def map_stage(ctx: Context, stage: ShardStage) -> dict:
+    """Run ``stage`` over every shard of the run that is not done; returns the stage summary."""
+    m, run = ctx.manifest, ctx.run
+    settings = stage.settings(m)
+    shards = [s for s in ctx.shards if s.shard_id not in ctx.failed_shards]
+    fps = shard_fingerprints(ctx, stage, shards)
+    ctx.shard_fps[stage.name] = {k: v for k, v in fps.items() if v}
+    left_out = {**{s: ctx.failed_shards[s] for s in ctx.failed_shards},
+                **{s: {"stage": stage.name, "error": "no upstream output"} for s, v in fps.items() if v is None}}  # fmt: skip
+    current = [s for s in shards if fps[s.shard_id]]
+    todo = [s for s in current if not run.done(stage.name, fps[s.shard_id], s.shard_id)]
+    res = stage.resources(m)
+    threads = m.resources.threads or max(1, (os.cpu_count() or 1) // max(1, res.pool()[1]))
+    runtime = Runtime(batch_size=res.batch_size, threads=threads, run_fingerprints=tuple(sorted(ctx.fingerprints.items())),
+                      shard_order=tuple(s.shard_id for s in ctx.shards), allow_models=ctx.allow_models)  # fmt: skip
+    items = [{"stage": stage.name, "shard_id": s.shard_id, "shard": asdict(s), "fp": fps[s.shard_id]} for s in todo]
+    if todo:
+        log.info("%s: %d of %d shards to do", stage.name, len(todo), len(current))
+    progress = Progress(run, stage.name, ctx.fp(stage.name), len(items))
+    results = ctx.executor.map_shards(ShardTask(stage, str(run.root), settings, runtime), items, res,
+                                      on_result=progress) if items else []  # fmt: skip
+    failed = {}
+    for r in results:
+        if r.get("error"):
+            run.mark_failed(stage.name, fps[r["shard"]] or "", {**r, "failed_at": time.time()}, r["shard"])
+            failed[r["shard"]] = {"stage": stage.name, "error": r["error"]}
+            log.error("%s: shard %s failed: %s", stage.name, r["shard"], r["error"])
+        else:
+            run.clear_failed(stage.name, r["shard"])
+    ctx.failed_shards.update(failed)
+    ok = {s.shard_id for s in current} - set(failed)
+    prune(run, stage, ok)  # shards removed from the manifest, or left out now: their old outputs are stale
+    records = [run.done(stage.name, fps[s], s) for s in sorted(ok)]
+    summary = {"shards": len(ok), "shards_run": len(results) - len(failed),
+               "counts": sum_counts(r["counts"] for r in records if r)}  # fmt: skip
+    if failed or left_out:
+        summary["failed_shards"] = {**left_out, **failed}
+    return summary

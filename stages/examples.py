@@ -1,0 +1,297 @@
+"""Training examples: the original annotation files (VG 1.2, GQA 1.2, VQA v2) -> one Parquet per model role.
+
+  caption  (VG regions)         prefix "dense caption"          suffix "<loc y0><loc x0><loc y1><loc x1> phrase"
+  question (VG / GQA QAs)       prefix "question {type}"        suffix the question
+  answer   (VG / GQA / VQA QAs) prefix "answer en {question}"   suffix the normalized answer
+
+Annotation files are read in parallel, one job per file (`AnnotationJob`), streamed and written in batches,
+so memory stays bounded at any file size; a record whose image file is missing goes to failures/training/.
+A malformed annotation file stops the run here, before any image shard is read, naming the file and byte.
+The image shards are not read here (that is `ingest`): fine-tuning depends only on what it trains on.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import time
+from collections import Counter
+from dataclasses import asdict, dataclass
+from types import SimpleNamespace
+
+import fsspec
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from jade.formats import gqa, vg, vqa
+from jade.formats.errors import FormatError
+from jade.formats.run_tables import EXAMPLE, failures_table
+from jade.models import tasks
+from jade.models.vqa_normalize import answer_type, normalize_answer
+from jade.pipeline.config import Manifest
+from jade.pipeline.executor import WorkerFactory
+from jade.pipeline.logs import worker_logging
+from jade.pipeline.rundir import RunDir, atomic_parquet_writer, atomic_write_parquet
+from jade.pipeline.stage import Context
+
+log = logging.getLogger("jade")
+QA_TASKS = {"question", "answer"}
+FLUSH_ROWS = 20_000  # examples buffered before a write: bounded memory at any annotation-file size
+MISSING = "missing image file"
+
+
+class ExampleWriter:
+    """Training examples for the tasks a role trains on, written in batches; counts per task and skips."""
+
+    def __init__(self, tasks_wanted: list[str], writer: pq.ParquetWriter):
+        self.tasks, self.writer, self.rows = set(tasks_wanted), writer, []
+        self.counts: Counter[str] = Counter()
+        self.skipped: Counter[str] = Counter()
+
+    def add(self, task: str, source: str, image_path: str, prefix: str, suffix: str, qtype: str = "") -> None:
+        if task in self.tasks:
+            self.rows.append((task, source, image_path, prefix, suffix, qtype))
+            self.counts[task] += 1
+            if len(self.rows) >= FLUSH_ROWS:
+                self.flush()
+
+    def add_qa(self, source: str, image_path: str, question: str, answer: str) -> None:
+        question, norm = tasks.clean_text(question), normalize_answer(answer)
+        if not question or not norm:
+            self.skipped[f"{source}: empty question or answer"] += 1
+            return
+        qtype = answer_type(norm)
+        self.add("question", source, image_path, tasks.question_prompt(qtype), question, qtype)
+        self.add("answer", source, image_path, tasks.answer_prompt(question), norm, qtype)
+
+    def flush(self) -> None:
+        if self.rows:
+            cols = list(zip(*self.rows, strict=True))
+            data = {f.name: list(c) for f, c in zip(EXAMPLE, cols, strict=True)}
+            self.writer.write_table(pa.table(data, schema=EXAMPLE))
+            self.rows = []
+
+
+class _Files:
+    """Whether image files exist: each folder is listed once (not one request per image, which on a
+    bucket would be one HTTP request per image)."""
+
+    def __init__(self) -> None:
+        self._names: dict[str, set[str]] = {}
+
+    def exists(self, path: str) -> bool:
+        folder, _, name = path.rpartition("/")
+        if folder not in self._names:
+            fs, root = fsspec.core.url_to_fs(folder)
+            try:
+                listing = fs.ls(root, detail=False)
+            except (FileNotFoundError, NotADirectoryError):
+                listing = []
+            self._names[folder] = {str(e).rstrip("/").rsplit("/", 1)[-1] for e in listing}
+        return name in self._names[folder]
+
+
+class _VGImages:
+    """VG image files by id across VG_100K / VG_100K_2 (each listed once); a missing one is recorded once."""
+
+    def __init__(self, src, failures: list):
+        # (width, height, url) per image: 108k small tuples, not the records
+        self.info = {
+            int(r["image_id"]): (r["width"], r["height"], r["url"])
+            for r in vg.iter_image_data(src.image_data)
+        }
+        self.index, self.failures, self.missing = vg.ImageIndex(src.images), failures, set()
+
+    def path(self, image_id: int) -> str | None:
+        p = self.index.get(image_id)
+        if p is None and image_id not in self.missing:
+            self.missing.add(image_id)
+            url = (self.info.get(image_id) or (0, 0, None))[2] or f"{image_id}.jpg"
+            self.failures.append(("vg", "", str(image_id), url, "ingest", MISSING))
+        return p
+
+
+def _vg_regions(src, path: str, ex: ExampleWriter, failures: list) -> None:
+    images = _VGImages(src, failures)
+    for image_id, regions in vg.iter_regions(path):
+        p, (w, h, _) = images.path(image_id), images.info.get(image_id, (0, 0, None))
+        if p is None:
+            continue
+        if not w or not h:
+            ex.skipped["vg: image not in image_data.json"] += len(regions)
+            continue
+        for r in regions:
+            x0, y0 = r["x"] / w, r["y"] / h
+            box = (x0, y0, x0 + r["width"] / w, y0 + r["height"] / h)
+            phrase = tasks.clean_text(r.get("phrase") or "")
+            if phrase and r["width"] > 0 and r["height"] > 0:
+                ex.add("caption", "vg", p, tasks.CAPTION_PROMPT, tasks.caption_target(box, phrase))
+            else:
+                ex.skipped["vg: empty phrase or box"] += 1
+
+
+def _vg_qas(src, path: str, ex: ExampleWriter, failures: list) -> None:
+    images = _VGImages(src, failures)
+    for image_id, qas in vg.iter_qas(path):
+        if (p := images.path(image_id)) is not None:
+            for qa in qas:
+                ex.add_qa("vg", p, qa["question"], qa["answer"])
+
+
+def _gqa(src, path: str, ex: ExampleWriter, failures: list) -> None:
+    reader, files, seen = gqa.GQAQuestionReader(path), _Files(), {}
+    for q in reader:
+        p = gqa.image_path(src.images, q["image_id"])
+        if q["image_id"] not in seen:
+            seen[q["image_id"]] = files.exists(p)
+            if not seen[q["image_id"]]:
+                failures.append(("gqa", "", q["image_id"], p, "ingest", MISSING))
+        if seen[q["image_id"]]:
+            ex.add_qa("gqa", p, q["question"], q["answer"])
+    for reason, n in reader.stats.as_dict().items():
+        ex.skipped[f"gqa: {reason}"] += n
+
+
+def _vqa(src, path: str, ex: ExampleWriter, failures: list) -> None:
+    reader, files, seen = vqa.VQAReader(path, src.annotations), _Files(), {}
+    for q in reader:
+        p = vqa.coco_image_path(src.images, q["image_id"], q.get("split"))
+        if q["image_id"] not in seen:
+            seen[q["image_id"]] = files.exists(p)
+            if not seen[q["image_id"]]:
+                failures.append(("vqa", "", str(q["image_id"]), p, "ingest", MISSING))
+        if seen[q["image_id"]]:
+            ex.add_qa("vqa", p, q["question"], q["multiple_choice_answer"])
+    for reason, n in reader.stats.as_dict().items():
+        ex.skipped[f"vqa: {reason}"] += n
+
+
+READERS = {"vg_regions": _vg_regions, "vg_qas": _vg_qas, "gqa": _gqa, "vqa": _vqa}
+
+
+def annotation_jobs(m: Manifest) -> list[dict]:
+    """One job per (role, annotation file): VG regions, VG QAs, each GQA question file, the VQA pair."""
+    jobs = []
+    for role in ("generator", "filter"):
+        spec = getattr(m.models, role)
+        wanted = set(spec.tasks)
+        for source in spec.data:
+            src = getattr(m.sources, source)
+            if src is None:
+                raise ValueError(f"models.{role}.data names {source!r} but sources.{source} is not set")
+            if source == "vg":
+                files = [("vg_regions", src.regions)] if "caption" in wanted else []
+                files += [("vg_qas", src.qas)] if src.qas and wanted & QA_TASKS else []
+            elif source == "gqa":
+                qa_files = gqa.GQAQuestionReader(src.questions).files() if wanted & QA_TASKS else []
+                files = [("gqa", f) for f in qa_files]
+            else:
+                files = [("vqa", src.questions)] if wanted & QA_TASKS else []
+            for kind, path in files:
+                name = str(path).rstrip("/").rsplit("/", 1)[-1].split(".")[0]
+                jobs.append({"shard_id": f"{role}-{len(jobs):03d}-{name}", "role": role, "kind": kind,
+                             "file": str(path), "src": asdict(src), "tasks": spec.tasks})  # fmt: skip
+    return jobs
+
+
+class AnnotationJob:
+    """One annotation file -> a part of a role's examples and of failures/training/. Plain Python, no Ray."""
+
+    def __init__(self, run_root: str):
+        self.parts = RunDir(run_root).work("examples") / "parts"
+        worker_logging()
+
+    def __call__(self, job: dict) -> dict:
+        t0, failures = time.time(), []
+        try:
+            with atomic_parquet_writer(self.parts / f"{job['shard_id']}.parquet", EXAMPLE) as writer:
+                ex = ExampleWriter(job["tasks"], writer)
+                READERS[job["kind"]](SimpleNamespace(**job["src"]), job["file"], ex, failures)
+                ex.flush()
+        except FormatError as e:  # the driver re-raises it: the run stops, naming the file and byte
+            return {"shard": job["shard_id"], "format_error": [e.path, e.position, e.message]}
+        atomic_write_parquet(self.parts / f"{job['shard_id']}.failures.parquet", failures_table(failures))
+        seconds = time.time() - t0
+        log.info("ingest %s: %s examples, %d missing images, %s skipped in %.1fs", job["shard_id"],
+                 dict(ex.counts), len(failures), sum(ex.skipped.values()), seconds)  # fmt: skip
+        return {"shard": job["shard_id"], "examples": dict(ex.counts), "skipped": dict(ex.skipped),
+                "training_failed": len(failures), "seconds": round(seconds, 2)}  # fmt: skip
+
+
+def _merge_parts(parts: list, out) -> None:
+    """Concatenate Parquet parts into one file, a row group at a time."""
+    with atomic_parquet_writer(out, EXAMPLE) as writer:
+        for part in parts:
+            f = pq.ParquetFile(part)
+            for i in range(f.num_row_groups):
+                writer.write_table(f.read_row_group(i))
+
+
+
+
+@dataclass(frozen=True)
+class ExamplesSettings:
+    """What the training examples depend on: the annotation sources and what each role trains on. The sample
+    world's settings too: a regenerated world keeps its paths but not its contents."""
+
+    sources: dict
+    roles: dict
+    sample_world: dict | None
+
+
+class Examples:
+    name = "examples"
+    after: tuple[str, ...] = ()
+
+    def settings(self, m: Manifest) -> ExamplesSettings:
+        world = asdict(m.sample_world) if m.sample_world else None
+        if world and world["seed"] is None:
+            world["seed"] = m.seed
+        sources = {k: asdict(v) for k in ("vg", "gqa", "vqa") if (v := getattr(m.sources, k)) is not None}
+        roles = {r: _role_data(m, r) for r in ("generator", "filter")}
+        return ExamplesSettings(sources, roles, world)
+
+    def run(self, ctx: Context) -> dict:
+        m, run = ctx.manifest, ctx.run
+        work = run.work("examples")
+        shutil.rmtree(work / "parts", ignore_errors=True)
+        jobs = annotation_jobs(m)
+        results = _by_shard(ctx.executor.map_shards(WorkerFactory(AnnotationJob, str(run.root)), jobs,
+                                                    m.resources.ingest))  # fmt: skip
+        for job in jobs:
+            res = results.get(job["shard_id"], {"error": "no result"})
+            if res.get("format_error"):
+                raise FormatError(*res["format_error"])
+            if res.get("error"):
+                raise RuntimeError(f"examples: failed on {job['file']}: {res['error']}")
+        summary: dict = {"examples": {}, "examples_skipped": {}}
+        for role in ("generator", "filter"):
+            mine = [j["shard_id"] for j in jobs if j["role"] == role]
+            counts, skipped = Counter(), Counter()
+            for job_id in mine:
+                counts.update(results[job_id]["examples"])
+                skipped.update(results[job_id]["skipped"])
+            spec = getattr(m.models, role)
+            if not counts:
+                raise ValueError(f"no {role} training examples (tasks {spec.tasks}, data {spec.data})")
+            _merge_parts([work / "parts" / f"{j}.parquet" for j in mine], work / f"{role}.parquet")
+            summary["examples"][role], summary["examples_skipped"][role] = dict(counts), dict(skipped)
+            log.info("examples: %s %s", role, dict(counts))
+        rows = set()
+        for job in jobs:
+            part = pq.read_table(work / "parts" / f"{job['shard_id']}.failures.parquet")
+            rows.update(tuple(r.values()) for r in part.to_pylist())
+        rows = sorted({(r[0], r[2]): r for r in sorted(rows)}.values())  # one row per (source, image)
+        atomic_write_parquet(run.failures / "training" / "annotations.parquet", failures_table(rows))
+        shutil.rmtree(work / "parts", ignore_errors=True)
+        summary["training_failed"] = len(rows)
+        return summary
+
+def _by_shard(results: list[dict]) -> dict[str, dict]:
+    """Executor results keyed by shard (Ray may return them in any order)."""
+    return {r.get("shard"): r for r in results}
+
+
+def _role_data(m: Manifest, role: str) -> dict:
+    spec = getattr(m.models, role)
+    return {"tasks": spec.tasks, "data": spec.data}
