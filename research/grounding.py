@@ -1,24 +1,25 @@
 """Where the tiny sample-world models get stuck: three training probes on one world's VQA train images.
 
-A diagnostic, not part of `make bench`: it reads the world's hidden truth to make its targets, which the
-pipeline never does. Each probe trains a fresh tiny PaliGemma (the sample manifest's architecture) for a
-few hundred steps and prints its loss curve; the answer token's chance loss is ln 6 = 1.79 (the loss shown
-averages it with the trivially predicted end-of-sequence token, so chance is about 0.9).
+Research, not part of the product (which never imports it) nor of `make bench`: it reads the world's hidden
+truth to make its targets, which the pipeline never does. Each probe trains a fresh tiny PaliGemma (the
+sample manifest's architecture) for a few hundred steps and prints its loss curve; the answer token's chance
+loss is ln 6 = 1.79 (the loss shown averages it with the trivially predicted end-of-sequence token, so chance
+is about 0.9).
 
 1. ``vision``: the SigLIP tower alone with a linear head, supervised per grid cell (empty, or the object's
    colour x shape x size). How fast can the tower learn what is in each cell?
 2. ``readout``: the whole model, prompt ``caption en``, target the colour of the first object in reading
-   order, with the vision tower trained jointly (``--vision-lr-scale 1``) or frozen at its random init (0).
-   Can the decoder read one image token by position?
+   order, with the vision tower trained jointly (its learning rate scaled by 1) or frozen at its random init
+   (scaled by 0). Can the decoder read one image token by position?
 3. ``onehot``: the same readout with the image tokens replaced by one-hot colour codes per cell.
 
-    python -m bench.grounding runs/sample/world [--steps 300]
+    python -m research.grounding runs/sample/world [--steps 300]     # from the repository root
 
 Measured on the 2-core development machine (2026-11-23, ``runs/q2/world``, 65 s; README *Measured numbers*):
 the tower alone labels held-out cells with accuracy 0.94 after 50 steps and 0.995 after 100; the decoder
 reads one-hot codes in 100 steps (loss 0.046) and frozen random features in 300 (0.053); trained jointly at
-the manifest's rate (1e-3) the readout is still at chance after 300 steps (0.88). Answering a VQA question needs more than either: matching the question's
-words to the right image token by content.
+the manifest's rate (1e-3) the readout is still at chance after 300 steps (0.88). Answering a VQA question
+needs more than either: matching the question's words to the right image token by content.
 """
 
 from __future__ import annotations
@@ -34,8 +35,8 @@ from PIL import Image
 from transformers.modeling_outputs import BaseModelOutputWithPooling
 
 from jade.models import factory
-from jade.models.train import _ns
-from jade.pipeline.config import Architecture
+from jade.models.specs import Architecture
+from jade.models.train import example_batch
 from jade.sampleworld.scene import COLORS, SHAPES, SIZES
 
 COLOR_LIST = sorted(COLORS)
@@ -56,7 +57,7 @@ def load(world: Path, n: int, size: int):
 
 
 def _model(texts: list[str]):
-    arch = _ns({**Architecture().__dict__, "vocab_size": 300})
+    arch = Architecture(vocab_size=300)
     processor = factory.build_processor(texts, arch)
     return factory.build_model(arch, processor, seed=0).train(), processor
 
@@ -77,8 +78,9 @@ def probe_vision(images, graphs, steps: int) -> list[str]:
     split, out, rng = int(0.8 * len(images)), [], np.random.default_rng(0)
     for step in range(steps):
         idx = torch.as_tensor(rng.integers(0, split, 32))
-        loss = torch.nn.functional.cross_entropy(head(tower(pixels[idx]).last_hidden_state).reshape(-1, 37),
-                                                 labels[idx].reshape(-1))  # fmt: skip
+        loss = torch.nn.functional.cross_entropy(
+            head(tower(pixels[idx]).last_hidden_state).reshape(-1, 37), labels[idx].reshape(-1)
+        )
         loss.backward()
         opt.step()
         opt.zero_grad()
@@ -106,8 +108,8 @@ def probe_readout(images, graphs, steps: int, vision_lr_scale: float | None) -> 
     out, rng = [], np.random.default_rng(0)
     for step in range(steps):
         idx = rng.integers(0, len(images), 32)
-        batch = processor(text=["<image>caption en"] * len(idx), images=[images[i] for i in idx],
-                          suffix=[targets[i] for i in idx], return_tensors="pt", padding="longest")  # fmt: skip
+        chosen = [images[i] for i in idx], ["caption en"] * len(idx), [targets[i] for i in idx]
+        batch = example_batch(processor, *chosen, "cpu")  # the processor's inputs, under the prefix rule
         if vision_lr_scale is None:
             batch.pop("pixel_values")
             feats = BaseModelOutputWithPooling(pooler_output=onehot[torch.as_tensor(idx)])

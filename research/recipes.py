@@ -1,18 +1,23 @@
 """Training-recipe sweep for the sample world's tiny models: many recipes trained side by side (one process
 each, on a GPU machine), each scored at several steps on the same held-out probe questions as `jade eval`'s
-``model_accuracy`` (per type and template). A diagnostic, not part of `make bench`: it reads the world's
-truth. It answers "what would it take" questions that the 2-core sample budget cannot: how many examples the
-filter needs before it answers colour and shape questions, and how much that depends on the seed.
+``model_accuracy`` (per type and template). Research, not part of the product (which never imports it) nor of
+`make bench`: it reads the world's truth. It answers "what would it take" questions that the 2-core sample
+budget cannot: how many examples the filter needs before it answers colour and shape questions, and how much
+that depends on the seed. From the repository root:
 
-    python -m bench.recipes prep ROOT                       # worlds w0 (the sample manifest's) and w1 (4x)
-    python -m bench.recipes sweep ROOT --grid seeds --out runs/recipes.json [--deadline 470]
-    python -m bench.recipes table runs/recipes.json
+    python -m research.recipes prep ROOT                    # worlds w0 (the sample manifest's) and w1 (4x)
+    python -m research.recipes sweep ROOT --grid seeds --out runs/recipes.json [--deadline 470]
+    python -m research.recipes table runs/recipes.json [--summary > research/results/NAME.md]
 
 A recipe is a dict: ``steps``, ``bs`` (32), ``lr`` (1e-3), ``warmup`` (50), ``wd`` (0), ``sched``
 (``cosine`` as the factory's training loop, ``linear`` or ``const``), ``seed`` (0), ``role`` (``filter`` or
-``generator``), ``world`` (``w0``), ``arch`` (overrides of the sample manifest's architecture) and
-``evals`` (extra steps at which to score). `bench/recipes.json` holds the grids measured for the README
-(2026-11-23, one H200, `bench/results/recipes-h200-2026-11-23.json`).
+``generator``), ``world`` (``w0``), ``arch`` (overrides of the sample manifest's architecture,
+`jade.models.specs.Architecture`), ``attention`` (the rule of `jade.models.attention`, ``prefix``), ``tasks``
+(only these training tasks; all by default) and ``evals`` (extra steps at which to score).
+`research/recipes.json` holds the grids measured for the README (2026-11-23, one H200). ``sweep`` writes
+every recipe's full curve (a raw file: keep it out of the repository); ``table`` shows it a row per recipe and
+scored step, ``table --summary`` a row per recipe (its last scored step and its curve, a few KB):
+`research/results/recipes-h200-2026-11-23.md` is that summary of the 2026-11-23 sweep.
 """
 
 from __future__ import annotations
@@ -24,7 +29,7 @@ import subprocess
 import sys
 import time
 from collections import defaultdict
-from dataclasses import asdict
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -32,35 +37,44 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from jade.pipeline.config import Architecture
+from jade.models.specs import Architecture
 
 GRIDS = Path(__file__).with_name("recipes.json")
+REPO = GRIDS.parent.parent  # `python -m research.recipes` runs from here
 WORLDS = {"w0": (2000, 1000, 3000), "w1": (6000, 3000, 12000)}  # VG, GQA, VQA train images
 
 
 def prep(root: Path, name: str, vg: int, gqa: int, vqa: int, val: int = 100) -> None:
     """A world, each role's training examples (the factory's own ingest) and tokenizer under root/name."""
     from jade.models import factory
+    from jade.models.tasks import strip_locs
     from jade.pipeline.config import load_manifest
-    from jade.pipeline.rundir import RunDir
     from jade.sampleworld import WorldConfig, write_world
-    from jade.stages.finetune import _strip_locs
-    from jade.stages.ingest import AnnotationJob, annotation_jobs
+    from jade.stages.examples import AnnotationJob, annotation_jobs
 
     wdir = root / name
-    cfg = WorldConfig(seed=0, vg_images=vg, gqa_images=gqa, vqa_train_images=vqa, vqa_val_images=val,
-                      cc3m_images=4, cc3m_shards=1)  # fmt: skip
+    cfg = WorldConfig(
+        seed=0,
+        vg_images=vg,
+        gqa_images=gqa,
+        vqa_train_images=vqa,
+        vqa_val_images=val,
+        cc3m_images=4,
+        cc3m_shards=1,
+    )
     write_world(wdir / "world", cfg)
     m = load_manifest("sample", [], env={"SAMPLE_WORLD": str(wdir / "world")})
     job, parts = AnnotationJob(str(wdir)), defaultdict(list)
     for j in annotation_jobs(m):
-        job(j)
-        parts[j["role"]].append(RunDir(str(wdir)).work("ingest") / "parts" / f"{j['shard_id']}.parquet")
+        res = job(j)
+        if "format_error" in res:
+            raise ValueError(f"{name}: format error in {res['format_error']}")
+        parts[j["role"]].append(job.parts / f"{j['shard_id']}.parquet")
     for role, files in parts.items():
         t = pa.concat_tables([pq.read_table(f) for f in files])
         pq.write_table(t, wdir / f"{role}.parquet")
         texts = t.column("prefix").to_pylist() + t.column("suffix").to_pylist()
-        factory.build_processor(_strip_locs(texts), Architecture()).save_pretrained(wdir / f"proc_{role}")
+        factory.build_processor(strip_locs(texts), Architecture()).save_pretrained(wdir / f"proc_{role}")
         print(f"{name}/{role}: {t.num_rows} examples", flush=True)
 
 
@@ -78,14 +92,16 @@ def train(root: Path, name: str, spec: dict, out: Path) -> dict:
     import torch
 
     from jade.models import factory
-    from jade.models.train import ImageCache, _ns, adamw, clip_and_step, example_batch, set_lr
+    from jade.models.attention import check
+    from jade.models.train import ImageCache, adamw, clip_and_step, example_batch, lm_loss, set_lr
     from jade.reports.evaluate import accuracy_summary, answer_verdicts, probe_items
 
     torch.set_num_threads(1)
     device = "cuda" if torch.cuda.is_available() else "cpu"
     wdir, role, seed = root / spec.get("world", "w0"), spec.get("role", "filter"), spec.get("seed", 0)
     processor = factory.AutoProcessor.from_pretrained(str(wdir / f"proc_{role}"))
-    arch = _ns({**asdict(Architecture()), **spec.get("arch", {})})
+    arch = replace(Architecture(), **spec.get("arch", {}))
+    attention = check(spec.get("attention", "prefix"), f"{name}: attention")
     if arch.image_size != Architecture.image_size:
         n = (arch.image_size // arch.patch_size) ** 2
         processor.image_processor.size = {"height": arch.image_size, "width": arch.image_size}
@@ -102,23 +118,36 @@ def train(root: Path, name: str, spec: dict, out: Path) -> dict:
     order, pos = rng.permutation(len(paths)), 0
     items = probe_items(root / "w0" / "world")  # every recipe is scored on the same questions
     evals = sorted(set(spec.get("evals", [])) | {steps})
-    res = {"name": name, "spec": spec, "params": sum(p.numel() for p in model.parameters()),
-           "examples": len(paths), "device": device, "evals": {}}  # fmt: skip
+    res = {
+        "name": name,
+        "spec": spec,
+        "params": sum(p.numel() for p in model.parameters()),
+        "examples": len(paths),
+        "device": device,
+        "evals": {},
+    }
     t0, ema = time.time(), None
     for step in range(steps):
         if pos + bs > len(order):
             order, pos = rng.permutation(order), 0
         idx, pos = order[pos : pos + bs], pos + bs
-        batch = example_batch(processor, [cache.get(paths[i]) for i in idx], [prefixes[i] for i in idx],
-                              [suffixes[i] for i in idx], device)  # fmt: skip
+        batch = example_batch(
+            processor,
+            [cache.get(paths[i]) for i in idx],
+            [prefixes[i] for i in idx],
+            [suffixes[i] for i in idx],
+            device,
+            attention,
+        )
         set_lr(opt, _lr(spec.get("sched", "cosine"), step, steps, spec.get("warmup", 50), lr))
-        loss = model(**batch).loss
+        loss = lm_loss(model, batch)  # = model(**batch).loss, with logits only where a target is predicted
         loss.backward()
         clip_and_step(model, opt)
         ema = loss.item() if ema is None else 0.98 * ema + 0.02 * loss.item()
         if step + 1 in evals:
             model.eval()
-            acc = accuracy_summary(answer_verdicts(model, processor, items, batch=400, device=device))
+            verdicts = answer_verdicts(model, processor, items, attention, batch=400, device=device)
+            acc = accuracy_summary(verdicts)
             model.train()
             res["evals"][str(step + 1)] = {
                 **acc,
@@ -133,6 +162,7 @@ def train(root: Path, name: str, spec: dict, out: Path) -> dict:
 def sweep(root: Path, specs: dict[str, dict], deadline: float, parallel: int) -> dict:
     """Every recipe in its own process (``parallel`` at a time); those still running at ``deadline`` seconds
     are stopped and keep the scores they reached."""
+    root = root.resolve()  # the recipes run from the repository root
     (root / "results").mkdir(parents=True, exist_ok=True)
     env = {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
     pending, running, t0 = list(specs.items()), {}, time.time()
@@ -140,8 +170,9 @@ def sweep(root: Path, specs: dict[str, dict], deadline: float, parallel: int) ->
         while pending and len(running) < parallel:
             name, spec = pending.pop(0)
             log = open(root / "results" / f"{name}.log", "w")  # noqa: SIM115 - closed with the process
-            cmd = [sys.executable, "-m", "bench.recipes", "_train", str(root), name, json.dumps(spec)]
-            running[name] = (subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env), log)
+            cmd = [sys.executable, "-m", "research.recipes", "_train", str(root), name, json.dumps(spec)]
+            proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=REPO)
+            running[name] = (proc, log)
         for name, (p, log) in list(running.items()):
             if p.poll() is not None:
                 log.close()
@@ -156,20 +187,78 @@ def sweep(root: Path, specs: dict[str, dict], deadline: float, parallel: int) ->
         p.kill()
         log.close()
         print(f"{name}: stopped at the deadline", flush=True)
-    return {n: json.loads((root / "results" / f"{n}.json").read_text())
-            for n in specs if (root / "results" / f"{n}.json").exists()}  # fmt: skip
+    return {
+        n: json.loads((root / "results" / f"{n}.json").read_text())
+        for n in specs
+        if (root / "results" / f"{n}.json").exists()
+    }
+
+
+COLUMNS = ["all", "yes/no", "number", "other"]  # the table's: overall and by question type
+TEMPLATES = ["query_color", "query_shape", "query_position", "verify_color", "count_all", "relation"]
+
+
+def _by_step(r: dict) -> list[tuple[str, dict]]:
+    return sorted(r["evals"].items(), key=lambda kv: int(kv[0]))
+
+
+def _settings(spec: dict) -> str:
+    """A recipe's settings other than its steps, scoring steps and role (defaults left out)."""
+    flat = {k: v for k, v in spec.items() if k not in ("steps", "evals", "role", "arch")}
+    flat.update(spec.get("arch", {}))
+    return (
+        ", ".join(f"{k} {','.join(v) if isinstance(v, list) else v}" for k, v in flat.items()) or "defaults"
+    )
+
+
+def summary(results: dict) -> str:
+    """The small form of a sweep's results, in Markdown: a row per recipe with its last scored step (accuracy
+    overall and on `TEMPLATES`, loss) and its curve (accuracy at every scored step, by examples seen)."""
+    devices = defaultdict(list)
+    for name, r in results.items():
+        devices[r.get("device", "?")].append(name)  # one line per device, not per recipe
+    cols = ["recipe", "grid", "role", "settings", "params", "steps", "examples seen", "all", *TEMPLATES]
+    lines = [
+        f"Recipe sweep, {len(results)} recipes (`python -m research.recipes table RESULTS --summary`). "
+        "Accuracy on the held-out probe questions at the last scored step; the curve gives the accuracy at "
+        "every scored step, by examples seen (k = 1000). Settings not shown are the defaults "
+        "(research/recipes.py).",
+        "",
+        *(f"- {device}: {len(names)} recipe{'s' * (len(names) > 1)}" for device, names in devices.items()),
+        "",
+        "| " + " | ".join([*cols, "loss", "curve"]) + " |",
+        "|---" * (len(cols) + 2) + "|",
+    ]
+    for name, r in results.items():
+        spec, scored = r["spec"], _by_step(r)
+        if not scored:
+            continue
+        bs, (last, e) = spec.get("bs", 32), scored[-1]
+        steps = last if int(last) == spec["steps"] else f"{last} of {spec['steps']}"
+        vals = [e["all"], *(e["by_template"].get(t) for t in TEMPLATES)]
+        cells = " | ".join("" if v is None else f"{v:.2f}" for v in vals)
+        curve = ", ".join(f"{int(s) * bs // 1000}k {x['all']:.2f}" for s, x in scored)
+        lines.append(
+            f"| {name} | {r.get('grid', '')} | {spec.get('role', 'filter')} | {_settings(spec)} | "
+            f"{r['params'] / 1e6:.2f} M | {steps} | {int(last) * bs // 1000}k | {cells} | "
+            f"{e['loss']:.3f} | {curve} |"
+        )
+    return "\n".join(lines) + "\n"
 
 
 def table(results: dict) -> str:
-    cols = ["all", "yes/no", "number", "other"]
-    tmpl = ["query_color", "query_shape", "query_position", "verify_color", "count_all", "relation"]
-    lines = ["| recipe | step | examples seen | " + " | ".join(cols + tmpl) + " | loss |",
-             "|---" * (len(cols) + len(tmpl) + 4) + "|"]  # fmt: skip
+    """A Markdown table, a row per recipe and scored step."""
+    lines = [
+        "| recipe | step | examples seen | " + " | ".join(COLUMNS + TEMPLATES) + " | loss |",
+        "|---" * (len(COLUMNS) + len(TEMPLATES) + 4) + "|",
+    ]
     for name, r in results.items():
         bs = r["spec"].get("bs", 32)
-        for step, e in sorted(r["evals"].items(), key=lambda kv: int(kv[0])):
+        for step, e in _by_step(r):
             vals = (
-                [e["all"]] + [e["by_type"].get(c) for c in cols[1:]] + [e["by_template"].get(c) for c in tmpl]
+                [e["all"]]
+                + [e["by_type"].get(c) for c in COLUMNS[1:]]
+                + [e["by_template"].get(t) for t in TEMPLATES]
             )
             cells = " | ".join("" if v is None else f"{v:.2f}" for v in vals)
             lines.append(f"| {name} | {step} | {int(step) * bs // 1000}k | {cells} | {e['loss']:.3f} |")
@@ -194,7 +283,8 @@ def main(argv: list[str] | None = None) -> int:
     a.add_argument("--deadline", type=float, default=470.0, help="seconds; running recipes stop then")
     a.add_argument("--parallel", type=int, default=14, help="recipes at a time")
     a = sub.add_parser("table")
-    a.add_argument("results", type=Path)
+    a.add_argument("results", type=Path, help="a sweep's results (sweep --out)")
+    a.add_argument("--summary", action="store_true", help="a row per recipe (the form kept in results/)")
     args = p.parse_args(argv)
     if args.cmd == "prep":
         for w in args.worlds:
@@ -203,11 +293,14 @@ def main(argv: list[str] | None = None) -> int:
         grids = json.loads(GRIDS.read_text())
         specs = grids[args.grid] if args.grid in grids else json.loads(Path(args.grid).read_text())
         results = sweep(args.root, specs, args.deadline, args.parallel)
+        for r in results.values():
+            r["grid"] = args.grid if args.grid in grids else Path(args.grid).name
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps(results, indent=1))
         print(table(results))
     else:
-        print(table(json.loads(args.results.read_text())))
+        results = json.loads(args.results.read_text())
+        print(summary(results) if args.summary else table(results) + "\n", end="")
     return 0
 
 
