@@ -7,10 +7,11 @@ export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 export PIP_CONSTRAINT := $(CURDIR)/constraints.txt
 
-.PHONY: help setup generate pretrain test test-slow test-gpu bench lint format submit paper-table
+
+.PHONY: help setup generate base pretrain test test-slow test-gpu bench lint format submit paper-table
 
 help: ## list the targets
-	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk -F':.*?## ' '{printf "  %-12s %s\n", $$1, $$2}'
+	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk -F':.*?## ' '{printf "  %-14s %s\n", $$1, $$2}'
 
 .venv/.installed: pyproject.toml constraints.txt
 	python3 -m venv .venv
@@ -25,6 +26,9 @@ generate: setup ## the whole factory for one manifest: DATA=sample|cc3m|path OUT
 
 pretrain: setup ## multi-task pretraining on $(OUT)/dataset + evaluation: $(OUT)/pretrain/ [SET="steps=600 ..."]
 	.venv/bin/jade pretrain $(OUT) $(foreach s,$(SET),--set $(s))
+
+base: setup ## pretrain the sample world's tiny base: models/bases/<name> (see manifests/base.yaml) [SET="k=v ..."]
+	.venv/bin/jade base $(foreach s,$(SET),--set $(s))
 
 paper-table: setup ## the JADE ablation in miniature (data variants x mixing x 3 seeds): $(OUT)/paper_table.md [QUICK=1]
 	$(PY) -m jade.app.paper_table $(OUT) $(if $(QUICK),--quick)

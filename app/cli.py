@@ -123,6 +123,22 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_base(args: argparse.Namespace) -> int:
+    from jade.app.base import RECIPE, make_base
+    from jade.pipeline.executor import LocalExecutor, RayExecutor
+
+    executor = LocalExecutor() if args.executor == "local" else RayExecutor(address=args.address)
+    try:
+        meta = make_base(executor, args.recipe or RECIPE, args.set, args.work, args.out)
+    except ValueError as e:
+        print(f"jade base: {e}", file=sys.stderr)
+        return 2
+    finally:
+        executor.shutdown()
+    print(json.dumps({k: meta[k] for k in ("name", "examples_seen", "train_seconds", "weights_sha256")}, indent=2))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     _setup_env()
     p = argparse.ArgumentParser(prog="jade", description=__doc__)
@@ -164,6 +180,14 @@ def main(argv: list[str] | None = None) -> int:
     t.add_argument("--executor", choices=["ray", "local"], default="ray")
     t.add_argument("--address", help="Ray cluster address (default: RAY_ADDRESS, else a local cluster)")
     t.set_defaults(fn=cmd_pretrain)
+    b = sub.add_parser("base", help="pretrain the sample world's tiny base (models/bases/<name>)")
+    b.add_argument("--recipe", help="a base recipe YAML (default manifests/base.yaml)")
+    b.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a recipe key")
+    b.add_argument("--work", help="pretraining directory (default runs/base-<name>; a rerun resumes)")
+    b.add_argument("--out", help="where to export the base (default models/bases/<name>)")
+    b.add_argument("--executor", choices=["ray", "local"], default="local")
+    b.add_argument("--address", help="Ray cluster address (with --executor ray)")
+    b.set_defaults(fn=cmd_base)
     args = p.parse_args(argv)
     if not Path(getattr(args, "dir", ".")).exists():
         print(f"jade: no such directory: {args.dir}", file=sys.stderr)

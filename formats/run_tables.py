@@ -42,13 +42,16 @@ FILTERED = pa.schema([("key", pa.string()), ("qa", pa.list_(KEPT_QA)), ("regions
 REJECTED = pa.schema(
     [("key", pa.string()), ("shard", pa.string()), ("question", pa.string()), ("type", pa.string()),
      ("answer", pa.string()), ("filter_answer", pa.string()), ("reason", pa.string()),
-     ("question_score", pa.float32()), ("answer_score", pa.float32()), ("filter_score", pa.float32())]
+     ("question_score", pa.float32()), ("answer_score", pa.float32()), ("filter_score", pa.float32()),
+     ("check", pa.string())]  # the presupposition check that failed, with the filter's answer
 )  # fmt: skip
-# one row per generated pair, with the filter model's answer (_work/filter/answers/<shard>.parquet)
+# the filter model's answers to a question's presupposition checks (models.presupposition)
+CHECK = pa.struct([("question", pa.string()), ("expect", pa.string()), ("answer", pa.string())])
+# one row per generated pair, with the filter model's answers (_work/filter/answers/<shard>.parquet)
 ANSWERS = pa.schema(
     [("key", pa.string()), ("question", pa.string()), ("type", pa.string()), ("answer", pa.string()),
      ("status", pa.string()), ("question_score", pa.float32()), ("answer_score", pa.float32()),
-     ("filter_answer", pa.string()), ("filter_score", pa.float32())]
+     ("filter_answer", pa.string()), ("filter_score", pa.float32()), ("checks", pa.list_(CHECK))]
 )  # fmt: skip
 
 

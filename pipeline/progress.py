@@ -1,12 +1,15 @@
-"""Progress of a shard stage, from its completion records: shards done, images/s and an ETA.
+"""Progress of a stage: shards done (or training steps), images/s and an ETA.
 
-The driver logs one line per finished shard (`Progress`), and `jade status DIR` computes the same figures
-from the records on disk (`stage_progress`), so it works while a run is going on, from another shell.
+On the console (`Bar`): a bar with an ETA redrawn in place on a terminal, otherwise a plain line at most every
+`LINE_EVERY_S` seconds (and at the end), so a run prints a few lines per stage whatever its size. Every shard's
+line also goes to the run's log file (DEBUG). `jade status DIR` computes the same figures from the records
+on disk (`stage_progress`), so it works while a run is going on, from another shell.
 """
 
 from __future__ import annotations
 
 import logging
+import sys
 import time
 
 from jade.pipeline.rundir import RunDir, atomic_write_json, read_json
@@ -39,12 +42,39 @@ def progress_path(run: RunDir, stage: str):
     return run.state / "_progress" / f"{stage}.json"
 
 
+LINE_EVERY_S = 30.0
+
+
+class Bar:
+    """One stage's progress on the console: redrawn in place on a terminal, else a line every `LINE_EVERY_S`."""
+
+    def __init__(self, stage: str, total: int, unit: str = "shards"):
+        self.stage, self.total, self.unit = stage, total, unit
+        self.tty = sys.stderr.isatty()
+        self.last = time.time()
+
+    def update(self, done: int, detail: str, eta: float | None, final: bool = False) -> None:
+        text = f"{self.stage}: {done}/{self.total} {self.unit}, {detail}, {fmt_eta(eta)}"
+        if self.tty:
+            width = 24
+            fill = int(width * done / max(1, self.total))
+            sys.stderr.write(f"\r{self.stage:20s} [{'#' * fill}{'.' * (width - fill)}] {text[len(self.stage) + 2:]}\x1b[K")
+            if final:
+                sys.stderr.write("\n")
+            sys.stderr.flush()
+        elif final or time.time() - self.last >= LINE_EVERY_S:
+            self.last = time.time()
+            log.info("%s", text)
+
+
 class Progress:
-    """Called with each shard summary as it arrives; logs shards done, images/s and the ETA of the stage."""
+    """Called with each shard summary as it arrives: shards done, images/s and the ETA of the stage, on the
+    console (`Bar`) and, one line per shard, in the run's log."""
 
     def __init__(self, run: RunDir, stage: str, fp: str, total: int):
         self.stage, self.total, self.t0 = stage, total, time.time()
         self.done = self.failed = self.images = 0
+        self.bar = Bar(stage, total)
         atomic_write_json(progress_path(run, stage), {"started_at": self.t0, "shards_total": total, "fp": fp})
 
     def __call__(self, summary: dict) -> None:
@@ -55,8 +85,9 @@ class Progress:
             self.images += shard_images(summary)
         finished = self.done + self.failed
         rate, eta = rate_and_eta(self.images, finished, self.total, time.time() - self.t0)
-        log.info("%s: %d/%d shards%s, %d images, %.1f images/s, %s", self.stage, finished, self.total,
-                 f" ({self.failed} failed)" if self.failed else "", self.images, rate, fmt_eta(eta))  # fmt: skip
+        detail = f"{self.images} images, {rate:.1f} images/s" + (f", {self.failed} failed" if self.failed else "")
+        log.debug("%s: shard %s done (%d/%d), %s", self.stage, summary.get("shard"), finished, self.total, detail)
+        self.bar.update(finished, detail, eta, final=finished == self.total)
 
 
 def stage_progress(run: RunDir, stage: str, fp: str) -> dict | None:
@@ -74,3 +105,41 @@ def stage_progress(run: RunDir, stage: str, fp: str) -> dict | None:
     left = total - done
     eta = (last - prog["started_at"]) / len(fresh) * left if fresh else None
     return {"shards_total": total, "shards_done": done, "images_per_s": rate, "eta_s": eta}
+
+
+class TrainWatch:
+    """While a training job runs (on a Ray Train worker or in process), show the progress its rank 0 writes to
+    ``path`` ({"step", "steps", "loss", "eta_s"}) as a `Bar` of steps."""
+
+    def __init__(self, path, stage: str, poll_s: float = 1.0):
+        import threading
+
+        self.path, self.stage, self.poll_s = path, stage, poll_s
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self.bar: Bar | None = None
+        self.seen: dict | None = None
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.poll_s):
+            self._show(final=False)
+
+    def _show(self, final: bool) -> None:
+        p = read_json(self.path)
+        if not p or p == self.seen and not final:
+            return
+        self.seen = p
+        if self.bar is None:
+            self.bar = Bar(self.stage, int(p["steps"]), unit="steps")
+        self.bar.update(int(p["step"]), f"loss {p['loss']:.3f}", p.get("eta_s"), final=final)
+
+    def __enter__(self) -> TrainWatch:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+        if self.bar is not None and self.seen is not None:
+            self.seen["step"] = self.seen["steps"]
+            self.bar.update(self.bar.total, "done", 0.0, final=True)

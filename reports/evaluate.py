@@ -2,7 +2,9 @@
 
 Every generated pair (kept ones from dataset/, rejected ones from rejected/) is checked by the sample
 world's question parser: right when the generator's answer equals the true answer after VQA normalization,
-wrong when not, unverifiable when the question cannot be parsed or is ill-posed (counted, never dropped).
+wrong when not, unverifiable when the question cannot be parsed (unparseable) or names no object or several
+where it means one (ill-posed); unverifiable pairs are counted, never dropped, and the strict kept precision
+(`qa_precision_kept_strict`, right / all kept) counts the kept ones as wrong.
 Pairs rejected as "duplicate question" were never answered: they count as generated questions (keep rate,
 questions per image, distinct-question ratio) but not as checked pairs. A dense caption is right when its box
 matches a true object at IoU >= 0.5 and its words name that object's true attributes. Every number is also
@@ -36,8 +38,17 @@ def _truth_box(obj: dict, w: int, h: int) -> tuple[float, float, float, float]:
     return (obj["x"] / w, obj["y"] / h, (obj["x"] + obj["w"]) / w, (obj["y"] + obj["h"]) / h)
 
 
+UNVERIFIABLE = ("unparseable", "ill-posed")
+
+
 def _precision(c: Counter) -> float | None:
     n = c["right"] + c["wrong"]
+    return c["right"] / n if n else None
+
+
+def _strict(c: Counter) -> float | None:
+    """right / all: a pair that cannot be verified counts as wrong."""
+    n = sum(c.values())
     return c["right"] / n if n else None
 
 
@@ -46,12 +57,15 @@ def _ratio(a: int, b: int) -> float | None:
 
 
 def check_pair(question: str, answer: str | None, graph: dict | None) -> str:
-    """right | wrong | unverifiable, for one generated pair against one image's true scene graph."""
-    from jade.sampleworld.language import answer_question
+    """right | wrong | unparseable (not a question of the world's language) | ill-posed (it names no object or
+    several where it means one), for one generated pair against one image's true scene graph."""
+    from jade.sampleworld.language import answer_question, parse_question
 
-    true = answer_question(question or "", graph) if graph else None
+    if parse_question(question or "") is None:
+        return "unparseable"
+    true = answer_question(question or "", graph)
     if true is None:
-        return "unverifiable"
+        return "ill-posed"
     return "right" if normalize_answer(answer or "") == normalize_answer(true) else "wrong"
 
 
@@ -99,12 +113,17 @@ def score(truth: dict, rows: list[dict], rejected: list[dict]) -> dict:
     images = len(rows)
 
     def numbers(suffix: str) -> dict:
-        all_checked = sum(checks["all" + suffix].values())
+        c_all = checks["all" + suffix]
+        all_checked = sum(c_all.values())
         return {
-            "qa_precision_all": _precision(checks["all" + suffix]),
+            "qa_precision_all": _precision(c_all),
             "qa_precision_kept": _precision(checks["kept" + suffix]),
+            "qa_precision_kept_strict": _strict(checks["kept" + suffix]),
             "qa_precision_rejected": _precision(checks["rejected" + suffix]),
-            "qa_unverifiable": _ratio(checks["all" + suffix]["unverifiable"], all_checked),
+            "qa_unverifiable": _ratio(sum(c_all[v] for v in UNVERIFIABLE), all_checked),
+            "qa_unparseable": _ratio(c_all["unparseable"], all_checked),
+            "qa_ill_posed": _ratio(c_all["ill-posed"], all_checked),
+            "qa_ill_posed_kept": _ratio(checks["kept" + suffix]["ill-posed"], sum(checks["kept" + suffix].values())),
             "keep_rate": _ratio(n["kept" + suffix], n["generated" + suffix]),
             "kept_per_image": _ratio(n["kept" + suffix], images),
             "questions_per_image": _ratio(n["generated" + suffix], images),
@@ -243,10 +262,12 @@ def markdown(r: dict) -> str:
     def f(v):
         return "n/a" if v is None else f"{v:.3f}"
 
-    cols = ["qa_precision_all", "qa_precision_kept", "qa_precision_rejected", "qa_unverifiable", "keep_rate",
+    cols = ["qa_precision_all", "qa_precision_kept", "qa_precision_kept_strict", "qa_precision_rejected",
+            "qa_unparseable", "qa_ill_posed", "keep_rate",
             "questions_per_image", "kept_per_image", "distinct_question_ratio"]  # fmt: skip
     lines = ["# Data quality (sample world, checked against the hidden truth)", "",
-             "| type | precision all | precision kept | precision rejected | unverifiable | keep rate | questions / image "
+             "| type | precision all | precision kept | kept, strict | precision rejected | unparseable | ill-posed "
+             "| keep rate | questions / image "
              "| kept / image | distinct questions |", "|---" * (len(cols) + 1) + "|",
              "| all | " + " | ".join(f(r[c]) for c in cols) + " |"]  # fmt: skip
     for t, b in r["by_type"].items():
@@ -254,13 +275,15 @@ def markdown(r: dict) -> str:
     checked = r["pairs_checked"]["all"]
     lines += ["",
               f"- checked pairs: {checked.get('right', 0)} right, {checked.get('wrong', 0)} wrong, "
-              f"{checked.get('unverifiable', 0)} unverifiable; {r['duplicates_not_checked']} duplicate questions "
+              f"{checked.get('unparseable', 0)} unparseable, {checked.get('ill-posed', 0)} ill-posed; "
+              f"{r['duplicates_not_checked']} duplicate questions "
               "(never answered) not checked",
               f"- images: {r['images']}; distinct questions over the whole run: {f(r['distinct_question_ratio_run'])}",
               f"- dense-caption precision (IoU >= 0.5 and true attributes): {f(r['region_precision'])}",
               f"- regions per image: {f(r['regions_per_image'])}", "",
-              "Precisions count verifiable pairs only; unverifiable is the share of answered pairs the parser "
-              "cannot check. Distinct questions: distinct (after normalization) per image over all generated.", ""]  # fmt: skip
+              "Precisions count verifiable pairs only (strict: right / all kept); unparseable and ill-posed are shares "
+              "of the answered pairs. Distinct questions: distinct (after normalization) per image over all "
+              "generated.", ""]  # fmt: skip
     acc = r.get("model_accuracy")
     if acc:
         roles = list(acc)

@@ -10,7 +10,9 @@
 A changed rule re-runs step 2 only, without loading a model (`jade run --set filter.min_score=0.3`, `jade
 refilter`). Every rejection goes to rejected/<shard>.parquet with the generator's answer, the filter's
 answer and the reason (datatrove's "filters say why"): duplicate question, empty question, empty answer,
-answer mismatch, low filter score.
+answer mismatch, low filter score, and the ill-posed: "no such object" / "not one object" when the filter
+model, asked what the question presupposes ("Is there a red circle?", "How many red circles are there?" for
+"What color is the red circle?", `filter.presupposition`), says there is none or not exactly one.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ import pyarrow.parquet as pq
 
 from jade.formats.run_tables import ANSWERS, FILTERED, REJECTED, load_images
 from jade.formats.samples import ShardRef
+from jade.models import presupposition
 from jade.models.backends import make_backend
 from jade.models.backends.base import Request
 from jade.models.tasks import answer_prompt, clean_text
@@ -34,6 +37,8 @@ from jade.pipeline.rundir import RunDir, fingerprint
 from jade.pipeline.stage import Runtime, ShardResult
 
 MODEL_FP_KEY = b"jade_filter_model_fingerprint"
+CHECKS_VERSION = 1  # of models.presupposition's checks: stored answers of another version are asked again
+CHECK_TOKENS = 3  # "yes" / "no" / a count
 
 
 @dataclass(frozen=True)
@@ -43,17 +48,21 @@ class FilterSettings:
     max_answer_tokens: int
 
 
-def verdict(pair: dict, rule: config.Filter) -> str | None:
-    """None to keep the pair, else the reason it is rejected."""
+def verdict(pair: dict, rule: config.Filter) -> tuple[str | None, str | None]:
+    """(None, None) to keep the pair, else (the reason it is rejected, the presupposition check that failed)."""
     if pair["status"] != "ok":
-        return pair["status"]  # duplicate question, empty question (found by generate)
+        return pair["status"], None  # duplicate question, empty question (found by generate)
     if not pair["answer"]:
-        return "empty answer"
+        return "empty answer", None
     if not answers_match(pair["answer"], pair["filter_answer"] or "", rule.normalization):
-        return "answer mismatch"
+        return "answer mismatch", None
     if (pair["filter_score"] or 0.0) < rule.min_score:
-        return "low filter score"
-    return None
+        return "low filter score", None
+    wanted = dict(presupposition.checks(pair["question"], rule.presupposition))
+    for c in pair.get("checks") or []:
+        if c["question"] in wanted and not answers_match(c["answer"] or "", c["expect"], "vqa"):
+            return presupposition.FAILED[c["expect"]], f"{c['question']} {c['answer'] or '(no answer)'}"
+    return None, None
 
 
 def apply_rule(pairs: list[dict], rule: config.Filter, shard_id: str) -> tuple[dict[str, list], list[dict], dict]:
@@ -65,7 +74,7 @@ def apply_rule(pairs: list[dict], rule: config.Filter, shard_id: str) -> tuple[d
     by_type: dict[str, Counter] = {t: Counter() for t in QUESTION_TYPES}
     for p in pairs:
         t = p["type"]
-        reason = verdict(p, rule)
+        reason, check = verdict(p, rule)
         if reason is None:
             kept.setdefault(p["key"], []).append({"question": p["question"], "answer": p["answer"], "type": t,
                                                   "filter_answer": p["filter_answer"], "score": p["filter_score"]})  # fmt: skip
@@ -75,7 +84,7 @@ def apply_rule(pairs: list[dict], rule: config.Filter, shard_id: str) -> tuple[d
             rejected.append({"key": p["key"], "shard": shard_id, "question": p["question"], "type": t,
                              "answer": p["answer"], "filter_answer": p["filter_answer"], "reason": reason,
                              "question_score": p["question_score"], "answer_score": p["answer_score"],
-                             "filter_score": p["filter_score"]})  # fmt: skip
+                             "filter_score": p["filter_score"], "check": check})  # fmt: skip
             total["qa_rejected"] += 1
             reasons[reason] += 1
             by_type.setdefault(t, Counter())["qa_rejected"] += 1
@@ -89,7 +98,7 @@ def model_fingerprint(generated_fp: str, filter_fp: str, settings: FilterSetting
     """What the filter model's answers to a shard depend on (and the rule does not): the generator's output
     for the shard, the filter checkpoint, the engine and the answer length."""
     return fingerprint({"generated": generated_fp, "finetune_filter": filter_fp, "backend": settings.backend,
-                        "max_answer_tokens": settings.max_answer_tokens})  # fmt: skip
+                        "max_answer_tokens": settings.max_answer_tokens, "checks": CHECKS_VERSION})  # fmt: skip
 
 
 def answers_path(run: RunDir, shard_id: str):
@@ -111,10 +120,10 @@ def answers_table(model_fp: str, pairs: list[dict]) -> pa.Table:
     return pa.Table.from_pylist(pairs, schema=ANSWERS.with_metadata({MODEL_FP_KEY: model_fp.encode()}))
 
 
-def _pair(key: str, q: dict, filter_answer: str | None, filter_score: float | None) -> dict:
+def _pair(key: str, q: dict, filter_answer: str | None, filter_score: float | None, checks: list[dict]) -> dict:
     return {"key": key, "question": q["question"], "type": q["type"], "answer": q["answer"], "status": q["status"],
             "question_score": q["question_score"], "answer_score": q["answer_score"],
-            "filter_answer": filter_answer, "filter_score": filter_score}  # fmt: skip
+            "filter_answer": filter_answer, "filter_score": filter_score, "checks": checks}  # fmt: skip
 
 
 class FilterWorker:
@@ -147,11 +156,13 @@ class FilterWorker:
         return ShardResult(tables, counts, len(rows))
 
     def answer(self, shard: ShardRef, generated: list[dict]) -> list[dict]:
-        """Step 1: the filter model answers every answered question of the shard, greedy, streaming the
-        shard's images in chunks of `batch_size` images (each chunk through the vision encoder once, all its
-        questions decoded together), so memory does not grow with the shard."""
+        """Step 1: the filter model answers every answered question of the shard, and every presupposition
+        check of it (`models.presupposition`: all of them, whatever the rule asks, so that a changed rule needs
+        no model), greedy, streaming the shard's images in chunks of `batch_size` images (each chunk through
+        the vision encoder once, all its questions decoded together), so memory does not grow with the shard."""
         asked = {r["key"]: [q for q in r["qa"] if q["status"] == "ok" and q["answer"]] for r in generated}
         answers: dict[int, object] = {}
+        checked: dict[tuple[str, str], str] = {}  # (key, check question) -> the filter's answer
         chunk: list = []
 
         def flush() -> None:
@@ -160,9 +171,16 @@ class FilterWorker:
                 for q in asked[key]:
                     reqs.append(Request(i, answer_prompt(q["question"]), self.s.max_answer_tokens))
                     owners.append(id(q))
+                for cq in dict.fromkeys(c for q in asked[key] for c, _ in presupposition.checks(q["question"])):
+                    reqs.append(Request(i, answer_prompt(cq), CHECK_TOKENS))
+                    owners.append((key, cq))
             if reqs:
                 comps = self.backend.generate(self.backend.prepare([img for _, img in chunk]), reqs)
-                answers.update(zip(owners, (c[0] for c in comps), strict=True))
+                for owner, c in zip(owners, comps, strict=True):
+                    if isinstance(owner, tuple):
+                        checked[owner] = clean_text(c[0].text)
+                    else:
+                        answers[owner] = c[0]
             chunk.clear()
 
         for key, img, _ in load_images(shard, {k for k, qs in asked.items() if qs}):
@@ -174,9 +192,10 @@ class FilterWorker:
         for r in generated:
             for q in r["qa"]:
                 comp = answers.get(id(q))
-                pairs.append(
-                    _pair(r["key"], q, clean_text(comp.text) if comp else None, comp.score if comp else None)
-                )
+                checks = [{"question": cq, "expect": want, "answer": checked[(r["key"], cq)]}
+                          for cq, want in presupposition.checks(q["question"]) if comp]  # fmt: skip
+                pairs.append(_pair(r["key"], q, clean_text(comp.text) if comp else None,
+                                   comp.score if comp else None, checks))  # fmt: skip
         return pairs
 
 

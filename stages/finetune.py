@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import shutil
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
 import pyarrow.parquet as pq
 
@@ -18,6 +19,7 @@ from jade.models import factory
 from jade.models.tasks import strip_locs
 from jade.models.train import ResumeState, TrainJob, train_loop
 from jade.pipeline.config import Manifest, ModelSpec
+from jade.pipeline.progress import TrainWatch
 from jade.pipeline.rundir import replace_dir
 from jade.pipeline.stage import Context
 
@@ -69,7 +71,8 @@ class Finetune:
         )  # fmt: skip
         log.info("%s: training %d steps (batch %d)%s", self.name, spec.train.steps, spec.train.batch_size,
                  f" from {spec.base}" if spec.base else "")  # fmt: skip
-        ctx.executor.train(train_loop, job, m.resources.train, run.work(self.name))
+        with TrainWatch(Path(job.out_dir + ".progress.json"), self.name):
+            ctx.executor.train(train_loop, job, m.resources.train, run.work(self.name))
         if not (tmp / "config.json").exists():
             raise RuntimeError(f"{self.name}: training finished without writing a checkpoint to {tmp}")
         replace_dir(tmp, final)

@@ -9,14 +9,19 @@ from jade.models.backends.fake import FakeBackend
 QUESTIONS = {
     "question yes/no": ["Is there a red circle?", "Is there a blue square?"],
     "question number": ["How many circles are there?"],
-    "question other": ["What color is the circle?", "What shape is the red object?", "Where is the red circle?"],
+    "question other": ["What color is the circle?", "What shape is the red object?", "Where is the red circle?",
+                       "What size is the green triangle?"],
     "dense caption": ["<loc0100><loc0100><loc0400><loc0400> a red circle", "<loc0110><loc0100><loc0400><loc0400> red circle",
                       "<loc0600><loc0600><loc0900><loc0900> a blue square", "no box here"],
 }  # fmt: skip
 GEN_ANSWERS = {"answer en Is there a red circle?": "Yes.", "answer en How many circles are there?": "two",
                "answer en What color is the circle?": "red", "answer en Where is the red circle?": "top left"}  # fmt: skip
 FILTER_ANSWERS = {"answer en Is there a red circle?": "yes", "answer en How many circles are there?": "2",
-                  "answer en What color is the circle?": "blue", "answer en Where is the red circle?": "the top left"}  # fmt: skip
+                  "answer en What color is the circle?": "blue", "answer en Where is the red circle?": "the top left",
+                  # the presupposition checks of "Where is the red circle?" and "What shape is the red object?"
+                  "answer en How many red circles are there?": "1", "answer en How many red objects are there?": "1",
+                  # "What size is the green triangle?" is ill-posed: both models answer "yes", but there is none
+                  "answer en Is there a green triangle?": "no"}  # fmt: skip
 FILTER_SCORES = {
     "answer en How many circles are there?": 0.25,
     "answer en Where is the red circle?": 0.75,

@@ -8,7 +8,8 @@ import pytest
 from jade.pipeline.rundir import RunDir
 from jade.reports.evaluate import evaluate_run, score
 
-CONTRACT = ["qa_precision_all", "qa_precision_kept", "qa_precision_rejected", "qa_unverifiable", "keep_rate",
+CONTRACT = ["qa_precision_all", "qa_precision_kept", "qa_precision_kept_strict", "qa_precision_rejected",
+            "qa_unverifiable", "qa_unparseable", "qa_ill_posed", "keep_rate",
             "kept_per_image", "region_precision", "distinct_question_ratio", "by_type"]  # fmt: skip
 
 
@@ -69,9 +70,12 @@ REJECTED = [
 
 def test_scores_by_hand():
     r = score(TRUTH, ROWS, REJECTED)
-    assert r["pairs_checked"] == {"all": {"right": 4, "wrong": 3, "unverifiable": 4},
-                                  "kept": {"right": 3, "wrong": 1, "unverifiable": 2},
-                                  "rejected": {"right": 1, "wrong": 2, "unverifiable": 2}}  # fmt: skip
+    assert r["pairs_checked"] == {"all": {"right": 4, "wrong": 3, "unparseable": 2, "ill-posed": 2},
+                                  "kept": {"right": 3, "wrong": 1, "unparseable": 1, "ill-posed": 1},
+                                  "rejected": {"right": 1, "wrong": 2, "unparseable": 1, "ill-posed": 1}}  # fmt: skip
+    assert r["qa_precision_kept_strict"] == pytest.approx(3 / 6)  # the two unverifiable kept pairs count as wrong
+    assert r["qa_unparseable"] == pytest.approx(2 / 11) and r["qa_ill_posed"] == pytest.approx(2 / 11)
+    assert r["qa_ill_posed_kept"] == pytest.approx(1 / 6)
     assert r["qa_precision_all"] == pytest.approx(4 / 7)
     assert r["qa_precision_kept"] == pytest.approx(3 / 4)
     assert r["qa_precision_rejected"] == pytest.approx(1 / 3)

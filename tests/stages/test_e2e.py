@@ -91,6 +91,8 @@ def test_kept_agree_and_mismatches_disagree(run_dir):
             "empty question",
             "empty answer",
             "low filter score",
+            "no such object",
+            "not one object",
         }
 
 
