@@ -13,6 +13,11 @@ from jade.pipeline.config import ManifestError
 from jade.pipeline.logs import console_logging
 from jade.pipeline.rundir import RunDir, RunLockedError, read_json
 
+# Exit codes of `jade run` (docs/runs.md): 0 done (shards with no usable image are named on stderr), 1 shards
+# failed (run again to retry them), 2 invalid manifest or input, 3 the run directory is held by another run,
+# 4 done but no image at all was usable (the dataset is empty).
+EXIT_FAILED_SHARDS, EXIT_INVALID, EXIT_LOCKED, EXIT_EMPTY = 1, 2, 3, 4
+
 
 def _setup_env(verbose: bool = False) -> None:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")  # no downloads at run time unless the user asks
@@ -30,13 +35,13 @@ def cmd_run(args: argparse.Namespace) -> int:
                                  executor=executor)  # fmt: skip
     except ManifestError as e:
         print(f"jade: invalid manifest: {e}", file=sys.stderr)
-        return 2
+        return EXIT_INVALID
     except FormatError as e:  # a malformed annotation file: the message names the file and position
         print(f"jade: unreadable input: {e}", file=sys.stderr)
-        return 2
+        return EXIT_INVALID
     except RunLockedError as e:
         print(f"jade: {e}", file=sys.stderr)
-        return 3
+        return EXIT_LOCKED
     finally:
         executor.shutdown()
     stats = summaries.get("publish", {}).get("stats")
@@ -44,11 +49,21 @@ def cmd_run(args: argparse.Namespace) -> int:
         print(json.dumps({k: stats[k] for k in ("images_in", "images_ok", "images_failed", "questions_generated",
                                                 "qa_kept", "qa_rejected", "keep_rate", "regions_kept")}, indent=2))  # fmt: skip
     failed = {shard: f for s in summaries.values() for shard, f in (s.get("failed_shards") or {}).items()}
+    if stats and stats.get("empty_shards"):
+        print(f"jade: {len(stats['empty_shards'])} shard(s) had no usable image and publish no file: "
+              + "; ".join(f"{shard} ({e['images_in']} images: "
+                          + ", ".join(f"{r} {n}" for r, n in e["failure_reasons"].items()) + ")"
+                          for shard, e in sorted(stats["empty_shards"].items()))
+              + ". Every image's reason is in failures/.", file=sys.stderr)  # fmt: skip
     if failed:
         print(f"jade: {len(failed)} shard(s) failed and are not published: "
               + "; ".join(f"{shard} ({f['stage']}: {f['error']})" for shard, f in sorted(failed.items()))
               + ". The other shards are complete; run the same command again to retry them.", file=sys.stderr)  # fmt: skip
-        return 1
+        return EXIT_FAILED_SHARDS
+    if stats is not None and stats["images_ok"] == 0:
+        print(f"jade: no image was usable ({stats['images_in']} in, {stats['images_failed']} failed): the dataset "
+              "is empty. The reasons are in failures/ and `jade status DIR --shards`.", file=sys.stderr)  # fmt: skip
+        return EXIT_EMPTY
     return 0
 
 
@@ -87,6 +102,9 @@ def cmd_refilter(args: argparse.Namespace) -> int:
     except (ManifestError, RefilterError) as e:
         print(f"jade refilter: {e}", file=sys.stderr)
         return 2
+    except RunLockedError as e:
+        print(f"jade refilter: {e}", file=sys.stderr)
+        return EXIT_LOCKED
     after = read_json(RunDir(args.dir).stats_json) or {}
     keys = ("qa_kept", "qa_rejected", "keep_rate", "rejected_by_reason")
     print(json.dumps({"before": {k: before.get(k) for k in keys}, "after": {k: after.get(k) for k in keys},
@@ -135,7 +153,11 @@ def cmd_base(args: argparse.Namespace) -> int:
         return 2
     finally:
         executor.shutdown()
-    print(json.dumps({k: meta[k] for k in ("name", "examples_seen", "train_seconds", "weights_sha256")}, indent=2))
+    print(
+        json.dumps(
+            {k: meta[k] for k in ("name", "examples_seen", "train_seconds", "weights_sha256")}, indent=2
+        )
+    )
     return 0
 
 

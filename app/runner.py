@@ -30,7 +30,16 @@ from jade.stages.ingest import Ingest
 from jade.stages.publish import Publish
 
 log = logging.getLogger("jade")
-STAGES = [Examples(), Finetune("generator"), Finetune("filter"), Ingest(), Dedupe(), Generate(), Filter(), Publish()]
+STAGES = [
+    Examples(),
+    Finetune("generator"),
+    Finetune("filter"),
+    Ingest(),
+    Dedupe(),
+    Generate(),
+    Filter(),
+    Publish(),
+]
 STAGE_NAMES = [st.name for st in STAGES]
 
 
@@ -82,14 +91,17 @@ def check_paths(m: Manifest, later: str | None = None) -> list[ShardRef]:
         base = getattr(m.models, role).base
         if base and (base.startswith((".", "/", "~")) or os.path.sep in base and Path(base).exists()):
             need(base, f"models.{role}.base")
-    if later and any(str(u).startswith(later) for u in m.sources.images.urls):
-        return []
+    urls = m.sources.images.urls
+    deferred = [u for u in urls if later and str(u).startswith(later)]
+    checked = [u for u in urls if u not in deferred]  # the others are checked now, world or not
     try:
-        found = shards.list_shards(m.sources.images.format, m.sources.images.urls)
+        found = shards.list_shards(m.sources.images.format, checked) if checked else []
     except (FileNotFoundError, ValueError) as e:
         raise ManifestError(f"sources.images.urls: {e}") from None
+    if deferred:
+        return []  # the shard list comes from the second call, once the world is written
     if not found:
-        raise ManifestError(f"sources.images.urls: no shard matches {m.sources.images.urls}")
+        raise ManifestError(f"sources.images.urls: no shard matches {urls}")
     return found
 
 
@@ -104,8 +116,6 @@ def ensure_world(m: Manifest, run: RunDir) -> None:
         return
     log.info("sample world: writing %s", run.world)
     write_world(run.world, cfg)
-
-
 
 
 def run_manifest(manifest: str, out: str | None = None, overrides: list[str] | None = None,

@@ -1,9 +1,12 @@
 """`jade status DIR [--shards]`: per-stage (in data-flow order) and per-shard progress of a run directory, read
-from its records, so it works while a run is going on, from another shell."""
+from its records, so it works while a run is going on, from another shell. A shard stage's line names the
+shards that failed (with their errors) and, for publish, the shards in which no image was usable; with
+`--shards`, every finished shard's counts, failure reasons (by kind) and converted source modes."""
 
 from __future__ import annotations
 
 import copy
+import time
 
 from jade.app.runner import STAGES
 from jade.formats.samples import ShardRef
@@ -32,7 +35,9 @@ def status_lines(run_dir: str, shards: bool = False) -> list[str]:
     found = [ShardRef(**s) for s in meta.get("shards", [])]
     ctx = plan(STAGES, m, run, found)
     holder = read_json(run.root / ".lock")
-    lines = [f"run {run.root}: " + (f"held by host {holder['host']} pid {holder['pid']}" if holder else "not running")]
+    since = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(holder.get("since", 0))) if holder else ""
+    lines = [f"run {run.root}: " + (f"held by host {holder.get('host')} pid {holder.get('pid')} since {since}"
+                                    if holder else "not running")]  # fmt: skip
     for st in STAGES:
         fp = ctx.fp(st.name)
         if not is_shard_stage(st):
@@ -44,13 +49,17 @@ def status_lines(run_dir: str, shards: bool = False) -> list[str]:
         total = len(found)
         state = "done" if len(recs) == total and not failed else ("partial" if recs or failed else "pending")
         line = f"{st.name:20s} {state:8s} {len(recs)}/{total} shards"
-        prog = stage_progress(run, st.name, fp)
+        prog = stage_progress(run, st.name, fp, fps)
         if prog and state != "done":
             line += f", {prog['images_per_s']:.1f} images/s, {fmt_eta(prog['eta_s'])}"
         if failed:
             line += ", failed: " + ", ".join(sorted(failed))
+        empty = sorted(s for s, r in recs.items() if st.name == "publish" and r.get("images") == 0)
+        if empty:
+            line += ", no usable image in: " + ", ".join(empty)
         lines.append(line)
         lines += [f"    {s} failed: {r.get('error')}" for s, r in sorted(failed.items())]
         if shards:
-            lines += [f"    {s}: {_counts(r)}" for s, r in sorted(recs.items())]
+            lines += [f"    {s}: {_counts(r)}" + (" (no usable image: no file)" if s in empty else "")
+                      for s, r in sorted(recs.items())]  # fmt: skip
     return lines

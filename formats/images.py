@@ -4,7 +4,8 @@
 `max_pixels`), fully loads the pixels so truncated files are detected, and converts palette, grey,
 alpha, CMYK, YCbCr and 16-bit images to RGB (alpha composited on white). The source mode is kept in
 `image.info["source_mode"]`. Failure reasons start with "corrupt image:", "decompression bomb:" or
-"unsupported mode:".
+"unsupported mode:"; a decompression bomb is always "decompression bomb: WxH (N pixels)", whether our limit
+or Pillow's own error caught it.
 """
 
 from __future__ import annotations
@@ -73,6 +74,29 @@ def to_rgb(img: Image.Image) -> Image.Image:
     raise ImageError(f"unsupported mode: {mode}")
 
 
+def _bomb(size: tuple[int, int] | None, pixels: str | None = None) -> ImageError:
+    """The one wording of a decompression bomb: "decompression bomb: WxH (N pixels)"."""
+    if size is None:
+        return ImageError(f"decompression bomb: ?x? ({pixels or '?'} pixels)")
+    return ImageError(f"decompression bomb: {size[0]}x{size[1]} ({size[0] * size[1]} pixels)")
+
+
+def _header_size(data: bytes) -> tuple[int, int] | None:
+    """An image's size from its header, without Pillow's bomb check (which raises before it gives the size):
+    the format plugins' own openers, as `Image.open` calls them."""
+    Image.init()
+    prefix = data[:16]
+    for fmt in Image.ID:
+        factory, accept = Image.OPEN[fmt]
+        try:
+            if accept is not None and not accept(prefix):
+                continue
+            return factory(io.BytesIO(data), "").size
+        except Exception:  # noqa: BLE001 - not this format; try the next
+            continue
+    return None
+
+
 def decode_image(data: bytes, max_pixels: int | None = None) -> Image.Image:
     """Decode image bytes to a fully loaded RGB image, or raise `ImageError(reason)`.
 
@@ -82,19 +106,21 @@ def decode_image(data: bytes, max_pixels: int | None = None) -> Image.Image:
     if not data:
         raise ImageError("empty image")
     limit = _limit(max_pixels)
+    size = None
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             img = Image.open(io.BytesIO(data))
-        width, height = img.size
+        width, height = size = img.size
         if limit is not None and width * height > limit:
-            raise ImageError(f"decompression bomb: {width}x{height}")
+            raise _bomb(size)
         img.load()
     except ImageError:
         raise
     except Image.DecompressionBombError as exc:
+        # over twice Pillow's limit: Image.open raises before it gives the size
         found = re.search(r"\((\d+) pixels\)", str(exc))
-        raise ImageError(f"decompression bomb: {found.group(1) if found else '?'} pixels") from None
+        raise _bomb(size or _header_size(data), found.group(1) if found else None) from None
     except ValueError as exc:
         if "decompressed" in str(exc).lower():  # e.g. PNG text chunks beyond ImageFile.SAFEBLOCK
             raise ImageError(f"decompression bomb: {exc}") from None

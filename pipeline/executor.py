@@ -141,13 +141,18 @@ class RayExecutor:
         # Workers' output goes to Ray's session logs, not to this console (the driver shows progress itself).
         if address:
             ray.init(address=address, log_to_driver=False, logging_level=logging.WARNING)
+            log.info("ray: joined the cluster at %s", ray.get_runtime_context().gcs_address)
         else:
-            # A private local cluster of this run's own ("local": never joins, or warns about, another run's
-            # instance on the machine); token auth is for clusters that others reach, and this one is ours.
+            # A private local cluster of this run's own. address="local" never looks for other instances: a
+            # plain ray.init() would join the one `ray start` last recorded in /tmp/ray/ray_current_cluster and,
+            # with several Ray instances on the machine, log "Found multiple active Ray instances". Token auth
+            # is for clusters that others reach, and this one is ours.
             os.environ.setdefault("RAY_AUTH_MODE", "disabled")
             ray.init(address="local", num_cpus=self.num_cpus or os.cpu_count(), include_dashboard=False,
                      log_to_driver=False, logging_level=logging.WARNING)  # fmt: skip
             self._started = True
+            log.info("ray: started a private local cluster for this run at %s",
+                     ray.get_runtime_context().gcs_address)  # fmt: skip
         _quiet_ray()
 
     def gpus(self) -> int:

@@ -64,6 +64,9 @@ FEATURES = Features(
 )
 
 
+_PART = "[0-9]" * 5  # a file is train-<shard>-<part>-of-<parts>.parquet, both 5 digits
+
+
 def features(embed_images: bool) -> Features:
     if embed_images:
         return FEATURES
@@ -93,8 +96,14 @@ class Publisher:
     def __call__(self, shard: ShardRef) -> ShardResult:
         sid = shard.shard_id
         samples = pq.read_table(self.run.work("dedupe") / f"{sid}.parquet").to_pylist()
-        filtered = {r["key"]: r for r in pq.read_table(self.run.work("filter") / f"{sid}.parquet").to_pylist()}
-        raw = {k: b for k, _, b in load_images(shard, {s["key"] for s in samples})} if self.s.embed_images else {}
+        filtered = {
+            r["key"]: r for r in pq.read_table(self.run.work("filter") / f"{sid}.parquet").to_pylist()
+        }
+        raw = (
+            {k: b for k, _, b in load_images(shard, {s["key"] for s in samples})}
+            if self.s.embed_images
+            else {}
+        )
         rows = []
         for s in samples:
             f = filtered.get(s["key"], {"qa": [], "regions": []})
@@ -105,7 +114,8 @@ class Publisher:
                 row["image"] = {"bytes": raw[s["key"]], "path": None}
             rows.append(row)
         per = max(1, self.s.rows_per_file)
-        parts = -(-len(rows) // per)  # no file at all for a shard with no usable image: a 0-row file breaks loading
+        # no file at all for a shard with no usable image: a 0-row file breaks loading
+        parts = -(-len(rows) // per)
         tables = {f"dataset/data/train-{sid}-{p:05d}-of-{parts:05d}.parquet":
                   pa.Table.from_pylist(rows[p * per : (p + 1) * per], schema=self.schema) for p in range(parts)}  # fmt: skip
         rejected = pq.read_table(self.run.rejected / f"{sid}.parquet", columns=["type", "reason", "answer"])
@@ -126,7 +136,12 @@ def merge_stats(records: dict[str, list[dict]]) -> dict:
     for t in QUESTION_TYPES:
         b = s.get("by_type", {}).get(t, {})
         g, k, r = (b.get(n, 0) for n in ("questions_generated", "qa_kept", "qa_rejected"))
-        stats["by_type"][t] = {"questions_generated": g, "qa_kept": k, "qa_rejected": r, "keep_rate": ratio(k, g)}
+        stats["by_type"][t] = {
+            "questions_generated": g,
+            "qa_kept": k,
+            "qa_rejected": r,
+            "keep_rate": ratio(k, g),
+        }
     stats["rejected_by_reason"] = dict(sorted(s.get("rejected_by_reason", {}).items()))
     for k in ("images_converted", "regions_malformed", "regions_duplicate"):
         stats[k] = s.get(k, 0)
@@ -222,7 +237,8 @@ class Publish:
         return m.resources.ingest
 
     def owns(self, shard_id: str) -> list[str]:
-        return [f"dataset/data/train-{shard_id}-*.parquet"]
+        # exact: "train-a-*" would also match the files of a shard named "a-00000"
+        return [f"dataset/data/train-{shard_id}-{_PART}-of-{_PART}.parquet"]
 
     def worker(self, run: RunDir, settings: PublishSettings, runtime: Runtime) -> Publisher:
         return Publisher(run, settings, runtime)
@@ -235,22 +251,82 @@ class Publish:
         stats = merge_stats(records)
         if ctx.failed_shards:
             stats["failed_shards"] = ctx.failed_shards
+        empty = empty_shards(published, records)
+        if empty:
+            stats["empty_shards"] = empty
         atomic_write_json(run.stats_json, stats)
         prov = {"generator": ctx.fp("finetune_generator"), "filter": ctx.fp("finetune_filter")}
-        card = dataset_card(m, stats, prov, features(m.publish.embed_images))
+        files = data_files(run, [p for s in published for p in self.owns(s)], records["publish"], published)
+        card = dataset_card(m, stats, prov, features(m.publish.embed_images), files)
         atomic_write_bytes(run.dataset / "README.md", card.encode())
         return stats
 
 
-def dataset_card(m: Manifest, stats: dict, prov: dict, feats: Features) -> str:
+def empty_shards(published: list[str], records: dict[str, list[dict]]) -> dict[str, dict]:
+    """The published shards in which no image was usable (no data file), with what became of their images:
+    {shard: {"images_in": n, "failure_reasons": {reason: n}}}."""
+    out = {}
+    for i, s in enumerate(published):
+        if records["publish"][i]["images"]:
+            continue
+        reasons: Counter = Counter()
+        for st in ("ingest", "dedupe"):
+            reasons.update(records[st][i]["counts"].get("failure_reasons", {}))
+        out[s] = {"images_in": records["ingest"][i]["counts"].get("images_in", 0),
+                  "failure_reasons": dict(sorted(reasons.items()))}  # fmt: skip
+    return out
+
+
+@dataclass(frozen=True)
+class DataFiles:
+    """The published data files, as the card lists them: names relative to dataset/, rows, bytes on disk,
+    uncompressed bytes (from the Parquet footers) and a fingerprint of their content."""
+
+    names: list[str]
+    num_examples: int
+    download_size: int
+    num_bytes: int
+    fingerprint: str
+
+
+def data_files(run: RunDir, globs: list[str], publish_records: list[dict], published: list[str]) -> DataFiles:
+    paths = sorted({p for g in globs for p in run.root.glob(g) if p.is_file()})
+    meta = [pq.read_metadata(p) for p in paths]
+    return DataFiles(
+        names=[str(p.relative_to(run.dataset)) for p in paths],
+        num_examples=sum(md.num_rows for md in meta),
+        download_size=sum(p.stat().st_size for p in paths),
+        num_bytes=sum(md.row_group(i).total_byte_size for md in meta for i in range(md.num_row_groups)),
+        # each shard's record fingerprints the bytes of the files it wrote (pipeline.shardmap)
+        fingerprint=fingerprint(
+            sorted((s, r["output_fp"]) for s, r in zip(published, publish_records, strict=True))
+        ),
+    )
+
+
+def dataset_card(m: Manifest, stats: dict, prov: dict, feats: Features, files: DataFiles) -> str:
+    """The card. Its YAML header is what `datasets` hashes into the cache path of `load_dataset(DIR)` (every
+    run's folder is named `dataset`): it lists the data files and carries their rows, sizes and content
+    fingerprint, so a run, a re-run or a refilter with other data never reads another one's cache entry.
+    `num_examples` is exact (datasets verifies it when it builds the split); `num_bytes` is the uncompressed
+    size from the Parquet footers (datasets recomputes the Arrow size)."""
     header = {
         "configs": [
-            {"config_name": "default", "data_files": [{"split": "train", "path": "data/train-*.parquet"}]}
+            {"config_name": "default",
+             # no file at all (no usable image anywhere): the glob, so that datasets says "no data files"
+             "data_files": [{"split": "train", "path": files.names or "data/train-*.parquet"}],
+             "description": f"JADE Factory run {m.name}: {files.num_examples} rows in {len(files.names)} files, "
+                            f"data fingerprint {files.fingerprint}"}
         ],
-        "dataset_info": {"features": feats._to_yaml_list()},
+        "dataset_info": {
+            "features": feats._to_yaml_list(),
+            "splits": [{"name": "train", "num_bytes": files.num_bytes, "num_examples": files.num_examples}],
+            "download_size": files.download_size,
+            "dataset_size": files.num_bytes,
+        },
         "task_categories": ["visual-question-answering", "image-to-text"],
         "tags": ["synthetic", "jade-factory", "dense-captioning"],
-    }
+    }  # fmt: skip
     g = m.generate
     lines = [
         "---", yaml.safe_dump(header, sort_keys=False).rstrip(), "---", "",
@@ -274,6 +350,11 @@ def dataset_card(m: Manifest, stats: dict, prov: dict, feats: Features) -> str:
         "fractions of width/height, caption, score = the caption's mean token probability), `provenance`.", "",
         *data_card(stats),
         "## Stats", "", "```json", json.dumps(stats, indent=2, sort_keys=True), "```", "",
+        "## Files", "",
+        f"{files.num_examples} rows in {len(files.names)} Parquet files under `data/` ({files.download_size} bytes), "
+        f"data fingerprint `{files.fingerprint}`"
+        + (". Shards with no usable image (no file): " + ", ".join(f"`{s}`" for s in stats["empty_shards"])
+           if stats.get("empty_shards") else "") + ".", "",
         "Rejected pairs (with both answers and the reason) are in `../rejected/`, unusable inputs in `../failures/`.",
     ]  # fmt: skip
     return "\n".join(lines) + "\n"
