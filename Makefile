@@ -66,8 +66,8 @@ submit: setup ## the run as a Ray job: DATA=cc3m ADDRESS=http://HEAD:8265 OUT=/s
 	@test -n "$(ADDRESS)" || { echo "make submit: give ADDRESS=http://HEAD:8265 (the head's dashboard)"; exit 2; }
 	$(PY) -m jade.app.submit $(DATA) --address $(ADDRESS) --out $(OUT) $(foreach s,$(SET),--set $(s))
 
-lint: setup ## ruff check + format check
-	.venv/bin/ruff check . && .venv/bin/ruff format --check .
+lint: setup ## ruff check + format check, mypy on pipeline/ and stages/
+	.venv/bin/ruff check . && .venv/bin/ruff format --check . && .venv/bin/mypy
 
 format: setup ## ruff format
 	.venv/bin/ruff format . && .venv/bin/ruff check --fix .

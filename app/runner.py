@@ -163,6 +163,6 @@ def describe_run(m: Manifest, fps: dict, manifest: str, overrides: list[str], fo
         "manifest": m.to_dict(), "manifest_source": manifest, "overrides": overrides,
         "config_fingerprint": fingerprint(m.to_dict()), "stage_fingerprints": fps, "seed": m.seed,
         "shards": [dataclasses.asdict(s) for s in found],
-        "packages": pkgs, "git_commit": commit, "python": sys.version.split()[0], "platform": platform.platform(),
+        "packages": pkgs, "git_commit": commit, "code": str(Path(__file__).resolve().parent.parent), "python": sys.version.split()[0], "platform": platform.platform(),
         "command": sys.argv,
     }  # fmt: skip

@@ -201,7 +201,7 @@ class StageResources:
 class ModelStageResources(StageResources):
     """generate and filter: their actors hold a model, so by default they take a GPU where there is one."""
 
-    num_gpus: float | None = None  # None: 1 per actor when the cluster has GPUs, else 0
+    num_gpus: float | None = None  # type: ignore[assignment]  # None: 1 per actor when the cluster has GPUs, else 0
 
 
 @dataclass

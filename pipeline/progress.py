@@ -90,13 +90,12 @@ class Progress:
         self.bar.update(finished, detail, eta, final=finished == self.total)
 
 
-def stage_progress(run: RunDir, stage: str, fp: str) -> dict | None:
-    """images/s and ETA of a stage's latest attempt, from its progress file and its shard records."""
+def stage_progress(run: RunDir, stage: str, fp: str, shard_fps: dict[str, str]) -> dict | None:
+    """images/s and ETA of a stage's latest attempt, from its progress file and its current shard records."""
     prog = read_json(progress_path(run, stage))
     if not prog or prog.get("fp") != fp:
         return None
-    recs = [read_json(p) for p in (run.state / stage).glob("*.json") if p.name != "_stage.json"]
-    recs = [r for r in recs if r and r.get("fingerprint") == fp]
+    recs = [r for s, f in shard_fps.items() if (r := run.done(stage, f, s))]
     fresh = [r for r in recs if r.get("finished_at", 0) >= prog["started_at"]]  # done by this attempt
     total, done = prog["shards_total"], len(recs)
     last = max((r["finished_at"] for r in fresh), default=prog["started_at"])

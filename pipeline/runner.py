@@ -13,7 +13,7 @@ import time
 
 from jade.formats.samples import ShardRef
 from jade.pipeline.config import Manifest
-from jade.pipeline.executor import Executor
+from jade.pipeline.executor import Executor, LocalExecutor
 from jade.pipeline.rundir import RunDir, fingerprint
 from jade.pipeline.shardmap import map_stage, settings_fingerprint, shard_fingerprints
 from jade.pipeline.stage import Context
@@ -39,11 +39,11 @@ def stage_fingerprints(stages: list, m: Manifest) -> dict[str, str]:
     return fps
 
 
-def plan(stages: list, m: Manifest, run: RunDir, shards: list[ShardRef], executor: Executor | None = None) -> Context:
+def plan(stages: list, m: Manifest, run: RunDir, shards: list[ShardRef], executor: Executor | None = None) -> Context:  # noqa: E501
     """The context of a run as it stands on disk: stage fingerprints, and each shard stage's per-shard
     fingerprints given its upstream stages' current outputs (what `jade status` and `--stages` rely on)."""
-    ctx = Context(manifest=m, run=run, executor=executor, shards=shards, fingerprints=stage_fingerprints(stages, m),
-                  shard_stages={st.name for st in stages if is_shard_stage(st)})  # type: ignore[arg-type]  # fmt: skip
+    ctx = Context(manifest=m, run=run, executor=executor or LocalExecutor(), shards=shards,
+                  fingerprints=stage_fingerprints(stages, m), shard_stages={st.name for st in stages if is_shard_stage(st)})  # fmt: skip
     for st in stages:
         if is_shard_stage(st):
             ctx.shard_fps[st.name] = {k: v for k, v in shard_fingerprints(ctx, st, shards).items() if v}

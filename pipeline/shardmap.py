@@ -39,7 +39,7 @@ def shard_fingerprints(ctx: Context, stage: ShardStage, shards: list[ShardRef]) 
     own = ctx.fp(stage.name)
     upstream_shard = [a for a in stage.after if a in ctx.shard_stages]
     whole = {a: ctx.fp(a) for a in stage.after if a not in ctx.shard_stages}
-    outputs = {a: {} for a in upstream_shard}
+    outputs: dict[str, dict[str, str | None]] = {a: {} for a in upstream_shard}
     for a in upstream_shard:
         for s in ctx.shards:
             rec = ctx.run.done(a, ctx.shard_fps.get(a, {}).get(s.shard_id) or "", s.shard_id)
@@ -127,7 +127,7 @@ def map_stage(ctx: Context, stage: ShardStage) -> dict:
     left_out = {**{s: ctx.failed_shards[s] for s in ctx.failed_shards},
                 **{s: {"stage": stage.name, "error": "no upstream output"} for s, v in fps.items() if v is None}}  # fmt: skip
     current = [s for s in shards if fps[s.shard_id]]
-    todo = [s for s in current if not run.done(stage.name, fps[s.shard_id], s.shard_id)]
+    todo = [s for s in current if not run.done(stage.name, fps[s.shard_id] or "", s.shard_id)]
     res = stage.resources(m)
     threads = m.resources.threads or max(1, (os.cpu_count() or 1) // max(1, res.pool()[1]))
     runtime = Runtime(batch_size=res.batch_size, threads=threads, run_fingerprints=tuple(sorted(ctx.fingerprints.items())),
@@ -149,7 +149,7 @@ def map_stage(ctx: Context, stage: ShardStage) -> dict:
     ctx.failed_shards.update(failed)
     ok = {s.shard_id for s in current} - set(failed)
     prune(run, stage, ok)  # shards removed from the manifest, or left out now: their old outputs are stale
-    records = [run.done(stage.name, fps[s], s) for s in sorted(ok)]
+    records = [run.done(stage.name, fps[s] or "", s) for s in sorted(ok)]
     summary = {"shards": len(ok), "shards_run": len(results) - len(failed),
                "counts": sum_counts(r["counts"] for r in records if r)}  # fmt: skip
     if failed or left_out:

@@ -32,7 +32,8 @@ class Deduper:
         return pq.read_table(self.run.work("ingest") / f"{shard_id}.parquet", columns=["key", "sha256"])
 
     def __call__(self, shard: ShardRef) -> ShardResult:
-        keys, images = {}, {}  # first shard of each key, first key of each image, over the earlier shards
+        keys: dict[str, str] = {}  # the first shard of each key, over the earlier shards
+        images: dict[str, str] = {}  # the first key of each image
         for earlier in self.order[: self.order.index(shard.shard_id)]:
             if not (self.run.work("ingest") / f"{earlier}.parquet").exists():
                 continue  # failed at ingest in this run: nothing of it is used
@@ -41,7 +42,9 @@ class Deduper:
                 keys.setdefault(k, earlier)
                 images.setdefault(h, k)
         table = pq.read_table(self.run.work("ingest") / f"{shard.shard_id}.parquet")
-        keep, dups, reasons = [], [], {}
+        keep: list[int] = []
+        dups: list[tuple] = []
+        reasons: dict[str, int] = {}
         for i, row in enumerate(table.select(["key", "url", "sha256"]).to_pylist()):
             reason = None
             if row["key"] in keys:

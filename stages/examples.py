@@ -44,7 +44,8 @@ class ExampleWriter:
     """Training examples for the tasks a role trains on, written in batches; counts per task and skips."""
 
     def __init__(self, tasks_wanted: list[str], writer: pq.ParquetWriter):
-        self.tasks, self.writer, self.rows = set(tasks_wanted), writer, []
+        self.tasks, self.writer = set(tasks_wanted), writer
+        self.rows: list[tuple] = []
         self.counts: Counter[str] = Counter()
         self.skipped: Counter[str] = Counter()
 
@@ -100,7 +101,8 @@ class _VGImages:
             int(r["image_id"]): (r["width"], r["height"], r["url"])
             for r in vg.iter_image_data(src.image_data)
         }
-        self.index, self.failures, self.missing = vg.ImageIndex(src.images), failures, set()
+        self.index, self.failures = vg.ImageIndex(src.images), failures
+        self.missing: set[int] = set()
 
     def path(self, image_id: int) -> str | None:
         p = self.index.get(image_id)
@@ -171,7 +173,7 @@ READERS = {"vg_regions": _vg_regions, "vg_qas": _vg_qas, "gqa": _gqa, "vqa": _vq
 
 def annotation_jobs(m: Manifest) -> list[dict]:
     """One job per (role, annotation file): VG regions, VG QAs, each GQA question file, the VQA pair."""
-    jobs = []
+    jobs: list[dict] = []
     for role in ("generator", "filter"):
         spec = getattr(m.models, role)
         wanted = set(spec.tasks)
@@ -202,7 +204,7 @@ class AnnotationJob:
         worker_logging()
 
     def __call__(self, job: dict) -> dict:
-        t0, failures = time.time(), []
+        t0, failures = time.time(), list[tuple]()
         try:
             with atomic_parquet_writer(self.parts / f"{job['shard_id']}.parquet", EXAMPLE) as writer:
                 ex = ExampleWriter(job["tasks"], writer)
@@ -267,7 +269,8 @@ class Examples:
         summary: dict = {"examples": {}, "examples_skipped": {}}
         for role in ("generator", "filter"):
             mine = [j["shard_id"] for j in jobs if j["role"] == role]
-            counts, skipped = Counter(), Counter()
+            counts: Counter[str] = Counter()
+            skipped: Counter[str] = Counter()
             for job_id in mine:
                 counts.update(results[job_id]["examples"])
                 skipped.update(results[job_id]["skipped"])
@@ -277,11 +280,11 @@ class Examples:
             _merge_parts([work / "parts" / f"{j}.parquet" for j in mine], work / f"{role}.parquet")
             summary["examples"][role], summary["examples_skipped"][role] = dict(counts), dict(skipped)
             log.info("examples: %s %s", role, dict(counts))
-        rows = set()
+        found: set[tuple] = set()
         for job in jobs:
             part = pq.read_table(work / "parts" / f"{job['shard_id']}.failures.parquet")
-            rows.update(tuple(r.values()) for r in part.to_pylist())
-        rows = sorted({(r[0], r[2]): r for r in sorted(rows)}.values())  # one row per (source, image)
+            found.update(tuple(r.values()) for r in part.to_pylist())
+        rows = sorted({(r[0], r[2]): r for r in sorted(found)}.values())  # one row per (source, image)
         atomic_write_parquet(run.failures / "training" / "annotations.parquet", failures_table(rows))
         shutil.rmtree(work / "parts", ignore_errors=True)
         summary["training_failed"] = len(rows)
@@ -289,7 +292,7 @@ class Examples:
 
 def _by_shard(results: list[dict]) -> dict[str, dict]:
     """Executor results keyed by shard (Ray may return them in any order)."""
-    return {r.get("shard"): r for r in results}
+    return {str(r.get("shard")): r for r in results}
 
 
 def _role_data(m: Manifest, role: str) -> dict:

@@ -28,7 +28,7 @@ from jade.formats.run_tables import ANSWERS, FILTERED, REJECTED, load_images
 from jade.formats.samples import ShardRef
 from jade.models import presupposition
 from jade.models.backends import make_backend
-from jade.models.backends.base import Request
+from jade.models.backends.base import Completion, Request
 from jade.models.tasks import answer_prompt, clean_text
 from jade.models.vqa_normalize import answers_match
 from jade.pipeline import config
@@ -70,7 +70,8 @@ def apply_rule(pairs: list[dict], rule: config.Filter, shard_id: str) -> tuple[d
     by type; rejections by reason)."""
     kept: dict[str, list] = {}
     rejected: list[dict] = []
-    total, reasons = Counter(), Counter()
+    total: Counter[str] = Counter()
+    reasons: Counter[str] = Counter()
     by_type: dict[str, Counter] = {t: Counter() for t in QUESTION_TYPES}
     for p in pairs:
         t = p["type"]
@@ -161,12 +162,13 @@ class FilterWorker:
         no model), greedy, streaming the shard's images in chunks of `batch_size` images (each chunk through
         the vision encoder once, all its questions decoded together), so memory does not grow with the shard."""
         asked = {r["key"]: [q for q in r["qa"] if q["status"] == "ok" and q["answer"]] for r in generated}
-        answers: dict[int, object] = {}
+        answers: dict[int, Completion] = {}
         checked: dict[tuple[str, str], str] = {}  # (key, check question) -> the filter's answer
         chunk: list = []
 
         def flush() -> None:
-            reqs, owners = [], []
+            reqs: list[Request] = []
+            owners: list[int | tuple[str, str]] = []
             for i, (key, _) in enumerate(chunk):
                 for q in asked[key]:
                     reqs.append(Request(i, answer_prompt(q["question"]), self.s.max_answer_tokens))

@@ -50,7 +50,8 @@ class Generator:
 
     def __call__(self, shard: ShardRef) -> ShardResult:
         keys = usable_keys(self.run, shard.shard_id)
-        rows, stats = [], Counter()
+        rows: list[dict] = []
+        stats: Counter[str] = Counter()
         batch: list = []
         for entry in load_images(shard, set(keys)):
             batch.append(entry)
@@ -59,7 +60,7 @@ class Generator:
                 batch = []
         if batch:
             rows += self.annotate(shard.shard_id, batch, stats)
-        counts = {k: v for k, v in stats.items() if "." not in k}
+        counts: dict = {k: v for k, v in stats.items() if "." not in k}
         counts["by_type"] = {t: {"questions_generated": stats[f"questions_generated.{t}"]}
                              for t in config.QUESTION_TYPES if stats[f"questions_generated.{t}"]}  # fmt: skip
         table = pa.Table.from_pylist(rows, schema=GENERATED)
@@ -69,7 +70,8 @@ class Generator:
         g, seed = self.g, self.seed
         # Through the vision encoder once: both calls below (samples, then answers) reuse the features.
         images = self.backend.prepare([img for _, img, _ in batch])
-        reqs, owners = [], []
+        reqs: list[Request] = []
+        owners: list[tuple[int, str, str | None]] = []
         for i, (key, _, _) in enumerate(batch):
             if g.captions:
                 reqs.append(self._sample(i, tasks.CAPTION_PROMPT, g.captions, "caption",
@@ -83,11 +85,11 @@ class Generator:
         outs = self.backend.generate(images, reqs)
         regions: list[list] = [[] for _ in batch]
         questions: list[list] = [[] for _ in batch]
-        for (i, kind, qtype), comps in zip(owners, outs, strict=True):
+        for (i, kind, asked), comps in zip(owners, outs, strict=True):
             if kind == "caption":
                 regions[i] = self._regions(comps, stats)
             else:
-                questions[i] += [(tasks.clean_text(c.text), qtype, c.score) for c in comps]
+                questions[i] += [(tasks.clean_text(c.text), asked, c.score) for c in comps]
         # Greedy answers to every distinct question of the batch, decoded together.
         qa_rows: list[list[dict]] = [[] for _ in batch]
         answer_reqs, answer_owner = [], []

@@ -42,14 +42,17 @@ class IngestSettings:
 def check_shard(shard: ShardRef, settings: IngestSettings) -> ShardResult:
     t0 = last = time.time()
     reader = shards.ShardReader(shard)
-    ok, failed, seen, converted = [], [], set(), Counter()
+    ok: list[dict] = []
+    failed: list[tuple] = []
+    seen: set[str] = set()
+    converted: Counter[str] = Counter()
     for s in reader:
         reason = s.error
         if reason is None and s.key in seen:
             reason = "duplicate key"
         if reason is None:
             try:
-                img = shards.decode_image(s.image_bytes)
+                img = shards.decode_image(s.image_bytes or b"")
             except ImageError as e:
                 reason = e.reason
         if reason is None and min(img.size) < settings.min_image_size:
@@ -60,7 +63,7 @@ def check_shard(shard: ShardRef, settings: IngestSettings) -> ShardResult:
             seen.add(s.key)
             ok.append({"key": shard.key(s.key), "source_key": s.key, "url": s.url, "caption": s.caption,
                        "width": img.width, "height": img.height,
-                       "sha256": hashlib.sha256(s.image_bytes).hexdigest()})  # fmt: skip
+                       "sha256": hashlib.sha256(s.image_bytes or b"").hexdigest()})  # fmt: skip
             if img.info.get("source_mode", "RGB") != "RGB":
                 converted[img.info["source_mode"]] += 1
         else:

@@ -78,6 +78,10 @@ def test_submit_sample_run_as_a_job(head, tmp_path, capsys):
         from ray.job_submission import JobSubmissionClient
 
         pytest.fail(JobSubmissionClient(head).get_job_logs(job_id)[-4000:])
+    # the job ran the uploaded working directory's code, not this checkout's (nor an installed jade)
+    code = Path(json.loads((out / "run.json").read_text())["code"])
+    assert "working_dir_files" in code.parts or "runtime_resources" in str(code), code
+    assert code != submit.ROOT and (code / "pipeline" / "shardmap.py").is_file()
     ds = datasets.load_dataset("parquet", data_files=str(out / "dataset/data/*.parquet"), split="train")
     stats = json.loads((out / "stats.json").read_text())
     assert len(ds) == stats["images_ok"] > 0 and len(set(ds["key"])) == len(ds)

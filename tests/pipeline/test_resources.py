@@ -50,11 +50,12 @@ def test_progress_rate_and_eta_from_records(tmp_path, monkeypatch):
     monkeypatch.setattr("time.time", lambda: now[0])
     Progress(run, "generate", "fp1", total=4)  # started at t=100
     now[0] = 110.0
-    run.mark_done("generate", "fp1", {"shard": "00000", "images": 50}, "00000")  # finished at t=110
+    run.mark_done("generate", "s0", {"shard": "00000", "images": 50}, "00000")  # finished at t=110
     run.mark_done("generate", "old", {"shard": "00001", "images": 50}, "00001")  # another fingerprint
-    p = stage_progress(run, "generate", "fp1")
+    shard_fps = {"00000": "s0", "00001": "s1", "00002": "s2", "00003": "s3"}  # each shard's current one
+    p = stage_progress(run, "generate", "fp1", shard_fps)
     assert p == {"shards_total": 4, "shards_done": 1, "images_per_s": 5.0, "eta_s": 30.0}
-    assert stage_progress(run, "generate", "other") is None
+    assert stage_progress(run, "generate", "other", shard_fps) is None
     assert fmt_eta(30.0) == "ETA 30s" and fmt_eta(125) == "ETA 2m05s" and fmt_eta(None) == "ETA ?"
 
 
