@@ -1,0 +1,112 @@
+"""The attention rules (models.attention), computed by the model exactly: under every rule the target never
+leaks to the positions that predict it, and each block sees exactly what its rule allows — image tokens
+see the prompt only under `prefix`, image tokens see each other under `prefix` and `image` (not under
+`causal`), and the prompt sees the whole image under every rule. The hf engine then computes the
+checkpoint's rule: greedy answers equal `transformers.generate` under that rule, on a model whose answers
+depend on its input, and under `image`/`causal` each image is encoded and prefilled once."""
+
+import pytest
+import torch
+from PIL import Image
+from transformers.modeling_outputs import BaseModelOutputWithPooling
+
+from jade.models import attention, factory
+from jade.models.backends.base import Request
+from jade.models.backends.hf import HFBackend
+from jade.models.specs import Architecture
+from jade.models.train import example_batch
+
+ARCH = Architecture(image_size=32, patch_size=8, vision_hidden=64, vision_layers=1, text_hidden=64, text_layers=2,
+                    head_dim=32, vocab_size=300)  # fmt: skip
+TEXTS = ["answer en is there a red circle?", "yes", "no", "a red circle", "what color is the square?", "blue",
+         "how many circles are there?", "2", "dense caption", "question yes/no"] * 20  # fmt: skip
+IMAGES = [Image.new("RGB", (40, 40), c) for c in ((255, 0, 0), (0, 0, 255), (0, 200, 0), (250, 250, 0))]
+N_IMG = (32 // 8) ** 2
+
+
+@pytest.fixture(scope="module")
+def model():
+    """Two decoder layers with large random weights: answers depend on the image and the prompt (a 1-layer or
+    small-weight model answers the same to everything, and then no comparison means anything)."""
+    processor = factory.build_processor(TEXTS, ARCH)
+    m = factory.build_model(ARCH, processor, seed=0).eval()
+    g = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for name, p in m.named_parameters():
+            if p.ndim >= 2:
+                p.copy_(torch.randn(p.shape, generator=g) * (1.0 if "embed" in name else 0.3))
+    return m, processor
+
+
+def _hidden(model, batch):
+    with torch.no_grad():
+        inputs = {k: v for k, v in batch.items() if k != "labels"}
+        return model.model(**inputs).last_hidden_state[0]
+
+
+@pytest.mark.parametrize("rule", attention.RULES)
+def test_each_block_sees_exactly_what_its_rule_allows(model, rule):
+    m, proc = model
+    base = example_batch(proc, IMAGES[:1], ["what color is the square?"], ["blue"], "cpu", rule)
+    other_target = example_batch(proc, IMAGES[:1], ["what color is the square?"], ["no"], "cpu", rule)
+    other_prompt = example_batch(proc, IMAGES[:1], ["how many circles are there?"], ["blue"], "cpu", rule)
+    h, h_t, h_p = _hidden(m, base), _hidden(m, other_target), _hidden(m, other_prompt)
+    labels = base["labels"][0]
+    first_target = int((labels != -100).nonzero()[0])
+    # no rule lets a position see the target it predicts (nor any later one)
+    assert torch.allclose(h[:first_target], h_t[:first_target], atol=1e-5)
+    # image tokens see the prompt after them only under prefix
+    assert torch.allclose(h[:N_IMG], h_p[:N_IMG], atol=1e-5) == (rule != "prefix")
+    # the prompt sees the image under every rule
+    other_image = example_batch(proc, IMAGES[1:2], ["what color is the square?"], ["blue"], "cpu", rule)
+    assert not torch.allclose(h[N_IMG:first_target], _hidden(m, other_image)[N_IMG:first_target], atol=1e-5)
+    # in the decoder, image tokens see each other under prefix and image, not under causal: the same image
+    # features except the last token's (the vision tower mixes patches itself, so set the features directly)
+    with torch.no_grad():
+        feats = m.model.get_image_features(base["pixel_values"]).pooler_output
+        changed = feats.clone()
+        changed[:, -1] += 1.0
+        inputs = {k: v for k, v in base.items() if k not in ("labels", "pixel_values")}
+        first = [m.model(**inputs, mm_encoder_outputs={"image": BaseModelOutputWithPooling(pooler_output=f)})
+                 .last_hidden_state[0, 0] for f in (feats, changed)]  # fmt: skip
+    assert torch.allclose(first[0], first[1], atol=1e-5) == (rule == "causal")
+
+
+def test_a_checkpoint_without_a_record_is_prefix(tmp_path):
+    assert attention.rule_of(tmp_path) == "prefix"
+    (tmp_path / "jade_model.json").write_text('{"attention": "image"}')
+    assert attention.rule_of(tmp_path) == "image"
+    with pytest.raises(ValueError, match="not one of"):
+        attention.check("bidirectional")
+
+
+REQUESTS = [Request(i % 4, p, 6) for i, p in enumerate(["answer en is there a red circle?", "dense caption",
+            "answer en what color is the square?", "question yes/no", "answer en how many circles are there?"] * 2)]  # fmt: skip
+
+
+@pytest.mark.parametrize("rule", attention.RULES)
+def test_greedy_equals_transformers_generate_under_each_rule(model, rule):
+    m, proc = model
+    engine = HFBackend(m, proc, batch_size=4, attention=rule)
+    prepared = engine.prepare(IMAGES)
+    vision, prefills = engine.vision_rows, engine.image_prefills
+    fast = [c[0].text for c in engine.generate(prepared, REQUESTS)]
+    ref = []
+    for r in REQUESTS:
+        enc = example_batch(proc, [IMAGES[r.image]], [r.prompt], None, "cpu", rule)
+        out = m.generate(**enc, max_new_tokens=r.max_new_tokens, do_sample=False)
+        ref.append(proc.tokenizer.decode(out[0, enc["input_ids"].shape[1] :], skip_special_tokens=True).strip())
+    assert fast == ref
+    assert len(set(ref)) >= 4  # the answers depend on the input: the comparison can fail
+    assert vision == len(IMAGES)  # one vision pass per image, in prepare
+    if rule != "prefix":  # the image's keys and values once per image, shared by every prompt
+        assert prefills == len(IMAGES) and engine.image_prefills == prefills
+    else:  # under prefix they depend on the prompt: one per (image, prompt)
+        assert engine.image_prefills == len({(r.image, r.prompt) for r in REQUESTS})
+
+
+def test_the_rules_answer_differently(model):
+    m, proc = model
+    answers = {rule: [c[0].text for c in HFBackend(m, proc, attention=rule).generate(IMAGES, REQUESTS)]
+               for rule in attention.RULES}  # fmt: skip
+    assert answers["prefix"] != answers["causal"] and answers["image"] != answers["causal"]
