@@ -52,13 +52,28 @@ def weights_fingerprint(export: str | Path) -> str:
 
 
 def hardware() -> str:
-    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                if line.startswith("model name")), platform.processor()) if Path("/proc/cpuinfo").exists() else ""  # fmt: skip
+    cpu = (
+        next(
+            (
+                line.split(":", 1)[1].strip()
+                for line in Path("/proc/cpuinfo").read_text().splitlines()
+                if line.startswith("model name")
+            ),
+            platform.processor(),
+        )
+        if Path("/proc/cpuinfo").exists()
+        else ""
+    )
     return f"{os.cpu_count()} x {cpu or platform.machine()}"
 
 
-def make_base(executor: Executor, recipe: str | Path = RECIPE, sets: list[str] | None = None,
-              work: str | Path | None = None, out: str | Path | None = None) -> dict:  # fmt: skip
+def make_base(
+    executor: Executor,
+    recipe: str | Path = RECIPE,
+    sets: list[str] | None = None,
+    work: str | Path | None = None,
+    out: str | Path | None = None,
+) -> dict:
     """Pretrain per the recipe (resuming ``work`` when it holds a checkpoint of the same recipe), then export
     the base to ``out`` (default models/bases/<name>); returns its jade_model.json."""
     raw, cfg = load_recipe(recipe, sets)
@@ -71,12 +86,21 @@ def make_base(executor: Executor, recipe: str | Path = RECIPE, sets: list[str] |
     model, processor, state = load_checkpoint(work)
     probes = state.get("probes", [])
     meta = {
-        "role": "base", "name": name, "attention": cfg.attention, "recipe": raw, "seed": cfg.seed,
-        "examples_seen": cfg.steps * cfg.batch_size * cfg.grad_accum, "steps": cfg.steps,
-        "train_seconds": round(probes[-1]["elapsed_s"] if probes else lm_seconds, 1), "hardware": hardware(),
-        "torch_threads": cfg.threads, "probe": probes[-1] if probes else None, "probe_curve": probes,
-        "architecture": cfg.arch.__dict__, "made_by": "jade base (the bundled pretrainer, world source)",
-    }  # fmt: skip
+        "role": "base",
+        "name": name,
+        "attention": cfg.attention,
+        "recipe": raw,
+        "seed": cfg.seed,
+        "examples_seen": cfg.steps * cfg.batch_size * cfg.grad_accum,
+        "steps": cfg.steps,
+        "train_seconds": round(probes[-1]["elapsed_s"] if probes else lm_seconds, 1),
+        "hardware": hardware(),
+        "torch_threads": cfg.threads,
+        "probe": probes[-1] if probes else None,
+        "probe_curve": probes,
+        "architecture": cfg.arch.__dict__,
+        "made_by": "jade base (the bundled pretrainer, world source)",
+    }
     with atomic_dir(out) as tmp:
         factory.save(model.lm.eval(), processor, tmp, meta)
         meta["weights_sha256"] = weights_fingerprint(tmp)
@@ -90,32 +114,52 @@ def model_card(meta: dict) -> str:
     """The base's card: what it is, its recipe, seed, examples seen, time and hardware, the probe per template
     beside the answer prior, and the seeds tried (from the recipe's `seeds_tried`)."""
     p = meta.get("probe") or {}
-    rows = [f"| {t} | {acc:.3f} | {p['prior_by_template'].get(t, 0):.3f} |" for t, acc in p.get("by_template", {}).items()]
+    rows = [
+        f"| {t} | {acc:.3f} | {p['prior_by_template'].get(t, 0):.3f} |"
+        for t, acc in p.get("by_template", {}).items()
+    ]
     tried = meta["recipe"].get("seeds_tried") or []
     curve = ", ".join(f"{c['step']}: {c['qa']:.2f}" for c in meta.get("probe_curve", []))
     lines = [
-        "---", "library_name: transformers", "pipeline_tag: image-text-to-text", "tags: [jade-factory, paligemma, sample-world]", "---", "",
-        f"# {meta['name']}: the sample world's pretrained tiny PaliGemma", "",
+        "---",
+        "library_name: transformers",
+        "pipeline_tag: image-text-to-text",
+        "tags: [jade-factory, paligemma, sample-world]",
+        "---",
+        "",
+        f"# {meta['name']}: the sample world's pretrained tiny PaliGemma",
+        "",
         "The base that the sample manifest fine-tunes its generator and its filter from (`models.<role>.base`), as "
         "JADE fine-tunes both from one pretrained model. Made by `make base` (`jade base`): the bundled pretrainer on "
         "an unlimited stream of freshly drawn sample-world scenes, none of them an image of the world's datasets "
         "(so none that `jade eval` or its `model_accuracy` probe checks), with object-aware tasks mixed by the "
-        "pretrainer's dynamic difficulty sampling.", "",
-        "## Facts", "",
+        "pretrainer's dynamic difficulty sampling.",
+        "",
+        "## Facts",
+        "",
         f"- architecture: {json.dumps(meta['architecture'])}; attention rule `{meta['attention']}`",
         f"- seed {meta['seed']}; {meta['steps']} steps; {meta['examples_seen']:,} examples seen",
         f"- pretraining time {meta['train_seconds'] / 60:.1f} min on {meta['hardware']} ({meta['torch_threads']} torch thread(s))",
         f"- weights sha256 `{meta.get('weights_sha256', '')}`",
-        f"- recipe: `manifests/base.yaml` as run: `{json.dumps(meta['recipe']['pretrain'], sort_keys=True)}`", "",
-        "## Probe (held-out scenes, greedy, never trained on)", "",
+        f"- recipe: `manifests/base.yaml` as run: `{json.dumps(meta['recipe']['pretrain'], sort_keys=True)}`",
+        "",
+        "## Probe (held-out scenes, greedy, never trained on)",
+        "",
         f"Templated questions: accuracy {p.get('qa', 0):.3f} against an answer prior of {p.get('qa_prior', 0):.3f}; "
         f"locating an object by colour and shape (box IoU >= 0.5): {p.get('locate', 0):.3f}; describing a true box "
-        f"(colour and shape named right): {p.get('describe', 0):.3f}.", "",
-        "| template | accuracy | answer prior |", "|---|---|---|", *rows, "",
-        f"Accuracy over training (step: accuracy): {curve}", "",
-        "## Seeds tried", "",
-        *([f"- seed {t['seed']}: {t['result']}" for t in tried] or ["- only the seed above"]), "",
-    ]  # fmt: skip
+        f"(colour and shape named right): {p.get('describe', 0):.3f}.",
+        "",
+        "| template | accuracy | answer prior |",
+        "|---|---|---|",
+        *rows,
+        "",
+        f"Accuracy over training (step: accuracy): {curve}",
+        "",
+        "## Seeds tried",
+        "",
+        *([f"- seed {t['seed']}: {t['result']}" for t in tried] or ["- only the seed above"]),
+        "",
+    ]
     return "\n".join(lines)
 
 

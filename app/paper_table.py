@@ -33,8 +33,14 @@ SETTINGS = [  # (row label, data variant, mixing)
     ("(d) (b) with proportional mixing", "filtered", "proportional"),
     ("(d) (b) with round-robin mixing", "filtered", "round_robin"),
 ]
-METRICS = [("vqa_accuracy", "VQA acc"), ("retrieval_i2t_r1", "I→T R@1"), ("retrieval_t2i_r1", "T→I R@1"),
-           ("retrieval_i2t_r5", "I→T R@5"), ("retrieval_t2i_r5", "T→I R@5"), ("cider", "CIDEr-D")]  # fmt: skip
+METRICS = [
+    ("vqa_accuracy", "VQA acc"),
+    ("retrieval_i2t_r1", "I→T R@1"),
+    ("retrieval_t2i_r1", "T→I R@1"),
+    ("retrieval_i2t_r5", "I→T R@5"),
+    ("retrieval_t2i_r5", "T→I R@5"),
+    ("cider", "CIDEr-D"),
+]
 BUDGETS = {  # the same budget for every setting; --quick for a short check
     "full": {"steps": 300, "vqa_steps": 150, "vqa_eval_questions": 300},
     "quick": {"steps": 80, "vqa_steps": 80, "vqa_eval_questions": 200},

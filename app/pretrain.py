@@ -53,8 +53,15 @@ def plot_shares(shares: dict[str, list[float]], steps: list[int], path: Path) ->
     plt.close(fig)
 
 
-def run_pretrain(run_dir: str | Path, cfg: PretrainConfig, executor, resources: TrainResources | None = None,
-                 out: str | Path | None = None, fresh: bool = False, eval_only: bool = False) -> dict:  # fmt: skip
+def run_pretrain(
+    run_dir: str | Path,
+    cfg: PretrainConfig,
+    executor,
+    resources: TrainResources | None = None,
+    out: str | Path | None = None,
+    fresh: bool = False,
+    eval_only: bool = False,
+) -> dict:
     run_dir = Path(run_dir)
     dataset = run_dir / "dataset"
     out = Path(out) if out else run_dir / "pretrain"
@@ -68,8 +75,9 @@ def run_pretrain(run_dir: str | Path, cfg: PretrainConfig, executor, resources: 
         raise RuntimeError(f"{out}: no pretraining checkpoint to evaluate")
     model, processor, state = load_checkpoint(out)
     cfg = PretrainConfig.from_dict(state["config"])
-    _, heldout = load_split(dataset, "alttext", cfg.eval_fraction, cfg.arch.image_size, cfg.streaming,
-                            cfg.max_images)  # fmt: skip
+    _, heldout = load_split(
+        dataset, "alttext", cfg.eval_fraction, cfg.arch.image_size, cfg.streaming, cfg.max_images
+    )
     heldout = type(heldout)(**{k: v[:MAX_EVAL_IMAGES] for k, v in vars(heldout).items()})
     report = evaluate(model, processor, cfg, heldout, vqa_files(run_dir))
     history = state["history"]

@@ -41,18 +41,25 @@ def refilter(run_dir: str, sets: list[str]) -> dict:
         keys.append(key)
     old = build(Manifest, copy.deepcopy(meta["manifest"]), "")
     if stage_fingerprints(old) != meta.get("stage_fingerprints"):
-        raise RefilterError(f"{run_dir}: run.json was written by another version of the stages; `jade run` it")
+        raise RefilterError(
+            f"{run_dir}: run.json was written by another version of the stages; `jade run` it"
+        )
     found = [ShardRef(**s) for s in meta.get("shards", [])]
     if not runner.plan(STAGES, old, run, found).shard_fps["generate"].keys() >= {s.shard_id for s in found}:
         raise RefilterError(f"{run_dir}: generate has not finished; finish the run with `jade run` first")
     new = build(Manifest, apply_overrides(copy.deepcopy(meta["manifest"]), sets), "")
     overrides = [o for o in meta.get("overrides", []) if o.split("=", 1)[0] not in keys] + list(sets)
     with RunLock(run):
-        atomic_write_json(run.run_json, describe_run(new, stage_fingerprints(new), meta.get("manifest_source", ""),
-                                                     overrides, found))  # fmt: skip
-        summaries = runner.execute(STAGES, new, run, found, LocalExecutor(), ["filter", "publish"],
-                                   allow_models=False)
+        atomic_write_json(
+            run.run_json,
+            describe_run(new, stage_fingerprints(new), meta.get("manifest_source", ""), overrides, found),
+        )
+        summaries = runner.execute(
+            STAGES, new, run, found, LocalExecutor(), ["filter", "publish"], allow_models=False
+        )
     failed = summaries["filter"].get("failed_shards")
     if failed:
-        raise RefilterError(f"{run_dir}: " + "; ".join(f"{s}: {f['error']}" for s, f in sorted(failed.items())))
+        raise RefilterError(
+            f"{run_dir}: " + "; ".join(f"{s}: {f['error']}" for s, f in sorted(failed.items()))
+        )
     return summaries

@@ -79,8 +79,11 @@ def wait(address: str, job_id: str, timeout: float = 3600.0, poll: float = 2.0) 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m jade.app.submit", description=__doc__.split("\n\n")[0])
     p.add_argument("data", help="a manifest name under manifests/ or a path to a YAML file")
-    p.add_argument("--address", default=os.environ.get("RAY_ADDRESS"),
-                   help="the cluster's dashboard, http://HEAD:8265 (default: RAY_ADDRESS)")  # fmt: skip
+    p.add_argument(
+        "--address",
+        default=os.environ.get("RAY_ADDRESS"),
+        help="the cluster's dashboard, http://HEAD:8265 (default: RAY_ADDRESS)",
+    )
     p.add_argument("--out", help="run directory on shared storage (default runs/<manifest name>)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a manifest key")
     p.add_argument("--job-id", help="submission id (default: chosen by Ray)")
@@ -96,11 +99,13 @@ def main(argv: list[str] | None = None) -> int:
         print(f"jade submit: {e}", file=sys.stderr)
         return 2
     addr = shlex.quote(args.address)
-    print(f"submitted job {job_id}: {shlex.join(entrypoint_argv(args.data, out, args.set))}\n"
-          f"  follow its log:  ray job logs -f --address {addr} {job_id}\n"
-          f"  its status:      ray job status --address {addr} {job_id}\n"
-          f"  stop it:         ray job stop --address {addr} {job_id}\n"
-          f"  its progress:    jade status {shlex.quote(out)}   (where OUT is mounted)")  # fmt: skip
+    print(
+        f"submitted job {job_id}: {shlex.join(entrypoint_argv(args.data, out, args.set))}\n"
+        f"  follow its log:  ray job logs -f --address {addr} {job_id}\n"
+        f"  its status:      ray job status --address {addr} {job_id}\n"
+        f"  stop it:         ray job stop --address {addr} {job_id}\n"
+        f"  its progress:    jade status {shlex.quote(out)}   (where OUT is mounted)"
+    )
     if args.wait:
         status = wait(args.address, job_id)
         print(f"job {job_id}: {status}")

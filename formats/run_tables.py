@@ -15,44 +15,92 @@ from .shards import iter_shard
 
 # training examples of a role (_work/examples/<role>.parquet)
 EXAMPLE = pa.schema(
-    [("task", pa.string()), ("source", pa.string()), ("image_path", pa.string()), ("prefix", pa.string()),
-     ("suffix", pa.string()), ("qtype", pa.string())]
-)  # fmt: skip
+    [
+        ("task", pa.string()),
+        ("source", pa.string()),
+        ("image_path", pa.string()),
+        ("prefix", pa.string()),
+        ("suffix", pa.string()),
+        ("qtype", pa.string()),
+    ]
+)
 # the usable samples of an image shard (_work/ingest/<shard>.parquet, then _work/dedupe/<shard>.parquet)
 SAMPLE = pa.schema(
-    [("key", pa.string()), ("source_key", pa.string()), ("url", pa.string()), ("caption", pa.string()),
-     ("width", pa.int32()), ("height", pa.int32()), ("sha256", pa.string())]
-)  # fmt: skip
+    [
+        ("key", pa.string()),
+        ("source_key", pa.string()),
+        ("url", pa.string()),
+        ("caption", pa.string()),
+        ("width", pa.int32()),
+        ("height", pa.int32()),
+        ("sha256", pa.string()),
+    ]
+)
 # every input sample that could not be used (failures/*.parquet)
 FAILURE = pa.schema(
-    [("source", pa.string()), ("shard", pa.string()), ("key", pa.string()), ("url", pa.string()),
-     ("stage", pa.string()), ("reason", pa.string())]
-)  # fmt: skip
+    [
+        ("source", pa.string()),
+        ("shard", pa.string()),
+        ("key", pa.string()),
+        ("url", pa.string()),
+        ("stage", pa.string()),
+        ("reason", pa.string()),
+    ]
+)
 REGION = pa.struct([("bbox", pa.list_(pa.float32(), 4)), ("caption", pa.string()), ("score", pa.float32())])
 GENERATED_QA = pa.struct(
-    [("question", pa.string()), ("type", pa.string()), ("answer", pa.string()), ("question_score", pa.float32()),
-     ("answer_score", pa.float32()), ("status", pa.string())]
-)  # fmt: skip
+    [
+        ("question", pa.string()),
+        ("type", pa.string()),
+        ("answer", pa.string()),
+        ("question_score", pa.float32()),
+        ("answer_score", pa.float32()),
+        ("status", pa.string()),
+    ]
+)
 GENERATED = pa.schema([("key", pa.string()), ("qa", pa.list_(GENERATED_QA)), ("regions", pa.list_(REGION))])
 KEPT_QA = pa.struct(
-    [("question", pa.string()), ("answer", pa.string()), ("type", pa.string()), ("filter_answer", pa.string()),
-     ("score", pa.float32())]
-)  # fmt: skip
+    [
+        ("question", pa.string()),
+        ("answer", pa.string()),
+        ("type", pa.string()),
+        ("filter_answer", pa.string()),
+        ("score", pa.float32()),
+    ]
+)
 FILTERED = pa.schema([("key", pa.string()), ("qa", pa.list_(KEPT_QA)), ("regions", pa.list_(REGION))])
 REJECTED = pa.schema(
-    [("key", pa.string()), ("shard", pa.string()), ("question", pa.string()), ("type", pa.string()),
-     ("answer", pa.string()), ("filter_answer", pa.string()), ("reason", pa.string()),
-     ("question_score", pa.float32()), ("answer_score", pa.float32()), ("filter_score", pa.float32()),
-     ("check", pa.string())]  # the presupposition check that failed, with the filter's answer
-)  # fmt: skip
+    [
+        ("key", pa.string()),
+        ("shard", pa.string()),
+        ("question", pa.string()),
+        ("type", pa.string()),
+        ("answer", pa.string()),
+        ("filter_answer", pa.string()),
+        ("reason", pa.string()),
+        ("question_score", pa.float32()),
+        ("answer_score", pa.float32()),
+        ("filter_score", pa.float32()),
+        ("check", pa.string()),
+    ]  # the presupposition check that failed, with the filter's answer
+)
 # the filter model's answers to a question's presupposition checks (models.presupposition)
 CHECK = pa.struct([("question", pa.string()), ("expect", pa.string()), ("answer", pa.string())])
 # one row per generated pair, with the filter model's answers (_work/filter/answers/<shard>.parquet)
 ANSWERS = pa.schema(
-    [("key", pa.string()), ("question", pa.string()), ("type", pa.string()), ("answer", pa.string()),
-     ("status", pa.string()), ("question_score", pa.float32()), ("answer_score", pa.float32()),
-     ("filter_answer", pa.string()), ("filter_score", pa.float32()), ("checks", pa.list_(CHECK))]
-)  # fmt: skip
+    [
+        ("key", pa.string()),
+        ("question", pa.string()),
+        ("type", pa.string()),
+        ("answer", pa.string()),
+        ("status", pa.string()),
+        ("question_score", pa.float32()),
+        ("answer_score", pa.float32()),
+        ("filter_answer", pa.string()),
+        ("filter_score", pa.float32()),
+        ("checks", pa.list_(CHECK)),
+    ]
+)
 
 
 def failures_table(rows: list[tuple]) -> pa.Table:

@@ -49,7 +49,9 @@ def _coerce(tp: Any, value: Any, at: str) -> Any:
         return build(tp, value if value is not None else {}, at)
     if tp in (dict, list, Any):  # untyped containers: as given
         if tp is not Any and not isinstance(value, tp):
-            raise ConfigError(f"{at}: expected a {'mapping' if tp is dict else 'list'}, got {type(value).__name__}")
+            raise ConfigError(
+                f"{at}: expected a {'mapping' if tp is dict else 'list'}, got {type(value).__name__}"
+            )
         return value
     if origin is list:
         if isinstance(value, str):

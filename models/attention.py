@@ -37,7 +37,9 @@ def check(rule: str, at: str = "attention") -> str:
     return rule
 
 
-def token_types(input_ids: torch.Tensor, processor_types: torch.Tensor, image_token_id: int, rule: str) -> torch.Tensor:
+def token_types(
+    input_ids: torch.Tensor, processor_types: torch.Tensor, image_token_id: int, rule: str
+) -> torch.Tensor:
     """``token_type_ids`` that make PaliGemma's decoder compute ``rule``. ``processor_types`` are the
     processor's own (0 over image + prompt, 1 over the target): the ``prefix`` rule."""
     if check(rule) == "prefix":

@@ -17,9 +17,32 @@ from __future__ import annotations
 import re
 
 # relation and verb phrases that end a noun phrase (longest first)
-RELATIONS = ("to the left of", "to the right of", "in front of", "on top of", "next to", "above", "below", "under",
-             "behind", "near", "beside", "on", "in", "at", "with", "of", "and", "or", "is", "are", "has", "have",
-             "holding", "wearing")  # fmt: skip
+RELATIONS = (
+    "to the left of",
+    "to the right of",
+    "in front of",
+    "on top of",
+    "next to",
+    "above",
+    "below",
+    "under",
+    "behind",
+    "near",
+    "beside",
+    "on",
+    "in",
+    "at",
+    "with",
+    "of",
+    "and",
+    "or",
+    "is",
+    "are",
+    "has",
+    "have",
+    "holding",
+    "wearing",
+)
 _END = re.compile(r"(?:^|\s)(?:" + "|".join(re.escape(r) for r in RELATIONS) + r")\b")
 _YES_NO = re.compile(r"^(?:is|are|does|do|can|was|were)\b")
 

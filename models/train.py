@@ -101,12 +101,23 @@ def clip_and_step(model, opt: torch.optim.Optimizer) -> None:
     opt.zero_grad(set_to_none=True)
 
 
-def example_batch(processor, images: list, prefixes: list[str], suffixes: list[str] | None, device: str,
-                  attention: str = attention_rules.DEFAULT):
+def example_batch(
+    processor,
+    images: list,
+    prefixes: list[str],
+    suffixes: list[str] | None,
+    device: str,
+    attention: str = attention_rules.DEFAULT,
+):
     """(image, prefix, suffix) examples -> model inputs with labels, padded to the longest, under the
     attention rule (`models.attention`). Without suffixes: generation inputs (no labels)."""
-    batch = processor(text=[f"<image>{p}" for p in prefixes], images=images, suffix=suffixes,
-                      return_tensors="pt", padding="longest")
+    batch = processor(
+        text=[f"<image>{p}" for p in prefixes],
+        images=images,
+        suffix=suffixes,
+        return_tensors="pt",
+        padding="longest",
+    )
     return attention_rules.apply(batch, processor.image_token_id, attention).to(device)
 
 
@@ -118,7 +129,9 @@ def lm_loss(model, batch) -> torch.Tensor:
     keep = (labels[:, 1:] != -100).any(0).nonzero()[:, 0]  # position t predicts token t + 1
     logits = model(**{k: v for k, v in batch.items() if k != "labels"}, logits_to_keep=keep).logits
     target = labels[:, keep + 1]
-    return torch.nn.functional.cross_entropy(logits.flatten(0, 1).float(), target.flatten(), ignore_index=-100)
+    return torch.nn.functional.cross_entropy(
+        logits.flatten(0, 1).float(), target.flatten(), ignore_index=-100
+    )
 
 
 def train_loop(
@@ -173,8 +186,14 @@ def train_loop(
         idx = order[pos : pos + bs]
         pos += bs
         # token_type_ids carry the attention rule (models.attention); example_batch refuses a batch without.
-        batch = example_batch(processor, [cache.get(paths[i]) for i in idx], [prefixes[i] for i in idx],
-                              [suffixes[i] for i in idx], device, attention)  # fmt: skip
+        batch = example_batch(
+            processor,
+            [cache.get(paths[i]) for i in idx],
+            [prefixes[i] for i in idx],
+            [suffixes[i] for i in idx],
+            device,
+            attention,
+        )
         set_lr(opt, lr_at(step, steps, int(tcfg.warmup_steps), tcfg.lr))
         loss = lm_loss(model, batch)
         loss.backward()
@@ -182,8 +201,18 @@ def train_loop(
         ema = loss.item() if ema is None else 0.95 * ema + 0.05 * loss.item()
         if resume.due(step + 1, steps):
             barrier = torch.distributed.barrier if world_size > 1 else None
-            resume.save(model, opt, {"step": step + 1, "pos": pos, "ema": ema, "order": order.tolist(),
-                                     "rng": rng.bit_generator.state}, barrier)  # fmt: skip
+            resume.save(
+                model,
+                opt,
+                {
+                    "step": step + 1,
+                    "pos": pos,
+                    "ema": ema,
+                    "order": order.tolist(),
+                    "rng": rng.bit_generator.state,
+                },
+                barrier,
+            )
         if step % 50 == 0 or step == steps - 1:
             elapsed = time.time() - t0
             metrics = {"step": step + 1, "loss": loss.item(), "loss_ema": ema, "elapsed_s": elapsed}
@@ -191,16 +220,26 @@ def train_loop(
                 report(metrics)
             if rank == 0:
                 eta = elapsed / (step + 1 - start) * (steps - step - 1)
-                atomic_write_json(progress, {"role": role, "step": step + 1, "steps": steps, "loss": ema,
-                                             "eta_s": eta, "at": time.time()})  # fmt: skip
+                atomic_write_json(
+                    progress,
+                    {
+                        "role": role,
+                        "step": step + 1,
+                        "steps": steps,
+                        "loss": ema,
+                        "eta_s": eta,
+                        "at": time.time(),
+                    },
+                )
                 log.debug("train %s: step %d/%d loss %.3f (ETA %.0fs)", role, step + 1, steps, ema, eta)
     metrics = {"steps": steps, "loss_ema": ema, "train_s": time.time() - t0, "examples": len(paths)}
     if rank == 0:
         out = Path(job.out_dir)
         out.mkdir(parents=True, exist_ok=True)
         inner = model.module if hasattr(model, "module") else model
-        factory.save(inner.cpu().eval(), processor, out,
-                     {**job.meta, "attention": attention, "train_metrics": metrics})  # fmt: skip
+        factory.save(
+            inner.cpu().eval(), processor, out, {**job.meta, "attention": attention, "train_metrics": metrics}
+        )
         progress.unlink(missing_ok=True)
     return metrics
 

@@ -28,6 +28,7 @@ QUESTION_TYPES = ("yes/no", "number", "other")
 
 ManifestError = ConfigError  # an invalid manifest; the message names the key or path
 
+
 # --------------------------------------------------------------------------------------------------- schema
 @dataclass
 class ImagesSource:
@@ -225,7 +226,9 @@ class IngestConfig:
     """How image shards are checked."""
 
     min_image_size: int = 32  # an image with a side shorter than this is unusable ("too small: WxH")
-    dedupe: bool = True  # byte-identical images under different keys: later ones are "duplicate image: same as KEY"
+    dedupe: bool = (
+        True  # byte-identical images under different keys: later ones are "duplicate image: same as KEY"
+    )
 
     def validate(self, at: str) -> None:
         if self.min_image_size < 1:

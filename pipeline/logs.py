@@ -9,7 +9,17 @@ import sys
 from pathlib import Path
 
 FORMAT = "%(asctime)s %(levelname)s %(name)s %(message)s"
-CHATTY = ("ray", "ray.data", "ray.train", "ray.tune", "filelock", "urllib3", "fsspec", "datasets", "transformers")
+CHATTY = (
+    "ray",
+    "ray.data",
+    "ray.train",
+    "ray.tune",
+    "filelock",
+    "urllib3",
+    "fsspec",
+    "datasets",
+    "transformers",
+)
 
 
 def worker_logging() -> None:

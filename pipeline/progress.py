@@ -58,7 +58,9 @@ class Bar:
         if self.tty:
             width = 24
             fill = int(width * done / max(1, self.total))
-            sys.stderr.write(f"\r{self.stage:20s} [{'#' * fill}{'.' * (width - fill)}] {text[len(self.stage) + 2:]}\x1b[K")
+            sys.stderr.write(
+                f"\r{self.stage:20s} [{'#' * fill}{'.' * (width - fill)}] {text[len(self.stage) + 2 :]}\x1b[K"
+            )
             if final:
                 sys.stderr.write("\n")
             sys.stderr.flush()
@@ -85,8 +87,12 @@ class Progress:
             self.images += shard_images(summary)
         finished = self.done + self.failed
         rate, eta = rate_and_eta(self.images, finished, self.total, time.time() - self.t0)
-        detail = f"{self.images} images, {rate:.1f} images/s" + (f", {self.failed} failed" if self.failed else "")
-        log.debug("%s: shard %s done (%d/%d), %s", self.stage, summary.get("shard"), finished, self.total, detail)
+        detail = f"{self.images} images, {rate:.1f} images/s" + (
+            f", {self.failed} failed" if self.failed else ""
+        )
+        log.debug(
+            "%s: shard %s done (%d/%d), %s", self.stage, summary.get("shard"), finished, self.total, detail
+        )
         self.bar.update(finished, detail, eta, final=finished == self.total)
 
 

@@ -32,31 +32,58 @@ def stage_fingerprints(stages: list, m: Manifest) -> dict[str, str]:
         if is_shard_stage(st):
             fps[st.name] = settings_fingerprint(st, st.settings(m))
         else:
-            spec = {"stage": st.name, "v": STAGE_VERSION, "settings": st.settings(m), "after": [fps[a] for a in st.after]}
+            spec = {
+                "stage": st.name,
+                "v": STAGE_VERSION,
+                "settings": st.settings(m),
+                "after": [fps[a] for a in st.after],
+            }
             if getattr(st, "version", None):  # a stage's own output-format version
                 spec["stage_v"] = st.version
             fps[st.name] = fingerprint(spec)
     return fps
 
 
-def plan(stages: list, m: Manifest, run: RunDir, shards: list[ShardRef], executor: Executor | None = None) -> Context:  # noqa: E501
+def plan(
+    stages: list, m: Manifest, run: RunDir, shards: list[ShardRef], executor: Executor | None = None
+) -> Context:  # noqa: E501
     """The context of a run as it stands on disk: stage fingerprints, and each shard stage's per-shard
     fingerprints given its upstream stages' current outputs (what `jade status` and `--stages` rely on)."""
-    ctx = Context(manifest=m, run=run, executor=executor or LocalExecutor(), shards=shards,
-                  fingerprints=stage_fingerprints(stages, m), shard_stages={st.name for st in stages if is_shard_stage(st)})  # fmt: skip
+    ctx = Context(
+        manifest=m,
+        run=run,
+        executor=executor or LocalExecutor(),
+        shards=shards,
+        fingerprints=stage_fingerprints(stages, m),
+        shard_stages={st.name for st in stages if is_shard_stage(st)},
+    )
     for st in stages:
         if is_shard_stage(st):
             ctx.shard_fps[st.name] = {k: v for k, v in shard_fingerprints(ctx, st, shards).items() if v}
     return ctx
 
 
-def execute(stages: list, m: Manifest, run: RunDir, shards: list[ShardRef], executor: Executor,
-            only: list[str] | None = None, allow_models: bool = True) -> dict[str, dict]:  # fmt: skip
+def execute(
+    stages: list,
+    m: Manifest,
+    run: RunDir,
+    shards: list[ShardRef],
+    executor: Executor,
+    only: list[str] | None = None,
+    allow_models: bool = True,
+) -> dict[str, dict]:
     """Run ``stages`` (all, or the ones named in ``only``) in order; returns each stage's summary. A shard stage
     with failed shards is incomplete: its summary lists them under ``failed_shards``. With ``allow_models``
     false, a shard stage that would need to run a model fails that shard instead (`jade refilter`)."""
-    ctx = Context(manifest=m, run=run, executor=executor, shards=shards, fingerprints=stage_fingerprints(stages, m),
-                  shard_stages={st.name for st in stages if is_shard_stage(st)}, allow_models=allow_models)  # fmt: skip
+    ctx = Context(
+        manifest=m,
+        run=run,
+        executor=executor,
+        shards=shards,
+        fingerprints=stage_fingerprints(stages, m),
+        shard_stages={st.name for st in stages if is_shard_stage(st)},
+        allow_models=allow_models,
+    )
     summaries: dict[str, dict] = {}
     for st in stages:
         fp = ctx.fp(st.name)
@@ -76,8 +103,14 @@ def execute(stages: list, m: Manifest, run: RunDir, shards: list[ShardRef], exec
             run.mark_done(st.name, fp, {**summary, "complete": complete, "shard_fps": ctx.shard_fps[st.name]})
             summaries[st.name] = summary
             done = "done" if complete else f"{len(summary['failed_shards'])} shard(s) failed or left out"
-            log.info("%s: %s (%d shards, %d run) in %.1fs", st.name, done, summary["shards"], summary["shards_run"],
-                     summary["seconds"])  # fmt: skip
+            log.info(
+                "%s: %s (%d shards, %d run) in %.1fs",
+                st.name,
+                done,
+                summary["shards"],
+                summary["shards_run"],
+                summary["seconds"],
+            )
             continue
         if rec := run.done(st.name, fp):
             log.info("%s: up to date, skipped", st.name)

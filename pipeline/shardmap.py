@@ -54,7 +54,9 @@ def shard_fingerprints(ctx: Context, stage: ShardStage, shards: list[ShardRef]) 
         spec = {"stage": own, "shard": asdict(s), "whole": whole, "inputs": mine}
         if getattr(stage, "reads_earlier", False):
             earlier = order[: order.index(s.shard_id)]
-            spec["earlier"] = {a: [(e, outputs[a][e]) for e in earlier if outputs[a][e]] for a in upstream_shard}
+            spec["earlier"] = {
+                a: [(e, outputs[a][e]) for e in earlier if outputs[a][e]] for a in upstream_shard
+            }
         fps[s.shard_id] = fingerprint(spec)
     return fps
 
@@ -70,7 +72,9 @@ def output_fingerprint(run: RunDir, paths: list[str]) -> str:
 
 
 def owned_files(run: RunDir, stage: ShardStage, shard_id: str) -> set[str]:
-    return {str(p.relative_to(run.root)) for g in stage.owns(shard_id) for p in run.root.glob(g) if p.is_file()}
+    return {
+        str(p.relative_to(run.root)) for g in stage.owns(shard_id) for p in run.root.glob(g) if p.is_file()
+    }
 
 
 def commit(run: RunDir, stage: ShardStage, shard: ShardRef, fp: str, result) -> dict:
@@ -79,8 +83,13 @@ def commit(run: RunDir, stage: ShardStage, shard: ShardRef, fp: str, result) -> 
         atomic_write_parquet(run.root / rel, table)
     for stale in owned_files(run, stage, shard.shard_id) - set(result.tables):
         (run.root / stale).unlink(missing_ok=True)
-    rec = {"shard": shard.shard_id, "images": result.images, "counts": result.counts, **result.note,
-           "output_fp": output_fingerprint(run, list(result.tables))}  # fmt: skip
+    rec = {
+        "shard": shard.shard_id,
+        "images": result.images,
+        "counts": result.counts,
+        **result.note,
+        "output_fp": output_fingerprint(run, list(result.tables)),
+    }
     run.mark_done(stage.name, fp, rec, shard.shard_id)
     return rec
 
@@ -124,20 +133,34 @@ def map_stage(ctx: Context, stage: ShardStage) -> dict:
     shards = [s for s in ctx.shards if s.shard_id not in ctx.failed_shards]
     fps = shard_fingerprints(ctx, stage, shards)
     ctx.shard_fps[stage.name] = {k: v for k, v in fps.items() if v}
-    left_out = {**{s: ctx.failed_shards[s] for s in ctx.failed_shards},
-                **{s: {"stage": stage.name, "error": "no upstream output"} for s, v in fps.items() if v is None}}  # fmt: skip
+    left_out = {
+        **{s: ctx.failed_shards[s] for s in ctx.failed_shards},
+        **{s: {"stage": stage.name, "error": "no upstream output"} for s, v in fps.items() if v is None},
+    }
     current = [s for s in shards if fps[s.shard_id]]
     todo = [s for s in current if not run.done(stage.name, fps[s.shard_id] or "", s.shard_id)]
     res = stage.resources(m)
     threads = m.resources.threads or max(1, (os.cpu_count() or 1) // max(1, res.pool()[1]))
-    runtime = Runtime(batch_size=res.batch_size, threads=threads, run_fingerprints=tuple(sorted(ctx.fingerprints.items())),
-                      shard_order=tuple(s.shard_id for s in ctx.shards), allow_models=ctx.allow_models)  # fmt: skip
-    items = [{"stage": stage.name, "shard_id": s.shard_id, "shard": asdict(s), "fp": fps[s.shard_id]} for s in todo]
+    runtime = Runtime(
+        batch_size=res.batch_size,
+        threads=threads,
+        run_fingerprints=tuple(sorted(ctx.fingerprints.items())),
+        shard_order=tuple(s.shard_id for s in ctx.shards),
+        allow_models=ctx.allow_models,
+    )
+    items = [
+        {"stage": stage.name, "shard_id": s.shard_id, "shard": asdict(s), "fp": fps[s.shard_id]} for s in todo
+    ]
     if todo:
         log.info("%s: %d of %d shards to do", stage.name, len(todo), len(current))
     progress = Progress(run, stage.name, ctx.fp(stage.name), len(items))
-    results = ctx.executor.map_shards(ShardTask(stage, str(run.root), settings, runtime), items, res,
-                                      on_result=progress) if items else []  # fmt: skip
+    results = (
+        ctx.executor.map_shards(
+            ShardTask(stage, str(run.root), settings, runtime), items, res, on_result=progress
+        )
+        if items
+        else []
+    )
     failed = {}
     for r in results:
         if r.get("error"):
@@ -150,8 +173,11 @@ def map_stage(ctx: Context, stage: ShardStage) -> dict:
     ok = {s.shard_id for s in current} - set(failed)
     prune(run, stage, ok)  # shards removed from the manifest, or left out now: their old outputs are stale
     records = [run.done(stage.name, fps[s] or "", s) for s in sorted(ok)]
-    summary = {"shards": len(ok), "shards_run": len(results) - len(failed),
-               "counts": sum_counts(r["counts"] for r in records if r)}  # fmt: skip
+    summary = {
+        "shards": len(ok),
+        "shards_run": len(results) - len(failed),
+        "counts": sum_counts(r["counts"] for r in records if r),
+    }
     if failed or left_out:
         summary["failed_shards"] = {**left_out, **failed}
     return summary

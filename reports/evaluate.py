@@ -74,8 +74,11 @@ def check_region(region: dict, graph: dict | None) -> bool:
 
     if not graph:
         return False
-    return any(iou(tuple(region["bbox"]), _truth_box(o, graph["width"], graph["height"])) >= 0.5
-               and caption_matches(region["caption"], o) for o in graph["objects"].values())  # fmt: skip
+    return any(
+        iou(tuple(region["bbox"]), _truth_box(o, graph["width"], graph["height"])) >= 0.5
+        and caption_matches(region["caption"], o)
+        for o in graph["objects"].values()
+    )
 
 
 def score(truth: dict, rows: list[dict], rejected: list[dict]) -> dict:
@@ -123,7 +126,9 @@ def score(truth: dict, rows: list[dict], rejected: list[dict]) -> dict:
             "qa_unverifiable": _ratio(sum(c_all[v] for v in UNVERIFIABLE), all_checked),
             "qa_unparseable": _ratio(c_all["unparseable"], all_checked),
             "qa_ill_posed": _ratio(c_all["ill-posed"], all_checked),
-            "qa_ill_posed_kept": _ratio(checks["kept" + suffix]["ill-posed"], sum(checks["kept" + suffix].values())),
+            "qa_ill_posed_kept": _ratio(
+                checks["kept" + suffix]["ill-posed"], sum(checks["kept" + suffix].values())
+            ),
             "keep_rate": _ratio(n["kept" + suffix], n["generated" + suffix]),
             "kept_per_image": _ratio(n["kept" + suffix], images),
             "questions_per_image": _ratio(n["generated" + suffix], images),
@@ -183,8 +188,9 @@ def answer_verdicts(
     for path, _ in items:
         with Image.open(path) as f:
             images.append(f.convert("RGB"))
-    texts = greedy(model, processor, images, [answer_prompt(qa.question) for _, qa in items], attention, 8, batch,
-                   device)  # fmt: skip
+    texts = greedy(
+        model, processor, images, [answer_prompt(qa.question) for _, qa in items], attention, 8, batch, device
+    )
     for (_, qa), text in zip(items, texts, strict=True):
         for k in _keys(qa):
             verdicts[k].append(normalize_answer(text) == normalize_answer(qa.answer))
@@ -238,19 +244,33 @@ def evaluate_run(run_dir: str | Path) -> dict:
         raise SystemExit(
             f"jade eval: {run.world}/truth/cc3m_scene_graphs.json not found (sample-world runs only)"
         )
-    rows = [r for f in sorted((run.dataset / "data").glob("train-*.parquet"))
-            for r in pq.read_table(f, columns=["key", "qa", "regions", "provenance"]).to_pylist()]  # fmt: skip
-    rejected = [r for f in sorted(run.rejected.glob("*.parquet"))
-                for r in pq.read_table(f, columns=["key", "question", "type", "answer", "reason"]).to_pylist()]  # fmt: skip
+    rows = [
+        r
+        for f in sorted((run.dataset / "data").glob("train-*.parquet"))
+        for r in pq.read_table(f, columns=["key", "qa", "regions", "provenance"]).to_pylist()
+    ]
+    rejected = [
+        r
+        for f in sorted(run.rejected.glob("*.parquet"))
+        for r in pq.read_table(f, columns=["key", "question", "type", "answer", "reason"]).to_pylist()
+    ]
     # the truth is keyed by the world's own (img2dataset) keys: the rows' source keys
-    by_key = {r["key"]: truth[r["provenance"]["source_key"]] for r in rows if r["provenance"]["source_key"] in truth}
+    by_key = {
+        r["key"]: truth[r["provenance"]["source_key"]] for r in rows if r["provenance"]["source_key"] in truth
+    }
     missing = {r["key"] for r in rows} - set(by_key)
     if rows and not by_key:
-        raise SystemExit(f"jade eval: none of the {len(rows)} published images has a truth in {run.world}/truth "
-                         "(jade eval checks sample-world runs only)")  # fmt: skip
+        raise SystemExit(
+            f"jade eval: none of the {len(rows)} published images has a truth in {run.world}/truth "
+            "(jade eval checks sample-world runs only)"
+        )
     if missing:
-        log.warning("jade eval: %d of %d published images have no truth and are not checked", len(missing), len(rows))
-    report = score(by_key, [r for r in rows if r["key"] in by_key], [r for r in rejected if r["key"] in by_key])
+        log.warning(
+            "jade eval: %d of %d published images have no truth and are not checked", len(missing), len(rows)
+        )
+    report = score(
+        by_key, [r for r in rows if r["key"] in by_key], [r for r in rejected if r["key"] in by_key]
+    )
     report["images_without_truth"] = len(missing)
     report["model_accuracy"] = model_accuracy(run)
     atomic_write_json(run.root / "eval.json", report)
@@ -262,35 +282,56 @@ def markdown(r: dict) -> str:
     def f(v):
         return "n/a" if v is None else f"{v:.3f}"
 
-    cols = ["qa_precision_all", "qa_precision_kept", "qa_precision_kept_strict", "qa_precision_rejected",
-            "qa_unparseable", "qa_ill_posed", "keep_rate",
-            "questions_per_image", "kept_per_image", "distinct_question_ratio"]  # fmt: skip
-    lines = ["# Data quality (sample world, checked against the hidden truth)", "",
-             "| type | precision all | precision kept | kept, strict | precision rejected | unparseable | ill-posed "
-             "| keep rate | questions / image "
-             "| kept / image | distinct questions |", "|---" * (len(cols) + 1) + "|",
-             "| all | " + " | ".join(f(r[c]) for c in cols) + " |"]  # fmt: skip
+    cols = [
+        "qa_precision_all",
+        "qa_precision_kept",
+        "qa_precision_kept_strict",
+        "qa_precision_rejected",
+        "qa_unparseable",
+        "qa_ill_posed",
+        "keep_rate",
+        "questions_per_image",
+        "kept_per_image",
+        "distinct_question_ratio",
+    ]
+    lines = [
+        "# Data quality (sample world, checked against the hidden truth)",
+        "",
+        "| type | precision all | precision kept | kept, strict | precision rejected | unparseable | ill-posed "
+        "| keep rate | questions / image "
+        "| kept / image | distinct questions |",
+        "|---" * (len(cols) + 1) + "|",
+        "| all | " + " | ".join(f(r[c]) for c in cols) + " |",
+    ]
     for t, b in r["by_type"].items():
         lines.append(f"| {t} | " + " | ".join(f(b[c]) for c in cols) + " |")
     checked = r["pairs_checked"]["all"]
-    lines += ["",
-              f"- checked pairs: {checked.get('right', 0)} right, {checked.get('wrong', 0)} wrong, "
-              f"{checked.get('unparseable', 0)} unparseable, {checked.get('ill-posed', 0)} ill-posed; "
-              f"{r['duplicates_not_checked']} duplicate questions "
-              "(never answered) not checked",
-              f"- images: {r['images']}; distinct questions over the whole run: {f(r['distinct_question_ratio_run'])}",
-              f"- dense-caption precision (IoU >= 0.5 and true attributes): {f(r['region_precision'])}",
-              f"- regions per image: {f(r['regions_per_image'])}", "",
-              "Precisions count verifiable pairs only (strict: right / all kept); unparseable and ill-posed are shares "
-              "of the answered pairs. Distinct questions: distinct (after normalization) per image over all "
-              "generated.", ""]  # fmt: skip
+    lines += [
+        "",
+        f"- checked pairs: {checked.get('right', 0)} right, {checked.get('wrong', 0)} wrong, "
+        f"{checked.get('unparseable', 0)} unparseable, {checked.get('ill-posed', 0)} ill-posed; "
+        f"{r['duplicates_not_checked']} duplicate questions "
+        "(never answered) not checked",
+        f"- images: {r['images']}; distinct questions over the whole run: {f(r['distinct_question_ratio_run'])}",
+        f"- dense-caption precision (IoU >= 0.5 and true attributes): {f(r['region_precision'])}",
+        f"- regions per image: {f(r['regions_per_image'])}",
+        "",
+        "Precisions count verifiable pairs only (strict: right / all kept); unparseable and ill-posed are shares "
+        "of the answered pairs. Distinct questions: distinct (after normalization) per image over all "
+        "generated.",
+        "",
+    ]
     acc = r.get("model_accuracy")
     if acc:
         roles = list(acc)
         templates = sorted({t for a in acc.values() for t in a["by_template"]})
-        lines += ["## Model accuracy on true questions (held-out VQA val images, greedy)", "",
-                  "| | " + " | ".join(roles) + " |", "|---" * (len(roles) + 1) + "|",
-                  "| all | " + " | ".join(f(acc[x]["all"]) for x in roles) + " |"]  # fmt: skip
+        lines += [
+            "## Model accuracy on true questions (held-out VQA val images, greedy)",
+            "",
+            "| | " + " | ".join(roles) + " |",
+            "|---" * (len(roles) + 1) + "|",
+            "| all | " + " | ".join(f(acc[x]["all"]) for x in roles) + " |",
+        ]
         lines += [
             f"| {t} | " + " | ".join(f(acc[x]["by_type"].get(t)) for x in roles) + " |"
             for t in QUESTION_TYPES
@@ -298,8 +339,12 @@ def markdown(r: dict) -> str:
         lines += [
             f"| {t} | " + " | ".join(f(acc[x]["by_template"].get(t)) for x in roles) + " |" for t in templates
         ]
-        lines += ["", "A kept pair is right when the generator is right; the filter keeps it when both agree. "
-                  "Accuracies near the answer prior mean the models do not yet read the image.", ""]  # fmt: skip
+        lines += [
+            "",
+            "A kept pair is right when the generator is right; the filter keeps it when both agree. "
+            "Accuracies near the answer prior mean the models do not yet read the image.",
+            "",
+        ]
     return "\n".join(lines)
 
 

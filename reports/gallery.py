@@ -140,27 +140,36 @@ def _pair_html(qa: dict, kept: bool) -> str:
     if not kept:
         filt += f" · {e(qa['reason'])}"
     status = "kept" if kept else "rejected"
-    return (f'<li class="pair {status}" data-type="{e(qa["type"])}" data-status="{status}">'
-            f'<span class="t">{e(qa["type"])}</span><b>{e(qa["question"] or "(empty)")}</b> → '
-            f'{e(qa["answer"] or "(none)")} <span class="f">[{filt}]</span></li>')  # fmt: skip
+    return (
+        f'<li class="pair {status}" data-type="{e(qa["type"])}" data-status="{status}">'
+        f'<span class="t">{e(qa["type"])}</span><b>{e(qa["question"] or "(empty)")}</b> → '
+        f'{e(qa["answer"] or "(none)")} <span class="f">[{filt}]</span></li>'
+    )
 
 
 def card_html(row: dict, image: bytes | None, rejected: list[dict]) -> str:
     e = html.escape
     uri = _data_uri(image)
     w, h = row.get("width") or 1, row.get("height") or 1
-    img = (f'<img src="{uri}" alt="{e(row["key"])}">' if uri else
-           f'<div style="aspect-ratio:{w}/{h};background:#eee;text-align:center">image not available</div>')  # fmt: skip
+    img = (
+        f'<img src="{uri}" alt="{e(row["key"])}">'
+        if uri
+        else f'<div style="aspect-ratio:{w}/{h};background:#eee;text-align:center">image not available</div>'
+    )
     boxes = []
     for i, r in enumerate(row["regions"], 1):
         x0, y0, x1, y1 = (min(1.0, max(0.0, v)) for v in r["bbox"])
-        boxes.append(f'<div class="box" title="{i}. {e(r["caption"])}" style="left:{100 * x0:.3f}%;top:{100 * y0:.3f}%;'
-                     f'width:{100 * (x1 - x0):.3f}%;height:{100 * (y1 - y0):.3f}%"><span>{i} {e(r["caption"])}</span></div>')  # fmt: skip
+        boxes.append(
+            f'<div class="box" title="{i}. {e(r["caption"])}" style="left:{100 * x0:.3f}%;top:{100 * y0:.3f}%;'
+            f'width:{100 * (x1 - x0):.3f}%;height:{100 * (y1 - y0):.3f}%"><span>{i} {e(r["caption"])}</span></div>'
+        )
     regions = "".join(f"<li>{e(r['caption'])} <small>({r['score']:.2f})</small></li>" for r in row["regions"])
     pairs = [_pair_html(q, True) for q in row["qa"]] + [_pair_html(q, False) for q in rejected]
-    return (f'<section class="card" data-key="{e(row["key"])}"><div class="frame">{img}{"".join(boxes)}</div>'
-            f'<div class="info"><h2>{e(row["key"])}</h2><p class="alt">{e(row.get("caption") or "")}</p>'
-            f'<ol class="regions">{regions}</ol><ul class="qa">{"".join(pairs)}</ul></div></section>')  # fmt: skip
+    return (
+        f'<section class="card" data-key="{e(row["key"])}"><div class="frame">{img}{"".join(boxes)}</div>'
+        f'<div class="info"><h2>{e(row["key"])}</h2><p class="alt">{e(row.get("caption") or "")}</p>'
+        f'<ol class="regions">{regions}</ol><ul class="qa">{"".join(pairs)}</ul></div></section>'
+    )
 
 
 def build_gallery(run_dir: str | Path, out: str | Path | None = None, n: int = 48) -> Path:
@@ -178,10 +187,13 @@ def build_gallery(run_dir: str | Path, out: str | Path | None = None, n: int = 4
     e = html.escape
     summary = f"{len(rows)} images shown"
     if stats:
-        summary += (f" · run: {stats.get('images_ok')} images, {stats.get('qa_kept')} kept and "
-                    f"{stats.get('qa_rejected')} rejected pairs (keep rate {stats.get('keep_rate', 0):.2f})")  # fmt: skip
-    checks = "".join(f'<label><input type="checkbox" data-value="{e(v)}" checked> {e(v)}</label>'
-                     for v in QUESTION_TYPES)  # fmt: skip
+        summary += (
+            f" · run: {stats.get('images_ok')} images, {stats.get('qa_kept')} kept and "
+            f"{stats.get('qa_rejected')} rejected pairs (keep rate {stats.get('keep_rate', 0):.2f})"
+        )
+    checks = "".join(
+        f'<label><input type="checkbox" data-value="{e(v)}" checked> {e(v)}</label>' for v in QUESTION_TYPES
+    )
     status = "".join(
         f'<label><input type="checkbox" data-value="{v}" checked> {v}</label>' for v in ("kept", "rejected")
     )

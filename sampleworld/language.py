@@ -62,10 +62,16 @@ def things(scene_or_graph: Scene | dict) -> list[Thing]:
     if isinstance(scene_or_graph, Scene):
         objs = scene_or_graph.objects
         return [
-            Thing(str(i), o.shape, o.color, o.size, o.position,
-                  frozenset((r, str(j)) for j, p in enumerate(objs) if p is not o for r in relations(o, p)))
+            Thing(
+                str(i),
+                o.shape,
+                o.color,
+                o.size,
+                o.position,
+                frozenset((r, str(j)) for j, p in enumerate(objs) if p is not o for r in relations(o, p)),
+            )
             for i, o in enumerate(objs)
-        ]  # fmt: skip
+        ]
     return [_thing(str(k), o) for k, o in scene_or_graph["objects"].items()]
 
 
@@ -303,9 +309,15 @@ def region_phrases(obj: Obj | dict, rng: random.Random) -> list[str]:
     t = _thing("", obj)
     c, s, z, p = t.color, t.shape, t.size, position_phrase(t.position)
     cands = [
-        f"{_an(z)} {z} {c} {s}", f"{c} {s}", f"the {z} {c} {s}", f"{_an(c)} {c} {s} {p}",
-        f"{z} {c} {s} {p}", f"the {c} {s} {p}", f"{_an(c)} {c} {s}", f"the {c} {s} is {z}",
-    ]  # fmt: skip
+        f"{_an(z)} {z} {c} {s}",
+        f"{c} {s}",
+        f"the {z} {c} {s}",
+        f"{_an(c)} {c} {s} {p}",
+        f"{z} {c} {s} {p}",
+        f"the {c} {s} {p}",
+        f"{_an(c)} {c} {s}",
+        f"the {c} {s} is {z}",
+    ]
     rng.shuffle(cands)
     return cands
 

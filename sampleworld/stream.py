@@ -30,7 +30,9 @@ class Drawn:
     scene: Scene
 
 
-def draw(seed: int, stream: str, index: int, min_objects: int, max_objects: int, image_size: int = 128) -> Drawn:
+def draw(
+    seed: int, stream: str, index: int, min_objects: int, max_objects: int, image_size: int = 128
+) -> Drawn:
     """Scene ``index`` of ``stream``: the same arguments give the same scene, whatever was drawn before."""
     scene = make_scene(item_rng(seed, f"base:{stream}", index), image_size, min_objects, max_objects)
     with Image.open(io.BytesIO(render_jpeg(scene))) as f:

@@ -191,8 +191,16 @@ def annotation_jobs(m: Manifest) -> list[dict]:
                 files = [("vqa", src.questions)] if wanted & QA_TASKS else []
             for kind, path in files:
                 name = str(path).rstrip("/").rsplit("/", 1)[-1].split(".")[0]
-                jobs.append({"shard_id": f"{role}-{len(jobs):03d}-{name}", "role": role, "kind": kind,
-                             "file": str(path), "src": asdict(src), "tasks": spec.tasks})  # fmt: skip
+                jobs.append(
+                    {
+                        "shard_id": f"{role}-{len(jobs):03d}-{name}",
+                        "role": role,
+                        "kind": kind,
+                        "file": str(path),
+                        "src": asdict(src),
+                        "tasks": spec.tasks,
+                    }
+                )
     return jobs
 
 
@@ -214,10 +222,21 @@ class AnnotationJob:
             return {"shard": job["shard_id"], "format_error": [e.path, e.position, e.message]}
         atomic_write_parquet(self.parts / f"{job['shard_id']}.failures.parquet", failures_table(failures))
         seconds = time.time() - t0
-        log.info("ingest %s: %s examples, %d missing images, %s skipped in %.1fs", job["shard_id"],
-                 dict(ex.counts), len(failures), sum(ex.skipped.values()), seconds)  # fmt: skip
-        return {"shard": job["shard_id"], "examples": dict(ex.counts), "skipped": dict(ex.skipped),
-                "training_failed": len(failures), "seconds": round(seconds, 2)}  # fmt: skip
+        log.info(
+            "ingest %s: %s examples, %d missing images, %s skipped in %.1fs",
+            job["shard_id"],
+            dict(ex.counts),
+            len(failures),
+            sum(ex.skipped.values()),
+            seconds,
+        )
+        return {
+            "shard": job["shard_id"],
+            "examples": dict(ex.counts),
+            "skipped": dict(ex.skipped),
+            "training_failed": len(failures),
+            "seconds": round(seconds, 2),
+        }
 
 
 def _merge_parts(parts: list, out) -> None:
@@ -227,8 +246,6 @@ def _merge_parts(parts: list, out) -> None:
             f = pq.ParquetFile(part)
             for i in range(f.num_row_groups):
                 writer.write_table(f.read_row_group(i))
-
-
 
 
 @dataclass(frozen=True)
@@ -258,8 +275,9 @@ class Examples:
         work = run.work("examples")
         shutil.rmtree(work / "parts", ignore_errors=True)
         jobs = annotation_jobs(m)
-        results = _by_shard(ctx.executor.map_shards(WorkerFactory(AnnotationJob, str(run.root)), jobs,
-                                                    m.resources.ingest))  # fmt: skip
+        results = _by_shard(
+            ctx.executor.map_shards(WorkerFactory(AnnotationJob, str(run.root)), jobs, m.resources.ingest)
+        )
         for job in jobs:
             res = results.get(job["shard_id"], {"error": "no result"})
             if res.get("format_error"):
@@ -289,6 +307,7 @@ class Examples:
         shutil.rmtree(work / "parts", ignore_errors=True)
         summary["training_failed"] = len(rows)
         return summary
+
 
 def _by_shard(results: list[dict]) -> dict[str, dict]:
     """Executor results keyed by shard (Ray may return them in any order)."""

@@ -65,7 +65,9 @@ def verdict(pair: dict, rule: config.Filter) -> tuple[str | None, str | None]:
     return None, None
 
 
-def apply_rule(pairs: list[dict], rule: config.Filter, shard_id: str) -> tuple[dict[str, list], list[dict], dict]:
+def apply_rule(
+    pairs: list[dict], rule: config.Filter, shard_id: str
+) -> tuple[dict[str, list], list[dict], dict]:
     """Split answered pairs into kept pairs (per key), rejected rows and counts (kept and rejected, overall and
     by type; rejections by reason)."""
     kept: dict[str, list] = {}
@@ -77,20 +79,42 @@ def apply_rule(pairs: list[dict], rule: config.Filter, shard_id: str) -> tuple[d
         t = p["type"]
         reason, check = verdict(p, rule)
         if reason is None:
-            kept.setdefault(p["key"], []).append({"question": p["question"], "answer": p["answer"], "type": t,
-                                                  "filter_answer": p["filter_answer"], "score": p["filter_score"]})  # fmt: skip
+            kept.setdefault(p["key"], []).append(
+                {
+                    "question": p["question"],
+                    "answer": p["answer"],
+                    "type": t,
+                    "filter_answer": p["filter_answer"],
+                    "score": p["filter_score"],
+                }
+            )
             total["qa_kept"] += 1
             by_type.setdefault(t, Counter())["qa_kept"] += 1
         else:
-            rejected.append({"key": p["key"], "shard": shard_id, "question": p["question"], "type": t,
-                             "answer": p["answer"], "filter_answer": p["filter_answer"], "reason": reason,
-                             "question_score": p["question_score"], "answer_score": p["answer_score"],
-                             "filter_score": p["filter_score"], "check": check})  # fmt: skip
+            rejected.append(
+                {
+                    "key": p["key"],
+                    "shard": shard_id,
+                    "question": p["question"],
+                    "type": t,
+                    "answer": p["answer"],
+                    "filter_answer": p["filter_answer"],
+                    "reason": reason,
+                    "question_score": p["question_score"],
+                    "answer_score": p["answer_score"],
+                    "filter_score": p["filter_score"],
+                    "check": check,
+                }
+            )
             total["qa_rejected"] += 1
             reasons[reason] += 1
             by_type.setdefault(t, Counter())["qa_rejected"] += 1
-    counts = {"qa_kept": total["qa_kept"], "qa_rejected": total["qa_rejected"], "rejected_by_reason": dict(reasons),
-              "by_type": {t: dict(c) for t, c in by_type.items() if c}}  # fmt: skip
+    counts = {
+        "qa_kept": total["qa_kept"],
+        "qa_rejected": total["qa_rejected"],
+        "rejected_by_reason": dict(reasons),
+        "by_type": {t: dict(c) for t, c in by_type.items() if c},
+    }
     return kept, rejected, counts
 
 
@@ -98,8 +122,15 @@ def apply_rule(pairs: list[dict], rule: config.Filter, shard_id: str) -> tuple[d
 def model_fingerprint(generated_fp: str, filter_fp: str, settings: FilterSettings) -> str:
     """What the filter model's answers to a shard depend on (and the rule does not): the generator's output
     for the shard, the filter checkpoint, the engine and the answer length."""
-    return fingerprint({"generated": generated_fp, "finetune_filter": filter_fp, "backend": settings.backend,
-                        "max_answer_tokens": settings.max_answer_tokens, "checks": CHECKS_VERSION})  # fmt: skip
+    return fingerprint(
+        {
+            "generated": generated_fp,
+            "finetune_filter": filter_fp,
+            "backend": settings.backend,
+            "max_answer_tokens": settings.max_answer_tokens,
+            "checks": CHECKS_VERSION,
+        }
+    )
 
 
 def answers_path(run: RunDir, shard_id: str):
@@ -121,10 +152,21 @@ def answers_table(model_fp: str, pairs: list[dict]) -> pa.Table:
     return pa.Table.from_pylist(pairs, schema=ANSWERS.with_metadata({MODEL_FP_KEY: model_fp.encode()}))
 
 
-def _pair(key: str, q: dict, filter_answer: str | None, filter_score: float | None, checks: list[dict]) -> dict:
-    return {"key": key, "question": q["question"], "type": q["type"], "answer": q["answer"], "status": q["status"],
-            "question_score": q["question_score"], "answer_score": q["answer_score"],
-            "filter_answer": filter_answer, "filter_score": filter_score, "checks": checks}  # fmt: skip
+def _pair(
+    key: str, q: dict, filter_answer: str | None, filter_score: float | None, checks: list[dict]
+) -> dict:
+    return {
+        "key": key,
+        "question": q["question"],
+        "type": q["type"],
+        "answer": q["answer"],
+        "status": q["status"],
+        "question_score": q["question_score"],
+        "answer_score": q["answer_score"],
+        "filter_answer": filter_answer,
+        "filter_score": filter_score,
+        "checks": checks,
+    }
 
 
 class FilterWorker:
@@ -135,8 +177,12 @@ class FilterWorker:
     @property
     def backend(self):
         if self._backend is None:
-            self._backend = make_backend(self.s.backend, str(self.run.checkpoint("filter")),
-                                         max(self.runtime.batch_size, 32), self.runtime.threads)  # fmt: skip
+            self._backend = make_backend(
+                self.s.backend,
+                str(self.run.checkpoint("filter")),
+                max(self.runtime.batch_size, 32),
+                self.runtime.threads,
+            )
         return self._backend
 
     def __call__(self, shard: ShardRef) -> ShardResult:
@@ -147,13 +193,17 @@ class FilterWorker:
         pairs = read_answers(self.run, shard.shard_id, model_fp)
         if pairs is None:  # a changed rule alone re-uses the stored answers
             if not self.runtime.allow_models:
-                raise RuntimeError(f"the filter model has not answered shard {shard.shard_id}; `jade run` it first")
+                raise RuntimeError(
+                    f"the filter model has not answered shard {shard.shard_id}; `jade run` it first"
+                )
             pairs = self.answer(shard, generated)
         kept, rejected, counts = apply_rule(pairs, self.s.rule, shard.shard_id)
         rows = [{"key": r["key"], "qa": kept.get(r["key"], []), "regions": r["regions"]} for r in generated]
-        tables = {f"_work/filter/{shard.shard_id}.parquet": pa.Table.from_pylist(rows, schema=FILTERED),
-                  f"rejected/{shard.shard_id}.parquet": pa.Table.from_pylist(rejected, schema=REJECTED),
-                  f"_work/filter/answers/{shard.shard_id}.parquet": answers_table(model_fp, pairs)}  # fmt: skip
+        tables = {
+            f"_work/filter/{shard.shard_id}.parquet": pa.Table.from_pylist(rows, schema=FILTERED),
+            f"rejected/{shard.shard_id}.parquet": pa.Table.from_pylist(rejected, schema=REJECTED),
+            f"_work/filter/answers/{shard.shard_id}.parquet": answers_table(model_fp, pairs),
+        }
         return ShardResult(tables, counts, len(rows))
 
     def answer(self, shard: ShardRef, generated: list[dict]) -> list[dict]:
@@ -173,7 +223,9 @@ class FilterWorker:
                 for q in asked[key]:
                     reqs.append(Request(i, answer_prompt(q["question"]), self.s.max_answer_tokens))
                     owners.append(id(q))
-                for cq in dict.fromkeys(c for q in asked[key] for c, _ in presupposition.checks(q["question"])):
+                for cq in dict.fromkeys(
+                    c for q in asked[key] for c, _ in presupposition.checks(q["question"])
+                ):
                     reqs.append(Request(i, answer_prompt(cq), CHECK_TOKENS))
                     owners.append((key, cq))
             if reqs:
@@ -194,10 +246,20 @@ class FilterWorker:
         for r in generated:
             for q in r["qa"]:
                 comp = answers.get(id(q))
-                checks = [{"question": cq, "expect": want, "answer": checked[(r["key"], cq)]}
-                          for cq, want in presupposition.checks(q["question"]) if comp]  # fmt: skip
-                pairs.append(_pair(r["key"], q, clean_text(comp.text) if comp else None,
-                                   comp.score if comp else None, checks))  # fmt: skip
+                checks = [
+                    {"question": cq, "expect": want, "answer": checked[(r["key"], cq)]}
+                    for cq, want in presupposition.checks(q["question"])
+                    if comp
+                ]
+                pairs.append(
+                    _pair(
+                        r["key"],
+                        q,
+                        clean_text(comp.text) if comp else None,
+                        comp.score if comp else None,
+                        checks,
+                    )
+                )
         return pairs
 
 
@@ -212,8 +274,11 @@ class Filter:
         return m.resources.filter
 
     def owns(self, shard_id: str) -> list[str]:
-        return [f"_work/filter/{shard_id}.parquet", f"rejected/{shard_id}.parquet",
-                f"_work/filter/answers/{shard_id}.parquet"]  # fmt: skip
+        return [
+            f"_work/filter/{shard_id}.parquet",
+            f"rejected/{shard_id}.parquet",
+            f"_work/filter/answers/{shard_id}.parquet",
+        ]
 
     def worker(self, run: RunDir, settings: FilterSettings, runtime: Runtime) -> FilterWorker:
         return FilterWorker(run, settings, runtime)

@@ -63,14 +63,31 @@ class Finetune:
             shutil.rmtree(processor_dir, ignore_errors=True)
             processor.save_pretrained(processor_dir)
         job = TrainJob(
-            examples=str(examples), out_dir=str(tmp), arch=spec.architecture, train=spec.train, seed=m.seed,
-            attention=spec.attention, base=spec.base, processor_dir=str(processor_dir) if processor_dir else None,
+            examples=str(examples),
+            out_dir=str(tmp),
+            arch=spec.architecture,
+            train=spec.train,
+            seed=m.seed,
+            attention=spec.attention,
+            base=spec.base,
+            processor_dir=str(processor_dir) if processor_dir else None,
             resume_dir=str(run.work(self.name) / "resume"),  # mid-training checkpoints: a re-run resumes
-            threads=m.resources.threads, trust_remote_code=m.models.trust_remote_code,
-            meta={"role": self.role, "fingerprint": fp, "settings": asdict(self.settings(m)), "base": spec.base},
-        )  # fmt: skip
-        log.info("%s: training %d steps (batch %d)%s", self.name, spec.train.steps, spec.train.batch_size,
-                 f" from {spec.base}" if spec.base else "")  # fmt: skip
+            threads=m.resources.threads,
+            trust_remote_code=m.models.trust_remote_code,
+            meta={
+                "role": self.role,
+                "fingerprint": fp,
+                "settings": asdict(self.settings(m)),
+                "base": spec.base,
+            },
+        )
+        log.info(
+            "%s: training %d steps (batch %d)%s",
+            self.name,
+            spec.train.steps,
+            spec.train.batch_size,
+            f" from {spec.base}" if spec.base else "",
+        )
         with TrainWatch(Path(job.out_dir + ".progress.json"), self.name):
             ctx.executor.train(train_loop, job, m.resources.train, run.work(self.name))
         if not (tmp / "config.json").exists():

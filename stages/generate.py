@@ -61,8 +61,11 @@ class Generator:
         if batch:
             rows += self.annotate(shard.shard_id, batch, stats)
         counts: dict = {k: v for k, v in stats.items() if "." not in k}
-        counts["by_type"] = {t: {"questions_generated": stats[f"questions_generated.{t}"]}
-                             for t in config.QUESTION_TYPES if stats[f"questions_generated.{t}"]}  # fmt: skip
+        counts["by_type"] = {
+            t: {"questions_generated": stats[f"questions_generated.{t}"]}
+            for t in config.QUESTION_TYPES
+            if stats[f"questions_generated.{t}"]
+        }
         table = pa.Table.from_pylist(rows, schema=GENERATED)
         return ShardResult({f"_work/generate/{shard.shard_id}.parquet": table}, counts, len(rows))
 
@@ -74,13 +77,27 @@ class Generator:
         owners: list[tuple[int, str, str | None]] = []
         for i, (key, _, _) in enumerate(batch):
             if g.captions:
-                reqs.append(self._sample(i, tasks.CAPTION_PROMPT, g.captions, "caption",
-                                         derive_seed(seed, "generate", shard_id, key, "caption")))  # fmt: skip
+                reqs.append(
+                    self._sample(
+                        i,
+                        tasks.CAPTION_PROMPT,
+                        g.captions,
+                        "caption",
+                        derive_seed(seed, "generate", shard_id, key, "caption"),
+                    )
+                )
                 owners.append((i, "caption", None))
             for qtype, n in g.questions.items():
                 if n:
-                    reqs.append(self._sample(i, tasks.question_prompt(qtype), n, "question",
-                                             derive_seed(seed, "generate", shard_id, key, "question", qtype)))  # fmt: skip
+                    reqs.append(
+                        self._sample(
+                            i,
+                            tasks.question_prompt(qtype),
+                            n,
+                            "question",
+                            derive_seed(seed, "generate", shard_id, key, "question", qtype),
+                        )
+                    )
                     owners.append((i, "question", qtype))
         outs = self.backend.generate(images, reqs)
         regions: list[list] = [[] for _ in batch]
@@ -105,8 +122,16 @@ class Generator:
                 elif norm in seen:
                     status = "duplicate question"
                 seen.add(norm)
-                qa_rows[i].append({"question": q, "type": qtype, "answer": None, "question_score": score,
-                                   "answer_score": None, "status": status})  # fmt: skip
+                qa_rows[i].append(
+                    {
+                        "question": q,
+                        "type": qtype,
+                        "answer": None,
+                        "question_score": score,
+                        "answer_score": None,
+                        "status": status,
+                    }
+                )
                 if status == "ok":
                     answer_reqs.append(Request(i, tasks.answer_prompt(q), g.max_new_tokens.answer))
                     answer_owner.append(qa_rows[i][-1])
@@ -116,8 +141,16 @@ class Generator:
 
     def _sample(self, image: int, prompt: str, n: int, kind: str, seed: int) -> Request:
         g = self.g
-        return Request(image, prompt, getattr(g.max_new_tokens, kind), n=n, greedy=False, top_k=g.top_k,
-                       temperature=g.temperature, seed=seed)  # fmt: skip
+        return Request(
+            image,
+            prompt,
+            getattr(g.max_new_tokens, kind),
+            n=n,
+            greedy=False,
+            top_k=g.top_k,
+            temperature=g.temperature,
+            seed=seed,
+        )
 
     def _regions(self, comps, stats: Counter) -> list[dict]:
         """Parse sampled dense captions; drop malformed ones and near-duplicate boxes (best score first)."""

@@ -61,9 +61,17 @@ def check_shard(shard: ShardRef, settings: IngestSettings) -> ShardResult:
             reason = "missing caption"
         if reason is None:
             seen.add(s.key)
-            ok.append({"key": shard.key(s.key), "source_key": s.key, "url": s.url, "caption": s.caption,
-                       "width": img.width, "height": img.height,
-                       "sha256": hashlib.sha256(s.image_bytes or b"").hexdigest()})  # fmt: skip
+            ok.append(
+                {
+                    "key": shard.key(s.key),
+                    "source_key": s.key,
+                    "url": s.url,
+                    "caption": s.caption,
+                    "width": img.width,
+                    "height": img.height,
+                    "sha256": hashlib.sha256(s.image_bytes or b"").hexdigest(),
+                }
+            )
             if img.info.get("source_mode", "RGB") != "RGB":
                 converted[img.info["source_mode"]] += 1
         else:
@@ -75,15 +83,32 @@ def check_shard(shard: ShardRef, settings: IngestSettings) -> ShardResult:
     fs, path = fsspec.core.url_to_fs(shard.url)
     if reader.stats.stats_json_mismatch:
         log.warning("ingest %s: _stats.json counts other successes than the shard holds", shard.shard_id)
-    counts = {"images_in": n, "images_usable": len(ok), "images_failed": len(failed),
-              "images_converted": sum(converted.values()), "converted_from": dict(converted),
-              "failure_reasons": dict(Counter(reason_category(f[5]) for f in failed))}  # fmt: skip
+    counts = {
+        "images_in": n,
+        "images_usable": len(ok),
+        "images_failed": len(failed),
+        "images_converted": sum(converted.values()),
+        "converted_from": dict(converted),
+        "failure_reasons": dict(Counter(reason_category(f[5]) for f in failed)),
+    }
     seconds = max(time.time() - t0, 1e-6)
-    note = {"checksum": f"{fs.checksum(path):x}", "images_per_s": round(n / seconds, 1),
-            "reader": {k: v for k, v in reader.stats.as_dict().items() if k.startswith(READER_NOTES)}}  # fmt: skip
-    log.debug("ingest %s: %d in, %d ok, %d failed %s", shard.shard_id, n, len(ok), len(failed), counts["failure_reasons"])
-    tables = {f"_work/ingest/{shard.shard_id}.parquet": pa.Table.from_pylist(ok, schema=SAMPLE),
-              f"failures/{shard.shard_id}.parquet": failures_table(failed)}  # fmt: skip
+    note = {
+        "checksum": f"{fs.checksum(path):x}",
+        "images_per_s": round(n / seconds, 1),
+        "reader": {k: v for k, v in reader.stats.as_dict().items() if k.startswith(READER_NOTES)},
+    }
+    log.debug(
+        "ingest %s: %d in, %d ok, %d failed %s",
+        shard.shard_id,
+        n,
+        len(ok),
+        len(failed),
+        counts["failure_reasons"],
+    )
+    tables = {
+        f"_work/ingest/{shard.shard_id}.parquet": pa.Table.from_pylist(ok, schema=SAMPLE),
+        f"failures/{shard.shard_id}.parquet": failures_table(failed),
+    }
     return ShardResult(tables, counts, n, note)
 
 

@@ -63,8 +63,15 @@ class _Unit:
 class HFBackend:
     name = "hf"
 
-    def __init__(self, model, processor, batch_size: int = 32, device: str | None = None, fast: bool | None = None,
-                 attention: str = attention_rules.DEFAULT):  # fmt: skip
+    def __init__(
+        self,
+        model,
+        processor,
+        batch_size: int = 32,
+        device: str | None = None,
+        fast: bool | None = None,
+        attention: str = attention_rules.DEFAULT,
+    ):
         self.attention = attention_rules.check(attention)
         self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         self.model = model.to(self.device).eval()
@@ -126,16 +133,22 @@ class HFBackend:
             ids = torch.full((len(chunk), n_tok), self.processor.image_token_id, device=self.device)
             cache = DynamicCache(config=self.model.config)
             self.model.model(
-                input_ids=ids, token_type_ids=attention_rules.token_types(ids, torch.zeros_like(ids),
-                                                                          self.processor.image_token_id, self.attention),
-                attention_mask=torch.ones_like(ids), past_key_values=cache, use_cache=True,
+                input_ids=ids,
+                token_type_ids=attention_rules.token_types(
+                    ids, torch.zeros_like(ids), self.processor.image_token_id, self.attention
+                ),
+                attention_mask=torch.ones_like(ids),
+                past_key_values=cache,
+                use_cache=True,
                 mm_encoder_outputs={"image": BaseModelOutputWithPooling(pooler_output=chunk)},
-            )  # fmt: skip
+            )
             self.prefill_tokens += ids.numel()
             self.image_prefills += len(chunk)
             layers.append([(layer.keys, layer.values) for layer in cache.layers])
-        return [(torch.cat([c[i][0] for c in layers]), torch.cat([c[i][1] for c in layers]))
-                for i in range(len(layers[0]))]  # fmt: skip
+        return [
+            (torch.cat([c[i][0] for c in layers]), torch.cat([c[i][1] for c in layers]))
+            for i in range(len(layers[0]))
+        ]
 
     def generate(self, images, requests: list[Request]) -> list[list[Completion]]:
         if not isinstance(images, Prepared) or images.owner != id(self):
@@ -201,18 +214,25 @@ class HFBackend:
             # attend causally to the image and to each other (the cache is set, so no prefix block applies).
             for i, (k, v) in enumerate(prepared.kv):
                 cache.update(k[which], v[which], i)
-            logits = self.model(input_ids=input_ids, past_key_values=cache, use_cache=True, logits_to_keep=1).logits
+            logits = self.model(
+                input_ids=input_ids, past_key_values=cache, use_cache=True, logits_to_keep=1
+            ).logits
             return logits[:, -1], cache
         # prefix rule: image and prompt together, bidirectional (token_type_ids 0 over both, as in training)
         self.image_prefills += len(units)
         feats = prepared.features[which.to(prepared.features.device)]
-        types = attention_rules.token_types(input_ids, torch.zeros_like(input_ids), self.processor.image_token_id,
-                                            self.attention)  # fmt: skip
+        types = attention_rules.token_types(
+            input_ids, torch.zeros_like(input_ids), self.processor.image_token_id, self.attention
+        )
         logits = self.model(
-            input_ids=input_ids, token_type_ids=types, attention_mask=torch.ones_like(input_ids),
+            input_ids=input_ids,
+            token_type_ids=types,
+            attention_mask=torch.ones_like(input_ids),
             mm_encoder_outputs={"image": BaseModelOutputWithPooling(pooler_output=feats)},
-            past_key_values=cache, use_cache=True, logits_to_keep=1,
-        ).logits  # fmt: skip
+            past_key_values=cache,
+            use_cache=True,
+            logits_to_keep=1,
+        ).logits
         return logits[:, -1], cache
 
     @torch.inference_mode()
@@ -321,8 +341,14 @@ class _PlainGenerate:
         from jade.models.train import example_batch
 
         b = self.b
-        batch = example_batch(b.processor, [images[r.image] for r in reqs], [r.prompt for r in reqs], None, b.device,
-                              b.attention)  # fmt: skip
+        batch = example_batch(
+            b.processor,
+            [images[r.image] for r in reqs],
+            [r.prompt for r in reqs],
+            None,
+            b.device,
+            b.attention,
+        )
         b.prefill_tokens += batch["input_ids"].numel()
         b.image_prefills += len(reqs)
         kwargs: dict = {"do_sample": False}

@@ -55,7 +55,9 @@ def _sim(hyp, ref, sigma: float, n: int) -> list[float]:
     return out
 
 
-def cider_d(candidates: list[str], references: list[list[str]], n: int = 4, sigma: float = 6.0) -> tuple[float, list[float]]:  # fmt: skip
+def cider_d(
+    candidates: list[str], references: list[list[str]], n: int = 4, sigma: float = 6.0
+) -> tuple[float, list[float]]:
     """(corpus CIDEr-D, per-image scores) of candidate captions against their reference sets."""
     if len(candidates) != len(references):
         raise ValueError("one reference list per candidate")

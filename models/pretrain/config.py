@@ -12,7 +12,9 @@ from jade.typed import build
 DATA_VARIANTS = ("alttext", "filtered", "unfiltered")
 # the task registry's names (models.pretrain.tasks.TASKS, which a test keeps equal): no model code imported here
 TASKS = ("itc", "itm", "caption", "completion", "vqa", "dense", "objects", "locate")
-DATASET_TASKS = TASKS[:6]  # the tasks a published dataset feeds (the default); the world source adds the others
+DATASET_TASKS = TASKS[
+    :6
+]  # the tasks a published dataset feeds (the default); the world source adds the others
 SOURCES = ("dataset", "world")
 
 
@@ -22,7 +24,9 @@ class WorldSpec:
     chunk_images: int = 2048
     chunk_steps: int = 200
     # [from_fraction, min_objects, max_objects] stages
-    curriculum: list[list[float]] = field(default_factory=lambda: [[0.0, 1, 1], [0.05, 1, 2], [0.15, 1, 3], [0.3, 1, 4]])
+    curriculum: list[list[float]] = field(
+        default_factory=lambda: [[0.0, 1, 1], [0.05, 1, 2], [0.15, 1, 3], [0.3, 1, 4]]
+    )
     qa_per_image: int = 8
 
     def objects_at(self, fraction: float) -> tuple[int, int]:
@@ -51,8 +55,9 @@ class PretrainConfig:
     world: WorldSpec | None = None  # the world source's settings
     probe_every: int = 0  # world source: score the held-out probe every this many steps (0: at the end only)
     probe_images: int = 100
-    arch: Architecture = field(default_factory=lambda: Architecture(vision_hidden=64, text_hidden=128,
-                                                                    vocab_size=800))  # fmt: skip
+    arch: Architecture = field(
+        default_factory=lambda: Architecture(vision_hidden=64, text_hidden=128, vocab_size=800)
+    )
     embed_dim: int = 64  # ITC joint space
     eval_fraction: float = 0.2  # images held out (by key hash) for retrieval and captioning
     streaming: bool | None = None  # None: stream when the dataset's files exceed 1 GiB
@@ -69,8 +74,12 @@ class PretrainConfig:
     vqa_eval_questions: int = 300
 
     def __post_init__(self) -> None:
-        for name, allowed in (("mixing", STRATEGIES), ("attention", RULES), ("data", DATA_VARIANTS),
-                              ("source", SOURCES)):  # fmt: skip
+        for name, allowed in (
+            ("mixing", STRATEGIES),
+            ("attention", RULES),
+            ("data", DATA_VARIANTS),
+            ("source", SOURCES),
+        ):
             if getattr(self, name) not in allowed:
                 raise ValueError(f"pretrain.{name}: {getattr(self, name)!r} is not one of {allowed}")
         for t in self.tasks:
@@ -79,8 +88,10 @@ class PretrainConfig:
         if not self.tasks:
             raise ValueError("pretrain.tasks: name at least one task")
         if self.mixing != "round_robin" and self.min_per_task * len(self.tasks) > self.batch_size:
-            raise ValueError(f"pretrain.batch_size: {self.batch_size} is below min_per_task x tasks "
-                             f"({self.min_per_task} x {len(self.tasks)})")  # fmt: skip
+            raise ValueError(
+                f"pretrain.batch_size: {self.batch_size} is below min_per_task x tasks "
+                f"({self.min_per_task} x {len(self.tasks)})"
+            )
         for name in ("steps", "batch_size", "grad_accum", "window"):
             if getattr(self, name) < 1:
                 raise ValueError(f"pretrain.{name}: must be at least 1")

@@ -25,8 +25,14 @@ def _parquet_files(folder: Path) -> list[str]:
     return sorted(glob.glob(str(folder / "*.parquet")))
 
 
-def load_split(dataset_dir: str | Path, variant: str, eval_fraction: float, image_size: int,
-               streaming: bool | None = None, max_images: int | None = None) -> tuple[PretrainData, PretrainData]:  # fmt: skip
+def load_split(
+    dataset_dir: str | Path,
+    variant: str,
+    eval_fraction: float,
+    image_size: int,
+    streaming: bool | None = None,
+    max_images: int | None = None,
+) -> tuple[PretrainData, PretrainData]:
     """(pretraining data, held-out data) from ``dataset_dir`` (the published layout: data/train-*.parquet).
 
     variant: ``alttext`` keeps only the captions; ``filtered`` adds the kept QA pairs and dense captions;
@@ -81,8 +87,9 @@ class DatasetSource:
     """A published dataset as the pretrainer's source: one chunk, the pretraining split, for every step."""
 
     def __init__(self, cfg, dataset_dir: str | Path):
-        self.data, _ = load_split(dataset_dir, cfg.data, cfg.eval_fraction, cfg.arch.image_size, cfg.streaming,
-                                  cfg.max_images)  # fmt: skip
+        self.data, _ = load_split(
+            dataset_dir, cfg.data, cfg.eval_fraction, cfg.arch.image_size, cfg.streaming, cfg.max_images
+        )
 
     def chunk_of(self, step: int) -> int:
         return 0

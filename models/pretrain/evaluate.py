@@ -50,8 +50,12 @@ def retrieval(model, processor, data: PretrainData, bs: int = 64) -> dict:
         top = s.topk(min(k, s.shape[1]), dim=1).indices
         return (top == truth[:, None]).any(1).float().mean().item()
 
-    return {"retrieval_i2t_r1": recall(sim, 1), "retrieval_i2t_r5": recall(sim, 5),
-            "retrieval_t2i_r1": recall(sim.T, 1), "retrieval_t2i_r5": recall(sim.T, 5)}  # fmt: skip
+    return {
+        "retrieval_i2t_r1": recall(sim, 1),
+        "retrieval_i2t_r5": recall(sim, 5),
+        "retrieval_t2i_r1": recall(sim.T, 1),
+        "retrieval_t2i_r5": recall(sim.T, 5),
+    }
 
 
 def captioning(model, processor, data: PretrainData, attention: str) -> dict:
@@ -90,8 +94,14 @@ def vqa(model, processor, cfg: PretrainConfig, files: dict) -> dict:
         pick = [
             train[i] for i in rng.choice(len(train), size=min(cfg.vqa_batch_size, len(train)), replace=False)
         ]
-        batch = example_batch(processor, [p[0] for p in pick], [answer_prompt(p[1]) for p in pick],
-                              [p[2] for p in pick], "cpu", cfg.attention)  # fmt: skip
+        batch = example_batch(
+            processor,
+            [p[0] for p in pick],
+            [answer_prompt(p[1]) for p in pick],
+            [p[2] for p in pick],
+            "cpu",
+            cfg.attention,
+        )
         ft.lm_loss(batch).backward()
         torch.nn.utils.clip_grad_norm_(ft.parameters(), 1.0)
         opt.step()
@@ -101,8 +111,11 @@ def vqa(model, processor, cfg: PretrainConfig, files: dict) -> dict:
         ft.lm, processor, [v[0] for v in val], [answer_prompt(v[1]) for v in val], cfg.attention, max_new=6
     )
     accs = [vqa_accuracy(p, v[3]) for p, v in zip(preds, val, strict=True)]
-    return {"vqa_accuracy": float(np.mean(accs)) if accs else None, "vqa_questions": len(accs),
-            "vqa_train_questions": len(train)}  # fmt: skip
+    return {
+        "vqa_accuracy": float(np.mean(accs)) if accs else None,
+        "vqa_questions": len(accs),
+        "vqa_train_questions": len(train),
+    }
 
 
 def evaluate(model, processor, cfg: PretrainConfig, heldout: PretrainData, vqa_files: dict | None) -> dict:

@@ -87,7 +87,9 @@ class PretrainJob:
     use_gpu: bool = False
 
 
-def pretrain_loop(job: PretrainJob, rank: int = 0, world_size: int = 1, prepare_model=None, report=None) -> dict:
+def pretrain_loop(
+    job: PretrainJob, rank: int = 0, world_size: int = 1, prepare_model=None, report=None
+) -> dict:
     """Pretrain per ``job``. `prepare_model` is accepted for the executor's interface and not used (see the
     module doc)."""
     cfg = job.pretrain
@@ -112,8 +114,9 @@ def pretrain_loop(job: PretrainJob, rank: int = 0, world_size: int = 1, prepare_
     log.info(
         "pretrain: %d images; examples per task: %s", len(data), {t.name: len(pools[t.name]) for t in tasks}
     )
-    sampler = TaskSampler({t.name: len(pools[t.name]) for t in tasks}, cfg.batch_size, cfg.mixing, cfg.window,
-                          cfg.min_per_task)  # fmt: skip
+    sampler = TaskSampler(
+        {t.name: len(pools[t.name]) for t in tasks}, cfg.batch_size, cfg.mixing, cfg.window, cfg.min_per_task
+    )
     opt = adamw(model, cfg.lr, cfg.weight_decay)
     start, history, probes = 0, [], []
     if (out / CKPT / "state.json").exists():  # resume
@@ -178,24 +181,52 @@ def pretrain_loop(job: PretrainJob, rank: int = 0, world_size: int = 1, prepare_
             if rank == 0:
                 done, elapsed = step + 1 - start, time.time() - t0
                 bar = "#" * int(20 * (step + 1) / cfg.steps)
-                log.info("pretrain [%-20s] %d/%d loss %.3f shares %s (%.2f s/step, ETA %.0fs)", bar, step + 1,
-                         cfg.steps, ema, " ".join(f"{n}={s:.2f}" for n, s in shares.items()), elapsed / done,
-                         elapsed / done * (cfg.steps - step - 1))  # fmt: skip
-        if rank == 0 and hasattr(source, "probe") and (last or (cfg.probe_every and (step + 1) % cfg.probe_every == 0)):
+                log.info(
+                    "pretrain [%-20s] %d/%d loss %.3f shares %s (%.2f s/step, ETA %.0fs)",
+                    bar,
+                    step + 1,
+                    cfg.steps,
+                    ema,
+                    " ".join(f"{n}={s:.2f}" for n, s in shares.items()),
+                    elapsed / done,
+                    elapsed / done * (cfg.steps - step - 1),
+                )
+        if (
+            rank == 0
+            and hasattr(source, "probe")
+            and (last or (cfg.probe_every and (step + 1) % cfg.probe_every == 0))
+        ):
             model.eval()
-            probes.append({"step": step + 1, "elapsed_s": round(time.time() - t0, 1),
-                           **source.probe(model.lm, processor, cfg.attention)})  # fmt: skip
+            probes.append(
+                {
+                    "step": step + 1,
+                    "elapsed_s": round(time.time() - t0, 1),
+                    **source.probe(model.lm, processor, cfg.attention),
+                }
+            )
             model.train()
             p = probes[-1]
-            log.info("pretrain probe at %d: qa %.3f (prior %.3f) locate %.3f describe %.3f | %s", step + 1, p["qa"],
-                     p["qa_prior"], p["locate"], p["describe"],
-                     " ".join(f"{k}={v:.2f}" for k, v in p["by_template"].items()))  # fmt: skip
+            log.info(
+                "pretrain probe at %d: qa %.3f (prior %.3f) locate %.3f describe %.3f | %s",
+                step + 1,
+                p["qa"],
+                p["qa_prior"],
+                p["locate"],
+                p["describe"],
+                " ".join(f"{k}={v:.2f}" for k, v in p["by_template"].items()),
+            )
             if writer is not None:
                 for k in ("qa", "locate", "describe"):
                     writer.add_scalar(f"probe/{k}", p[k], step + 1)
         if rank == 0 and ((step + 1) % cfg.checkpoint_every == 0 or last):
-            state = {"step": step + 1, "config": cfg.to_dict(), "sampler": sampler.state_dict(),
-                     "history": history, "tasks": [t.name for t in tasks], "probes": probes}  # fmt: skip
+            state = {
+                "step": step + 1,
+                "config": cfg.to_dict(),
+                "sampler": sampler.state_dict(),
+                "history": history,
+                "tasks": [t.name for t in tasks],
+                "probes": probes,
+            }
             _save(out, model, opt, state)
     if writer is not None:
         writer.close()

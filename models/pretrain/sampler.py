@@ -29,8 +29,14 @@ def apportion(weights: dict[str, float], total: int, minimum: int) -> dict[str, 
 
 
 class TaskSampler:
-    def __init__(self, sizes: dict[str, int], batch_size: int, strategy: str = "dynamic", window: int = 100,
-                 min_per_task: int = 4):  # fmt: skip
+    def __init__(
+        self,
+        sizes: dict[str, int],
+        batch_size: int,
+        strategy: str = "dynamic",
+        window: int = 100,
+        min_per_task: int = 4,
+    ):
         if strategy not in STRATEGIES:
             raise ValueError(f"mixing: {strategy!r} is not one of {STRATEGIES}")
         self.tasks, self.sizes = list(sizes), dict(sizes)

@@ -12,10 +12,17 @@ class DenseCaption:
     name = "dense"
 
     def examples(self, data: PretrainData) -> list[tuple[int, tuple, str]]:
-        return [(i, tuple(r["bbox"]), r["caption"]) for i, regs in enumerate(data.regions) for r in regs
-                if r.get("caption")]  # fmt: skip
+        return [
+            (i, tuple(r["bbox"]), r["caption"])
+            for i, regs in enumerate(data.regions)
+            for r in regs
+            if r.get("caption")
+        ]
 
     def loss(self, ctx: TaskContext, examples: list[tuple[int, tuple, str]]):
-        batch = ctx.batch([i for i, _, _ in examples], [PROMPT.format(box=box_to_tokens(b)) for _, b, _ in examples],
-                          [c for _, _, c in examples])  # fmt: skip
+        batch = ctx.batch(
+            [i for i, _, _ in examples],
+            [PROMPT.format(box=box_to_tokens(b)) for _, b, _ in examples],
+            [c for _, _, c in examples],
+        )
         return ctx.model.lm_loss(batch)

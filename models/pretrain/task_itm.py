@@ -30,8 +30,9 @@ class ITM:
                 hard = sim.argmax(1).tolist()
         else:
             hard = [0]
-        pairs = [(i, t, 1) for i, t in ex] + [(i, texts[h], 0) for i, h in zip(idx, hard, strict=True)
-                                              if len(ex) > 1]  # fmt: skip
+        pairs = [(i, t, 1) for i, t in ex] + [
+            (i, texts[h], 0) for i, h in zip(idx, hard, strict=True) if len(ex) > 1
+        ]
         batch = ctx.batch([i for i, _, _ in pairs], [PROMPT] * len(pairs), [t for _, t, _ in pairs])
         logits = ctx.model.itm_head(ctx.model.fused_state(batch))
         labels = torch.tensor([y for _, _, y in pairs], device=logits.device)

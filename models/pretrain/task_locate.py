@@ -31,7 +31,9 @@ def descriptions(objects: list[dict]) -> list[tuple[str, str]]:
             if sum(all(p[k] == o[k] for k in keys) for p in objects) == 1:
                 out.append((describe(o, keys), box_to_tokens(o["bbox"])))
     for keys in KEYS[:3]:
-        for combo in itertools.product(*({"color": sorted(COLORS), "shape": SHAPES, "size": SIZES}[k] for k in keys)):
+        for combo in itertools.product(
+            *({"color": sorted(COLORS), "shape": SHAPES, "size": SIZES}[k] for k in keys)
+        ):
             values = dict(zip(keys, combo, strict=True))
             if not any(all(p[k] == values[k] for k in keys) for p in objects):
                 out.append((describe(values, keys), NONE))
@@ -53,6 +55,9 @@ class Locate:
         return out
 
     def loss(self, ctx: TaskContext, examples: list[tuple[int, str, str]]):
-        batch = ctx.batch([i for i, _, _ in examples], [PROMPT.format(description=d) for _, d, _ in examples],
-                          [t for _, _, t in examples])  # fmt: skip
+        batch = ctx.batch(
+            [i for i, _, _ in examples],
+            [PROMPT.format(description=d) for _, d, _ in examples],
+            [t for _, _, t in examples],
+        )
         return ctx.model.lm_loss(batch)

@@ -10,10 +10,17 @@ class VQA:
     name = "vqa"
 
     def examples(self, data: PretrainData) -> list[tuple[int, str, str]]:
-        return [(i, qa["question"], qa["answer"]) for i, pairs in enumerate(data.qa) for qa in pairs
-                if qa.get("question") and qa.get("answer")]  # fmt: skip
+        return [
+            (i, qa["question"], qa["answer"])
+            for i, pairs in enumerate(data.qa)
+            for qa in pairs
+            if qa.get("question") and qa.get("answer")
+        ]
 
     def loss(self, ctx: TaskContext, examples: list[tuple[int, str, str]]):
-        batch = ctx.batch([i for i, _, _ in examples], [answer_prompt(q) for _, q, _ in examples],
-                          [a for _, _, a in examples])  # fmt: skip
+        batch = ctx.batch(
+            [i for i, _, _ in examples],
+            [answer_prompt(q) for _, q, _ in examples],
+            [a for _, _, a in examples],
+        )
         return ctx.model.lm_loss(batch)

@@ -30,15 +30,35 @@ from jade.sampleworld.stream import corpus, draw
 
 PROBE_STREAM = "probe"  # held-out scenes: the base's own probe questions (never trained on)
 # every task prompt of the pretrainer and of the factory's roles, for the tokenizer's corpus
-PROMPTS = ["objects", "locate", "describe", "none", "answer en", "dense caption", "question yes/no",
-           "question number", "question other", "caption en", "match", "complete"]  # fmt: skip
+PROMPTS = [
+    "objects",
+    "locate",
+    "describe",
+    "none",
+    "answer en",
+    "dense caption",
+    "question yes/no",
+    "question number",
+    "question other",
+    "caption en",
+    "match",
+    "complete",
+]
 
 
 def truth_objects(scene) -> list[dict]:
     """A scene's objects in reading order (row by row, left to right) with boxes as fractions."""
     s = scene.image_size
-    return [{"bbox": (o.x / s, o.y / s, (o.x + o.w) / s, (o.y + o.h) / s), "color": o.color, "shape": o.shape,
-             "size": o.size, "position": o.position} for o in scene.objects]  # fmt: skip
+    return [
+        {
+            "bbox": (o.x / s, o.y / s, (o.x + o.w) / s, (o.y + o.h) / s),
+            "color": o.color,
+            "shape": o.shape,
+            "size": o.size,
+            "position": o.position,
+        }
+        for o in scene.objects
+    ]
 
 
 def scenes_data(drawn: list, image_size: int, seed_text: str, qa_per_image: int) -> PretrainData:
@@ -51,10 +71,18 @@ def scenes_data(drawn: list, image_size: int, seed_text: str, qa_per_image: int)
         data.keys.append(f"{seed_text}:{k}")
         data.images.append(d.image.resize((image_size, image_size), Image.BICUBIC))
         data.captions.append("")
-        data.qa.append([{"question": q.question, "answer": q.answer, "template": q.template}
-                        for q in sample_question_records(d.scene, rng, qa_per_image)])  # fmt: skip
-        data.regions.append([{"bbox": t["bbox"], "caption": rng.choice(region_phrases(o, rng))}
-                             for t, o in zip(objs, d.scene.objects, strict=True)])  # fmt: skip
+        data.qa.append(
+            [
+                {"question": q.question, "answer": q.answer, "template": q.template}
+                for q in sample_question_records(d.scene, rng, qa_per_image)
+            ]
+        )
+        data.regions.append(
+            [
+                {"bbox": t["bbox"], "caption": rng.choice(region_phrases(o, rng))}
+                for t, o in zip(objs, d.scene.objects, strict=True)
+            ]
+        )
         data.objects.append(objs)
     return data
 
@@ -94,23 +122,51 @@ def probe(lm, processor, attention: str, data: PretrainData, bs: int = 64) -> di
     that singles it out (box IoU >= 0.5), and describing each true box (the phrase names the object's
     colour and shape, and its size and place when it names any)."""
     qa = [(i, q) for i, qs in enumerate(data.qa) for q in qs]
-    answers = greedy(lm, processor, [data.images[i] for i, _ in qa], [answer_prompt(q["question"]) for _, q in qa],
-                     attention, 8, bs)  # fmt: skip
+    answers = greedy(
+        lm,
+        processor,
+        [data.images[i] for i, _ in qa],
+        [answer_prompt(q["question"]) for _, q in qa],
+        attention,
+        8,
+        bs,
+    )
     right, prior = defaultdict(list), defaultdict(Counter)
     for (_, q), a in zip(qa, answers, strict=True):
         right[q["template"]].append(normalize_answer(a) == normalize_answer(q["answer"]))
         prior[q["template"]][q["answer"]] += 1
     objs = [(i, o) for i, os_ in enumerate(data.objects) for o in os_]
-    unique = [(i, o) for i, o in objs if sum(p["color"] == o["color"] and p["shape"] == o["shape"]
-                                             for p in data.objects[i]) == 1]  # fmt: skip
-    boxes = greedy(lm, processor, [data.images[i] for i, _ in unique],
-                   [LOCATE.format(description=describe(o, ("color", "shape"))) for _, o in unique], attention, 6, bs)
-    located = [(p := parse_box(b)) is not None and iou(p, o["bbox"]) >= 0.5
-               for b, (_, o) in zip(boxes, unique, strict=True)]  # fmt: skip
-    said = greedy(lm, processor, [data.images[i] for i, _ in objs],
-                  [DESCRIBE.format(box=box_to_tokens(o["bbox"])) for _, o in objs], attention, 10, bs)
-    described = [caption_matches(t, {"name": o["shape"], "attributes": [o["color"], o["size"], o["position"]]})
-                 for t, (_, o) in zip(said, objs, strict=True)]  # fmt: skip
+    unique = [
+        (i, o)
+        for i, o in objs
+        if sum(p["color"] == o["color"] and p["shape"] == o["shape"] for p in data.objects[i]) == 1
+    ]
+    boxes = greedy(
+        lm,
+        processor,
+        [data.images[i] for i, _ in unique],
+        [LOCATE.format(description=describe(o, ("color", "shape"))) for _, o in unique],
+        attention,
+        6,
+        bs,
+    )
+    located = [
+        (p := parse_box(b)) is not None and iou(p, o["bbox"]) >= 0.5
+        for b, (_, o) in zip(boxes, unique, strict=True)
+    ]
+    said = greedy(
+        lm,
+        processor,
+        [data.images[i] for i, _ in objs],
+        [DESCRIBE.format(box=box_to_tokens(o["bbox"])) for _, o in objs],
+        attention,
+        10,
+        bs,
+    )
+    described = [
+        caption_matches(t, {"name": o["shape"], "attributes": [o["color"], o["size"], o["position"]]})
+        for t, (_, o) in zip(said, objs, strict=True)
+    ]
     n = sum(len(v) for v in right.values())
     return {
         "qa": sum(sum(v) for v in right.values()) / max(1, n),

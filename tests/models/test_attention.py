@@ -16,10 +16,28 @@ from jade.models.backends.hf import HFBackend
 from jade.models.specs import Architecture
 from jade.models.train import example_batch
 
-ARCH = Architecture(image_size=32, patch_size=8, vision_hidden=64, vision_layers=1, text_hidden=64, text_layers=2,
-                    head_dim=32, vocab_size=300)  # fmt: skip
-TEXTS = ["answer en is there a red circle?", "yes", "no", "a red circle", "what color is the square?", "blue",
-         "how many circles are there?", "2", "dense caption", "question yes/no"] * 20  # fmt: skip
+ARCH = Architecture(
+    image_size=32,
+    patch_size=8,
+    vision_hidden=64,
+    vision_layers=1,
+    text_hidden=64,
+    text_layers=2,
+    head_dim=32,
+    vocab_size=300,
+)
+TEXTS = [
+    "answer en is there a red circle?",
+    "yes",
+    "no",
+    "a red circle",
+    "what color is the square?",
+    "blue",
+    "how many circles are there?",
+    "2",
+    "dense caption",
+    "question yes/no",
+] * 20
 IMAGES = [Image.new("RGB", (40, 40), c) for c in ((255, 0, 0), (0, 0, 255), (0, 200, 0), (250, 250, 0))]
 N_IMG = (32 // 8) ** 2
 
@@ -67,8 +85,12 @@ def test_each_block_sees_exactly_what_its_rule_allows(model, rule):
         changed = feats.clone()
         changed[:, -1] += 1.0
         inputs = {k: v for k, v in base.items() if k not in ("labels", "pixel_values")}
-        first = [m.model(**inputs, mm_encoder_outputs={"image": BaseModelOutputWithPooling(pooler_output=f)})
-                 .last_hidden_state[0, 0] for f in (feats, changed)]  # fmt: skip
+        first = [
+            m.model(
+                **inputs, mm_encoder_outputs={"image": BaseModelOutputWithPooling(pooler_output=f)}
+            ).last_hidden_state[0, 0]
+            for f in (feats, changed)
+        ]
     assert torch.allclose(first[0], first[1], atol=1e-5) == (rule == "causal")
 
 
@@ -80,8 +102,19 @@ def test_a_checkpoint_without_a_record_is_prefix(tmp_path):
         attention.check("bidirectional")
 
 
-REQUESTS = [Request(i % 4, p, 6) for i, p in enumerate(["answer en is there a red circle?", "dense caption",
-            "answer en what color is the square?", "question yes/no", "answer en how many circles are there?"] * 2)]  # fmt: skip
+REQUESTS = [
+    Request(i % 4, p, 6)
+    for i, p in enumerate(
+        [
+            "answer en is there a red circle?",
+            "dense caption",
+            "answer en what color is the square?",
+            "question yes/no",
+            "answer en how many circles are there?",
+        ]
+        * 2
+    )
+]
 
 
 @pytest.mark.parametrize("rule", attention.RULES)
@@ -95,7 +128,9 @@ def test_greedy_equals_transformers_generate_under_each_rule(model, rule):
     for r in REQUESTS:
         enc = example_batch(proc, [IMAGES[r.image]], [r.prompt], None, "cpu", rule)
         out = m.generate(**enc, max_new_tokens=r.max_new_tokens, do_sample=False)
-        ref.append(proc.tokenizer.decode(out[0, enc["input_ids"].shape[1] :], skip_special_tokens=True).strip())
+        ref.append(
+            proc.tokenizer.decode(out[0, enc["input_ids"].shape[1] :], skip_special_tokens=True).strip()
+        )
     assert fast == ref
     assert len(set(ref)) >= 4  # the answers depend on the input: the comparison can fail
     assert vision == len(IMAGES)  # one vision pass per image, in prepare
@@ -107,6 +142,8 @@ def test_greedy_equals_transformers_generate_under_each_rule(model, rule):
 
 def test_the_rules_answer_differently(model):
     m, proc = model
-    answers = {rule: [c[0].text for c in HFBackend(m, proc, attention=rule).generate(IMAGES, REQUESTS)]
-               for rule in attention.RULES}  # fmt: skip
+    answers = {
+        rule: [c[0].text for c in HFBackend(m, proc, attention=rule).generate(IMAGES, REQUESTS)]
+        for rule in attention.RULES
+    }
     assert answers["prefix"] != answers["causal"] and answers["image"] != answers["causal"]

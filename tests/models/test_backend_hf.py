@@ -9,10 +9,28 @@ from jade.models.backends.base import Request
 from jade.models.backends.hf import HFBackend
 from jade.pipeline.config import Architecture
 
-ARCH = Architecture(image_size=32, patch_size=8, vision_hidden=32, vision_layers=1, text_hidden=64, text_layers=1,
-                    head_dim=32, vocab_size=300)  # fmt: skip
-TEXTS = ["dense caption", "question yes/no", "answer en is there a red circle?", "yes", "no", "a red circle",
-         "what color is the square?", "blue", "how many circles are there?", "2"] * 20  # fmt: skip
+ARCH = Architecture(
+    image_size=32,
+    patch_size=8,
+    vision_hidden=32,
+    vision_layers=1,
+    text_hidden=64,
+    text_layers=1,
+    head_dim=32,
+    vocab_size=300,
+)
+TEXTS = [
+    "dense caption",
+    "question yes/no",
+    "answer en is there a red circle?",
+    "yes",
+    "no",
+    "a red circle",
+    "what color is the square?",
+    "blue",
+    "how many circles are there?",
+    "2",
+] * 20
 
 
 @pytest.fixture(scope="module")

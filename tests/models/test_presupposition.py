@@ -6,20 +6,23 @@ import pytest
 from jade.models.presupposition import checks, noun_phrases, plural
 
 
-@pytest.mark.parametrize(("question", "phrases"), [
-    ("Is there a red circle?", []),  # existence questions presuppose nothing
-    ("How many circles are there?", []),
-    ("What color is the circle?", ["circle"]),
-    ("Is the circle red?", ["circle"]),  # the last word is the predicate
-    ("Is the large red circle small?", ["large red circle"]),
-    ("Is the red circle to the left of the blue square?", ["red circle", "blue square"]),
-    ("Is the blue square below the red circle?", ["blue square", "red circle"]),
-    ("What shape is the red object?", ["red object"]),
-    ("Where is the small green triangle?", ["small green triangle"]),
-    ("Is the man holding an umbrella?", ["man"]),  # real VQA questions too
-    ("What is on the table?", ["table"]),
-    ("Are the circles red?", []),  # a plural presupposes no single object
-])  # fmt: skip
+@pytest.mark.parametrize(
+    ("question", "phrases"),
+    [
+        ("Is there a red circle?", []),  # existence questions presuppose nothing
+        ("How many circles are there?", []),
+        ("What color is the circle?", ["circle"]),
+        ("Is the circle red?", ["circle"]),  # the last word is the predicate
+        ("Is the large red circle small?", ["large red circle"]),
+        ("Is the red circle to the left of the blue square?", ["red circle", "blue square"]),
+        ("Is the blue square below the red circle?", ["blue square", "red circle"]),
+        ("What shape is the red object?", ["red object"]),
+        ("Where is the small green triangle?", ["small green triangle"]),
+        ("Is the man holding an umbrella?", ["man"]),  # real VQA questions too
+        ("What is on the table?", ["table"]),
+        ("Are the circles red?", []),  # a plural presupposes no single object
+    ],
+)
 def test_noun_phrases(question, phrases):
     assert noun_phrases(question) == phrases
 
@@ -30,4 +33,10 @@ def test_checks_by_mode():
     assert checks(q, "exists") == [("Is there a red box?", "yes")]
     assert checks(q, "unique") == [("Is there a red box?", "yes"), ("How many red boxes are there?", "1")]
     assert checks("What color is the apple?", "exists") == [("Is there an apple?", "yes")]
-    assert [plural(w) for w in ("circle", "box", "baby", "boy", "bus")] == ["circles", "boxes", "babies", "boys", "buses"]
+    assert [plural(w) for w in ("circle", "box", "baby", "boy", "bus")] == [
+        "circles",
+        "boxes",
+        "babies",
+        "boys",
+        "buses",
+    ]

@@ -12,8 +12,16 @@ from jade.models.pretrain.tasks import TASKS
 from jade.models.specs import Architecture
 from jade.models.train import example_batch
 
-ARCH = Architecture(image_size=32, patch_size=16, vision_hidden=32, vision_layers=1, text_hidden=64, text_layers=1,
-           head_dim=16, vocab_size=300)  # fmt: skip
+ARCH = Architecture(
+    image_size=32,
+    patch_size=16,
+    vision_hidden=32,
+    vision_layers=1,
+    text_hidden=64,
+    text_layers=1,
+    head_dim=16,
+    vocab_size=300,
+)
 TEXTS = ["a red circle on the left", "what colour is the square", "two blue squares", "yes", "2"] * 10
 
 
@@ -33,7 +41,8 @@ def test_targets_never_leak_and_the_prefix_is_bidirectional_only_in_prefix_mode(
     model, proc = tiny
     img = [Image.new("RGB", (32, 32), (200, 10, 10))]
     a, b = (
-        example_batch(proc, img, ["what colour"], [s], "cpu", mask) for s in ("red circle left", "red circle on")
+        example_batch(proc, img, ["what colour"], [s], "cpu", mask)
+        for s in ("red circle left", "red circle on")
     )
     first = int((a["input_ids"] != b["input_ids"]).nonzero()[0, 1])
     assert torch.allclose(_logits(model, a)[:, :first], _logits(model, b)[:, :first], atol=1e-5)
@@ -52,8 +61,18 @@ def test_every_task_gives_a_finite_loss_with_gradients(tiny):
         captions=["a red circle", "a green square", "two blue squares", "a yellow one"],
         qa=[[{"question": "what colour is it", "answer": "red"}]] * 4,
         regions=[[{"bbox": [0.1, 0.1, 0.5, 0.6], "caption": "a circle"}]] * 4,
-        objects=[[{"bbox": (0.1, 0.1, 0.4, 0.4), "color": c, "shape": "circle", "size": "small",
-                   "position": "top left"}] for c in ("red", "green", "blue", "yellow")],
+        objects=[
+            [
+                {
+                    "bbox": (0.1, 0.1, 0.4, 0.4),
+                    "color": c,
+                    "shape": "circle",
+                    "size": "small",
+                    "position": "top left",
+                }
+            ]
+            for c in ("red", "green", "blue", "yellow")
+        ],
     )
     model.train()
     for name, cls in TASKS.items():

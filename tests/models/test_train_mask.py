@@ -30,8 +30,13 @@ def model_and_processor():
 
 
 def _logits_before_target(model, processor, suffix: str, with_types: bool):
-    batch = processor(text=["<image>answer en what color is it?"], images=[Image.new("RGB", (32, 32))],
-                      suffix=[suffix], return_tensors="pt", padding="longest")  # fmt: skip
+    batch = processor(
+        text=["<image>answer en what color is it?"],
+        images=[Image.new("RGB", (32, 32))],
+        suffix=[suffix],
+        return_tensors="pt",
+        padding="longest",
+    )
     batch.pop("labels")
     if not with_types:
         batch.pop("token_type_ids")
@@ -58,9 +63,16 @@ def test_train_loop_trains_and_saves(tmp_path, model_and_processor):
     )
     pq.write_table(table, tmp_path / "ex.parquet")
     processor.save_pretrained(tmp_path / "proc")
-    job = TrainJob(examples=str(tmp_path / "ex.parquet"), processor_dir=str(tmp_path / "proc"), arch=ARCH, seed=0,
-                   out_dir=str(tmp_path / "out"), threads=1, meta={"role": "t"},
-                   train=Training(steps=3, batch_size=4, lr=1e-3, weight_decay=0.0, warmup_steps=1))  # fmt: skip
+    job = TrainJob(
+        examples=str(tmp_path / "ex.parquet"),
+        processor_dir=str(tmp_path / "proc"),
+        arch=ARCH,
+        seed=0,
+        out_dir=str(tmp_path / "out"),
+        threads=1,
+        meta={"role": "t"},
+        train=Training(steps=3, batch_size=4, lr=1e-3, weight_decay=0.0, warmup_steps=1),
+    )
     metrics = train_loop(job)
     assert metrics["steps"] == 3 and (tmp_path / "out" / "model.safetensors").exists()
     assert factory.read_meta(tmp_path / "out")["train_metrics"]["steps"] == 3
@@ -76,7 +88,10 @@ def test_architecture_sets_the_key_value_heads():
     old = {
         k: v for k, v in ARCH.__dict__.items() if k != "kv_heads"
     }  # an architecture dict from before the field
-    assert factory.build_model(Architecture.from_dict(old), processor).config.text_config.num_key_value_heads == 1
+    assert (
+        factory.build_model(Architecture.from_dict(old), processor).config.text_config.num_key_value_heads
+        == 1
+    )
 
 
 def test_target_only_loss_equals_the_model_loss(model_and_processor):
@@ -84,7 +99,13 @@ def test_target_only_loss_equals_the_model_loss(model_and_processor):
 
     model, processor = model_and_processor
     images = [Image.new("RGB", (32, 32), c) for c in ((200, 0, 0), (0, 0, 200), (0, 200, 0))]
-    batch = example_batch(processor, images, ["answer en what color is it?", "answer en red?", "answer en x"],
-                          ["red", "blue circle", "no"], "cpu", "image")  # fmt: skip
+    batch = example_batch(
+        processor,
+        images,
+        ["answer en what color is it?", "answer en red?", "answer en x"],
+        ["red", "blue circle", "no"],
+        "cpu",
+        "image",
+    )
     with torch.no_grad():
         assert lm_loss(model, batch).item() == pytest.approx(model(**batch).loss.item(), rel=1e-5)

@@ -18,10 +18,18 @@ class Crash(RuntimeError):
 
 
 def _config(tmp_path, name: str, processor_dir: str, examples: str, fp: str = "fp1") -> train.TrainJob:
-    return train.TrainJob(examples=examples, processor_dir=processor_dir, arch=ARCH, seed=0,
-                          out_dir=str(tmp_path / name / "out"), resume_dir=str(tmp_path / name / "resume"), threads=1,
-                          checkpoint_every=3, meta={"role": "t", "fingerprint": fp},
-                          train=Training(steps=8, batch_size=4, lr=1e-3, weight_decay=0.01, warmup_steps=2))  # fmt: skip
+    return train.TrainJob(
+        examples=examples,
+        processor_dir=processor_dir,
+        arch=ARCH,
+        seed=0,
+        out_dir=str(tmp_path / name / "out"),
+        resume_dir=str(tmp_path / name / "resume"),
+        threads=1,
+        checkpoint_every=3,
+        meta={"role": "t", "fingerprint": fp},
+        train=Training(steps=8, batch_size=4, lr=1e-3, weight_decay=0.01, warmup_steps=2),
+    )
 
 
 @pytest.fixture

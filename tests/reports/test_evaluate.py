@@ -8,9 +8,20 @@ import pytest
 from jade.pipeline.rundir import RunDir
 from jade.reports.evaluate import evaluate_run, score
 
-CONTRACT = ["qa_precision_all", "qa_precision_kept", "qa_precision_kept_strict", "qa_precision_rejected",
-            "qa_unverifiable", "qa_unparseable", "qa_ill_posed", "keep_rate",
-            "kept_per_image", "region_precision", "distinct_question_ratio", "by_type"]  # fmt: skip
+CONTRACT = [
+    "qa_precision_all",
+    "qa_precision_kept",
+    "qa_precision_kept_strict",
+    "qa_precision_rejected",
+    "qa_unverifiable",
+    "qa_unparseable",
+    "qa_ill_posed",
+    "keep_rate",
+    "kept_per_image",
+    "region_precision",
+    "distinct_question_ratio",
+    "by_type",
+]
 
 
 def _obj(name, x, y, w, h, *attrs):
@@ -18,13 +29,23 @@ def _obj(name, x, y, w, h, *attrs):
 
 
 TRUTH = {
-    "a": {"width": 100, "height": 100, "objects": {
-        "1": _obj("circle", 0, 0, 40, 40, "red", "large", "top left"),
-        "2": _obj("square", 70, 70, 30, 30, "blue", "small", "bottom right")}},
-    "b": {"width": 100, "height": 100, "objects": {
-        "3": _obj("triangle", 0, 0, 20, 20, "green", "small", "top left"),
-        "4": _obj("triangle", 50, 50, 20, 20, "green", "small", "middle")}},
-}  # fmt: skip
+    "a": {
+        "width": 100,
+        "height": 100,
+        "objects": {
+            "1": _obj("circle", 0, 0, 40, 40, "red", "large", "top left"),
+            "2": _obj("square", 70, 70, 30, 30, "blue", "small", "bottom right"),
+        },
+    },
+    "b": {
+        "width": 100,
+        "height": 100,
+        "objects": {
+            "3": _obj("triangle", 0, 0, 20, 20, "green", "small", "top left"),
+            "4": _obj("triangle", 50, 50, 20, 20, "green", "small", "middle"),
+        },
+    },
+}
 
 
 def _qa(q, a, t):
@@ -32,20 +53,30 @@ def _qa(q, a, t):
 
 
 ROWS = [
-    {"key": "a",
-     "qa": [_qa("Is there a red circle?", "Yes", "yes/no"),  # right
+    {
+        "key": "a",
+        "qa": [
+            _qa("Is there a red circle?", "Yes", "yes/no"),  # right
             _qa("How many squares are there?", "2", "number"),  # wrong (1)
             _qa("What color is the circle?", "red", "other"),  # right
-            _qa("What is the meaning of life?", "42", "other")],  # unverifiable: not in the language
-     "regions": [{"bbox": [0.0, 0.0, 0.4, 0.4], "caption": "a large red circle in the top left"},  # right
-                 {"bbox": [0.0, 0.0, 0.4, 0.4], "caption": "a blue circle"},  # wrong colour
-                 {"bbox": [0.5, 0.5, 0.6, 0.6], "caption": "a small blue square"},  # IoU < 0.5
-                 {"bbox": [0.68, 0.68, 1.0, 1.0], "caption": "blue square at the bottom"}]},  # IoU 0.88: right
-    {"key": "b",
-     "qa": [_qa("How many triangles are there?", "two", "number"),  # right ("two" -> "2")
-            _qa("Is the triangle green?", "yes", "yes/no")],  # unverifiable: two triangles, ill-posed
-     "regions": []},
-]  # fmt: skip
+            _qa("What is the meaning of life?", "42", "other"),
+        ],  # unverifiable: not in the language
+        "regions": [
+            {"bbox": [0.0, 0.0, 0.4, 0.4], "caption": "a large red circle in the top left"},  # right
+            {"bbox": [0.0, 0.0, 0.4, 0.4], "caption": "a blue circle"},  # wrong colour
+            {"bbox": [0.5, 0.5, 0.6, 0.6], "caption": "a small blue square"},  # IoU < 0.5
+            {"bbox": [0.68, 0.68, 1.0, 1.0], "caption": "blue square at the bottom"},
+        ],
+    },  # IoU 0.88: right
+    {
+        "key": "b",
+        "qa": [
+            _qa("How many triangles are there?", "two", "number"),  # right ("two" -> "2")
+            _qa("Is the triangle green?", "yes", "yes/no"),
+        ],  # unverifiable: two triangles, ill-posed
+        "regions": [],
+    },
+]
 REJECTED = [
     {"key": "a", **_qa("Is there a blue square?", "no", "yes/no"), "reason": "answer mismatch"},  # wrong
     {
@@ -70,10 +101,14 @@ REJECTED = [
 
 def test_scores_by_hand():
     r = score(TRUTH, ROWS, REJECTED)
-    assert r["pairs_checked"] == {"all": {"right": 4, "wrong": 3, "unparseable": 2, "ill-posed": 2},
-                                  "kept": {"right": 3, "wrong": 1, "unparseable": 1, "ill-posed": 1},
-                                  "rejected": {"right": 1, "wrong": 2, "unparseable": 1, "ill-posed": 1}}  # fmt: skip
-    assert r["qa_precision_kept_strict"] == pytest.approx(3 / 6)  # the two unverifiable kept pairs count as wrong
+    assert r["pairs_checked"] == {
+        "all": {"right": 4, "wrong": 3, "unparseable": 2, "ill-posed": 2},
+        "kept": {"right": 3, "wrong": 1, "unparseable": 1, "ill-posed": 1},
+        "rejected": {"right": 1, "wrong": 2, "unparseable": 1, "ill-posed": 1},
+    }
+    assert r["qa_precision_kept_strict"] == pytest.approx(
+        3 / 6
+    )  # the two unverifiable kept pairs count as wrong
     assert r["qa_unparseable"] == pytest.approx(2 / 11) and r["qa_ill_posed"] == pytest.approx(2 / 11)
     assert r["qa_ill_posed_kept"] == pytest.approx(1 / 6)
     assert r["qa_precision_all"] == pytest.approx(4 / 7)
@@ -132,10 +167,20 @@ def test_eval_of_a_run_writes_the_contract(fake_run, tmp_path):
 def testaccuracy_summary_by_type_and_template():
     from jade.reports.evaluate import accuracy_summary
 
-    s = accuracy_summary({"all": [True, False, True, True], "type.yes/no": [True, False],
-                           "type.other": [True, True], "template.exist_s": [True, False]})  # fmt: skip
-    assert s == {"all": 0.75, "questions": 4, "by_type": {"other": 1.0, "yes/no": 0.5},
-                 "by_template": {"exist_s": 0.5}}  # fmt: skip
+    s = accuracy_summary(
+        {
+            "all": [True, False, True, True],
+            "type.yes/no": [True, False],
+            "type.other": [True, True],
+            "template.exist_s": [True, False],
+        }
+    )
+    assert s == {
+        "all": 0.75,
+        "questions": 4,
+        "by_type": {"other": 1.0, "yes/no": 0.5},
+        "by_template": {"exist_s": 0.5},
+    }
 
 
 def test_model_accuracy_needs_the_held_out_images(tmp_path):

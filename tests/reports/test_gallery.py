@@ -40,17 +40,45 @@ def run(tmp_path_factory):
     """A run directory in the published layout, written by hand (no pipeline)."""
     root = tmp_path_factory.mktemp("gallery") / "run"
     prov = {"generator": "g", "filter": "f", "config": "c", "seed": 0, "source_shard": "00000"}
-    rows = [{"key": key, "image": {"bytes": _png(colour, size), "path": None}, "url": None, "caption": f"alt {key}",
-             "width": size[0], "height": size[1], "provenance": prov,
-             "regions": [{"bbox": b, "caption": f"thing {i}", "score": 0.5} for i, b in enumerate(REGIONS[key])],
-             "qa": [_qa("Is there a thing?", "yes", "yes/no", "yes"), _qa("How many things?", "2", "number", "2")]}
-            for key, (colour, size) in IMAGES.items()]  # fmt: skip
+    rows = [
+        {
+            "key": key,
+            "image": {"bytes": _png(colour, size), "path": None},
+            "url": None,
+            "caption": f"alt {key}",
+            "width": size[0],
+            "height": size[1],
+            "provenance": prov,
+            "regions": [
+                {"bbox": b, "caption": f"thing {i}", "score": 0.5} for i, b in enumerate(REGIONS[key])
+            ],
+            "qa": [
+                _qa("Is there a thing?", "yes", "yes/no", "yes"),
+                _qa("How many things?", "2", "number", "2"),
+            ],
+        }
+        for key, (colour, size) in IMAGES.items()
+    ]
     (root / "dataset/data").mkdir(parents=True)
-    pq.write_table(pa.Table.from_pylist(rows, schema=features(True).arrow_schema),
-                   root / "dataset/data/train-00000-00000-of-00001.parquet")  # fmt: skip
-    rejected = [{"key": key, "shard": "00000", "question": "What colour is the thing?", "type": "other",
-                 "answer": "red", "filter_answer": "blue", "reason": "answer mismatch", "question_score": 0.5,
-                 "answer_score": 0.5, "filter_score": 0.4} for key in IMAGES]  # fmt: skip
+    pq.write_table(
+        pa.Table.from_pylist(rows, schema=features(True).arrow_schema),
+        root / "dataset/data/train-00000-00000-of-00001.parquet",
+    )
+    rejected = [
+        {
+            "key": key,
+            "shard": "00000",
+            "question": "What colour is the thing?",
+            "type": "other",
+            "answer": "red",
+            "filter_answer": "blue",
+            "reason": "answer mismatch",
+            "question_score": 0.5,
+            "answer_score": 0.5,
+            "filter_score": 0.4,
+        }
+        for key in IMAGES
+    ]
     (root / "rejected").mkdir()
     pq.write_table(pa.Table.from_pylist(rejected, schema=REJECTED_SCHEMA), root / "rejected/00000.parquet")
     (root / "stats.json").write_text(
@@ -66,9 +94,18 @@ def _chromium():
 
 
 def screenshot(page, out, tmp_path, fragment=""):
-    cmd = [_chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
-           "--force-device-scale-factor=1", "--window-size=1000,900", f"--user-data-dir={tmp_path / 'profile'}",
-           f"--screenshot={out}", page.as_uri() + fragment]  # fmt: skip
+    cmd = [
+        _chromium(),
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--hide-scrollbars",
+        "--force-device-scale-factor=1",
+        "--window-size=1000,900",
+        f"--user-data-dir={tmp_path / 'profile'}",
+        f"--screenshot={out}",
+        page.as_uri() + fragment,
+    ]
     subprocess.run(cmd, check=True, capture_output=True, timeout=120)
     return Image.open(out).convert("RGB")
 
@@ -88,8 +125,10 @@ def shots(run, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("shots")
     page = build_gallery(run, n=10)
     assert page == run / "gallery" / "index.html"
-    return {frag: screenshot(page, tmp / f"{i}.png", tmp, frag)
-            for i, frag in enumerate(["", "#hide=rejected", "#hide=boxes,yes/no"])}  # fmt: skip
+    return {
+        frag: screenshot(page, tmp / f"{i}.png", tmp, frag)
+        for i, frag in enumerate(["", "#hide=rejected", "#hide=boxes,yes/no"])
+    }
 
 
 def test_images_and_boxes_are_drawn(shots):
