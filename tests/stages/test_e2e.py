@@ -14,7 +14,7 @@ from jade.pipeline.rundir import RunDir
 from tests.tiny import TINY
 
 CONTRACT = ["key", "image", "url", "caption", "width", "height", "qa", "regions", "provenance"]
-pytestmark = pytest.mark.ray
+pytestmark = [pytest.mark.ray, pytest.mark.timeout(600)]  # the module fixture runs the factory once
 
 
 @pytest.fixture(scope="module")

@@ -19,6 +19,7 @@ from jade.formats.errors import FormatError
 from jade.pipeline.executor import LocalExecutor
 from tests.stages import real_inputs as ri
 
+pytestmark = pytest.mark.timeout(600)  # the module fixture runs the factory twice
 ARCH = {"image_size": 32, "patch_size": 8, "vision_hidden": 32, "vision_layers": 1, "text_hidden": 64,
         "text_layers": 1, "vocab_size": 400}  # fmt: skip
 TRAIN = {"steps": 3, "batch_size": 4, "warmup_steps": 1}
