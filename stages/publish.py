@@ -246,8 +246,10 @@ class Publish:
     def finish(self, ctx: Context, published: list[str]) -> dict:
         """stats.json and the dataset card, over the shards published now."""
         m, run = ctx.manifest, ctx.run
-        records = {st: [run.done(st, ctx.shard_fps[st][s], s) for s in published]
-                   for st in ("ingest", "dedupe", "generate", "filter", "publish")}  # fmt: skip
+        records: dict[str, list[dict]] = {  # aligned with `published`: each has a record of every stage
+            st: [_record(run, st, ctx.shard_fps[st][s], s) for s in published]
+            for st in ("ingest", "dedupe", "generate", "filter", "publish")
+        }
         stats = merge_stats(records)
         if ctx.failed_shards:
             stats["failed_shards"] = ctx.failed_shards
@@ -260,6 +262,13 @@ class Publish:
         card = dataset_card(m, stats, prov, features(m.publish.embed_images), files)
         atomic_write_bytes(run.dataset / "README.md", card.encode())
         return stats
+
+
+def _record(run: RunDir, stage: str, fp: str, shard: str) -> dict:
+    rec = run.done(stage, fp, shard)
+    if rec is None:
+        raise RuntimeError(f"publish: shard {shard} has no current {stage} record")
+    return rec
 
 
 def empty_shards(published: list[str], records: dict[str, list[dict]]) -> dict[str, dict]:
