@@ -53,6 +53,20 @@ class ReadStats:
         return f"ReadStats({dict(self.counts)})"
 
 
+class CountingReader:
+    """An iterable reader that counts what it reads in ``stats``, afresh on every pass: subclasses set
+    ``self.stats = ReadStats()`` and implement ``_iter()``."""
+
+    stats: ReadStats
+
+    def __iter__(self):
+        self.stats.reset()
+        return self._iter()
+
+    def _iter(self):  # pragma: no cover - every reader defines it
+        raise NotImplementedError
+
+
 @contextmanager
 def open_binary(url: str) -> Iterator[Any]:
     """Open a local path or fsspec URL for binary reading (`.gz`/`.bz2`/... are decompressed)."""

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from .common import ReadStats, iter_json_kvitems
+from .common import CountingReader, ReadStats, iter_json_kvitems
 from .urls import expand_paths
 
 
@@ -21,7 +21,7 @@ def gqa_image_path(images_dir: str, image_id: str) -> str:
 image_path = gqa_image_path
 
 
-class GQAQuestionReader:
+class GQAQuestionReader(CountingReader):
     """Streams GQA question files.
 
     `paths`: a file, directory (all `*.json` inside, e.g. `train_all_questions/`), glob or brace
@@ -35,10 +35,6 @@ class GQAQuestionReader:
     def files(self) -> list[str]:
         """The question files, expanded and naturally sorted (chunk_2 before chunk_10)."""
         return expand_paths(self.paths, suffixes=(".json", ".json.gz"))
-
-    def __iter__(self) -> Iterator[dict]:
-        self.stats.reset()
-        return self._iter()
 
     def _iter(self) -> Iterator[dict]:
         for path in self.files():
@@ -61,17 +57,13 @@ class GQAQuestionReader:
                 }
 
 
-class SceneGraphReader:
+class SceneGraphReader(CountingReader):
     """Streams a GQA scene-graph file: (image_id, graph) with the graph dict as published
     (`width`, `height`, `objects` {object_id: {name, x, y, w, h, attributes, relations}}, ...)."""
 
     def __init__(self, path: str) -> None:
         self.path = str(path)
         self.stats = ReadStats()
-
-    def __iter__(self) -> Iterator[tuple[str, dict]]:
-        self.stats.reset()
-        return self._iter()
 
     def _iter(self) -> Iterator[tuple[str, dict]]:
         for image_id, graph in iter_json_kvitems(self.path, "", b"{"):

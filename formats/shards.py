@@ -15,7 +15,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Iterator
 
-from .common import ReadStats
+from .common import CountingReader, ReadStats
 from .errors import FormatError, ImageError
 from .images import decode_image, to_rgb
 from .samples import FORMATS, Sample, ShardRef
@@ -81,7 +81,7 @@ def list_shards(format: str, urls: str | Iterable[str]) -> list[ShardRef]:
             for shard_id, url, source in zip(ids, found, _sources(found), strict=True)]  # fmt: skip
 
 
-class ShardReader:
+class ShardReader(CountingReader):
     """Iterates one shard's samples; `stats` counts samples, errors (by reason) and skipped members."""
 
     def __init__(self, shard: ShardRef) -> None:
@@ -89,10 +89,6 @@ class ShardReader:
             raise ValueError(f"unknown shard format {shard.format!r}")
         self.shard = shard
         self.stats = ReadStats()
-
-    def __iter__(self) -> Iterator[Sample]:
-        self.stats.reset()
-        return self._iter()
 
     def _iter(self) -> Iterator[Sample]:
         read = iter_tar if self.shard.format == "webdataset" else iter_parquet

@@ -10,13 +10,13 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from .common import ReadStats, open_binary
+from .common import CountingReader, ReadStats, open_binary
 
 COLUMNS = {"cc3m": ("caption", "url"), "cc12m": ("url", "caption")}
 _HEADER_NAMES = {"url", "caption", "text", "txt", "alt_text"}
 
 
-class TSVReader:
+class TSVReader(CountingReader):
     """Streams (url, caption) pairs from a CC3M/CC12M TSV file; counts skipped lines in `stats`."""
 
     def __init__(self, path: str, kind: str = "cc3m") -> None:
@@ -24,10 +24,6 @@ class TSVReader:
             raise ValueError(f"unknown TSV kind {kind!r}; expected one of {sorted(COLUMNS)}")
         self.path, self.kind = str(path), kind
         self.stats = ReadStats()
-
-    def __iter__(self) -> Iterator[tuple[str, str]]:
-        self.stats.reset()
-        return self._iter()
 
     def _iter(self) -> Iterator[tuple[str, str]]:
         names = COLUMNS[self.kind]

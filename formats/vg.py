@@ -13,7 +13,7 @@ from typing import Any
 
 import fsspec
 
-from .common import ReadStats, iter_json_items, require_dict
+from .common import CountingReader, ReadStats, iter_json_items, require_dict
 
 REGION_FIELDS = ("region_id", "x", "y", "width", "height", "phrase")
 QA_FIELDS = ("qa_id", "question", "answer")
@@ -26,16 +26,12 @@ def _image_id(record: dict) -> Any:
     return int(value) if isinstance(value, int | float | str) and str(value).isdigit() else value
 
 
-class _Reader:
+class _Reader(CountingReader):
     """Base of the VG readers: iterable (re-iterable), counts into `self.stats`."""
 
     def __init__(self, path: str) -> None:
         self.path = str(path)
         self.stats = ReadStats()
-
-    def __iter__(self) -> Iterator:
-        self.stats.reset()
-        return self._iter()
 
     def _images(self) -> Iterator[tuple[Any, dict]]:
         for index, record in enumerate(iter_json_items(self.path, "item", b"[")):

@@ -13,7 +13,7 @@ from array import array
 from bisect import bisect_left
 from collections.abc import Iterator
 
-from .common import ReadStats, iter_json_events, iter_json_items
+from .common import CountingReader, ReadStats, iter_json_events, iter_json_items
 
 _SPLIT = re.compile(r"(train|val|test)(?:-dev|-std|-challenge)?(\d{4})")
 _SCALARS = ("number", "string", "null", "boolean")
@@ -34,17 +34,13 @@ def coco_image_path(images_dir: str, image_id: int, split: str | None = None) ->
     return f"{folder}/COCO_{match.group(1)}{match.group(2)}_{int(image_id):012d}.jpg"
 
 
-class VQAQuestionReader:
+class VQAQuestionReader(CountingReader):
     """Streams a questions file: {question_id, image_id, question}; sets `data_subtype` (e.g. val2014)."""
 
     def __init__(self, path: str) -> None:
         self.path = str(path)
         self.stats = ReadStats()
         self.data_subtype: str | None = None
-
-    def __iter__(self) -> Iterator[dict]:
-        self.stats.reset()
-        return self._iter()
 
     def _iter(self) -> Iterator[dict]:
         current: dict | None = None
@@ -97,7 +93,7 @@ class _QuestionTable:
         return len(self.qids)
 
 
-class VQAReader:
+class VQAReader(CountingReader):
     """Joins a questions file and an annotations file.
 
     Yields {question_id, image_id, question, answers (the 10 raw strings), multiple_choice_answer,
@@ -108,10 +104,6 @@ class VQAReader:
         self.questions_path, self.annotations_path = str(questions), str(annotations)
         self.stats = ReadStats()
         self.data_subtype: str | None = None
-
-    def __iter__(self) -> Iterator[dict]:
-        self.stats.reset()
-        return self._iter()
 
     def _iter(self) -> Iterator[dict]:
         qreader = VQAQuestionReader(self.questions_path)

@@ -28,6 +28,16 @@ def build_processor(texts: Iterable[str], arch: Architecture) -> PaliGemmaProces
     return PaliGemmaProcessor(image_processor=image_processor, tokenizer=tokenizer)
 
 
+def _tower(hidden: int, layers: int, head_dim: int) -> dict:
+    """A transformer stack's sizes: heads of ``head_dim``, an MLP 4x the width."""
+    return {
+        "hidden_size": hidden,
+        "intermediate_size": hidden * 4,
+        "num_hidden_layers": layers,
+        "num_attention_heads": max(1, hidden // head_dim),
+    }
+
+
 def build_model(arch: Architecture, processor: PaliGemmaProcessor, seed: int = 0):
     """A from-scratch PaliGemma: SigLIP vision tower + Gemma decoder, sized by `arch`."""
     tok = processor.tokenizer
@@ -35,19 +45,13 @@ def build_model(arch: Architecture, processor: PaliGemmaProcessor, seed: int = 0
     cfg = PaliGemmaConfig(
         vision_config={
             "model_type": "siglip_vision_model",
-            "hidden_size": arch.vision_hidden,
-            "intermediate_size": arch.vision_hidden * 4,
-            "num_hidden_layers": arch.vision_layers,
-            "num_attention_heads": max(1, arch.vision_hidden // arch.head_dim),
+            **_tower(arch.vision_hidden, arch.vision_layers, arch.head_dim),
             "image_size": arch.image_size,
             "patch_size": arch.patch_size,
         },
         text_config={
             "model_type": "gemma",
-            "hidden_size": arch.text_hidden,
-            "intermediate_size": arch.text_hidden * 4,
-            "num_hidden_layers": arch.text_layers,
-            "num_attention_heads": max(1, arch.text_hidden // arch.head_dim),
+            **_tower(arch.text_hidden, arch.text_layers, arch.head_dim),
             "num_key_value_heads": arch.kv_heads,
             "head_dim": arch.head_dim,
             "vocab_size": vocab,
