@@ -20,6 +20,7 @@ from jade.formats.samples import ShardRef
 from jade.pipeline import runner
 from jade.pipeline.config import BASES_DIR, Manifest, ManifestError, load_manifest
 from jade.pipeline.executor import Executor, RayExecutor
+from jade.pipeline.logs import run_log
 from jade.pipeline.rundir import RunDir, RunLock, atomic_write_json, fingerprint, read_json
 from jade.stages.dedupe import Dedupe
 from jade.stages.examples import Examples
@@ -131,10 +132,15 @@ def run_manifest(manifest: str, out: str | None = None, overrides: list[str] | N
     m = load_manifest(manifest, overrides, manifest_env(run))
     check_paths(m, later=str(run.world) if m.sample_world is not None else None)
     with RunLock(run):
-        if m.sample_world is not None:
-            ensure_world(m, run)
-        found = check_paths(m)
-        return execute(m, run, found, manifest, overrides or [], only, executor)
+        handler = run_log(run.root / "_logs" / "run.log")  # everything, Ray's messages included
+        try:
+            if m.sample_world is not None:
+                ensure_world(m, run)
+            found = check_paths(m)
+            return execute(m, run, found, manifest, overrides or [], only, executor)
+        finally:
+            logging.getLogger().removeHandler(handler)
+            handler.close()
 
 
 def execute(m: Manifest, run: RunDir, found: list[ShardRef], source: str, overrides: list[str],

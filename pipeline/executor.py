@@ -235,14 +235,24 @@ class RayExecutor:
 
 
 def _quiet_ray() -> None:
-    """Ray Data's progress bars and start-up lines off the console (they go to Ray's own log files)."""
+    """Ray's messages off the console and into the run's log: Ray Data's progress bars and start-up lines off,
+    and Ray's own console handlers removed from its loggers, whose records then reach the root handlers (the
+    console shows others' errors only; the run's log file takes everything)."""
     import ray.data
 
     ctx = ray.data.DataContext.get_current()
     ctx.enable_progress_bars = False
     ctx.print_on_execution_start = False
     for name in ("ray", "ray.data", "ray.train", "ray.tune"):
-        logging.getLogger(name).setLevel(logging.WARNING)
+        lg = logging.getLogger(name)
+        for h in [
+            h
+            for h in lg.handlers
+            if isinstance(h, logging.StreamHandler) and not isinstance(h, logging.FileHandler)
+        ]:
+            lg.removeHandler(h)
+        lg.propagate = True
+        lg.setLevel(logging.INFO)
 
 
 def _ray_train_worker(loop_config: dict) -> None:

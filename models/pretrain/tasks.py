@@ -5,10 +5,11 @@ from __future__ import annotations
 from jade.models.pretrain.task_caption import Captioning
 from jade.models.pretrain.task_completion import Completion
 from jade.models.pretrain.task_dense import DenseCaption
+from jade.models.pretrain.task_detect import Detect
 from jade.models.pretrain.task_itc import ITC
 from jade.models.pretrain.task_itm import ITM
 from jade.models.pretrain.task_locate import Locate
 from jade.models.pretrain.task_objects import Objects
 from jade.models.pretrain.task_vqa import VQA
 
-TASKS = {t.name: t for t in (ITC, ITM, Captioning, Completion, VQA, DenseCaption, Objects, Locate)}
+TASKS = {t.name: t for t in (ITC, ITM, Captioning, Completion, VQA, DenseCaption, Objects, Locate, Detect)}

@@ -21,8 +21,7 @@ from jade.models.greedy import greedy
 from jade.models.pretrain.base import PretrainData
 from jade.models.pretrain.config import WorldSpec
 from jade.models.pretrain.task_dense import PROMPT as DESCRIBE
-from jade.models.pretrain.task_locate import PROMPT as LOCATE
-from jade.models.pretrain.task_locate import describe
+from jade.models.pretrain.task_detect import PROMPT as DETECT
 from jade.models.tasks import answer_prompt, box_to_tokens, iou, parse_box
 from jade.models.vqa_normalize import normalize_answer
 from jade.sampleworld.language import caption_matches, region_phrases, sample_question_records
@@ -118,8 +117,8 @@ def probe_data(seed: int, images: int, image_size: int, qa_per_image: int = 12) 
 
 def probe(lm, processor, attention: str, data: PretrainData, bs: int = 64) -> dict:
     """Greedy scores of ``lm`` on held-out scenes: true templated questions (accuracy per template, beside
-    the answer prior: each template's most frequent true answer), locating each object by a description
-    that singles it out (box IoU >= 0.5), and describing each true box (the phrase names the object's
+    the answer prior: each template's most frequent true answer), detecting each object by its colour and
+    shape where that singles it out (box IoU >= 0.5), and describing each true box (the phrase names the object's
     colour and shape, and its size and place when it names any)."""
     qa = [(i, q) for i, qs in enumerate(data.qa) for q in qs]
     answers = greedy(
@@ -145,7 +144,7 @@ def probe(lm, processor, attention: str, data: PretrainData, bs: int = 64) -> di
         lm,
         processor,
         [data.images[i] for i, _ in unique],
-        [LOCATE.format(description=describe(o, ("color", "shape"))) for _, o in unique],
+        [DETECT.format(description=f"{o['color']} {o['shape']}") for _, o in unique],
         attention,
         6,
         bs,
