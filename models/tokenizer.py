@@ -1,6 +1,7 @@
 """A tokenizer trained offline on the run's own training texts, for models trained from scratch.
 
-SentencePiece-style BPE (Metaspace pre-tokenizer, like Gemma's) built with the `tokenizers` library: no
+SentencePiece-style BPE (Metaspace pre-tokenizer, like Gemma's, with punctuation split off words, so "circle?"
+at the end of a question is the same "circle" as anywhere else) built with the `tokenizers` library: no
 download. PaliGemma's processor then adds ``<image>`` and the 1024 ``<loc>`` + 128 ``<seg>`` tokens.
 """
 
@@ -19,7 +20,10 @@ ALPHABET = list(string.ascii_lowercase + string.ascii_uppercase + string.digits 
 def train_tokenizer(texts: Iterable[str], vocab_size: int) -> PreTrainedTokenizerFast:
     tok = Tokenizer(models.BPE(unk_token="<unk>"))
     tok.normalizer = normalizers.NFKC()
-    tok.pre_tokenizer = pre_tokenizers.Metaspace()
+    # words, then punctuation split off them: "circle?" is "▁circle" + "?", the same noun as mid-sentence
+    tok.pre_tokenizer = pre_tokenizers.Sequence(
+        [pre_tokenizers.Metaspace(), pre_tokenizers.Punctuation("isolated")]
+    )
     tok.decoder = decoders.Metaspace()
     trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=SPECIALS, initial_alphabet=ALPHABET)
     tok.train_from_iterator(texts, trainer)
