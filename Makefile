@@ -59,8 +59,8 @@ setup-vllm: .venv-vllm/.installed ## create .venv-vllm with vLLM for generate.ba
 test-vllm: setup setup-vllm ## vLLM against hf on a CPU: greedy answers, top-K draws, refusals (about 2 minutes)
 	$(PY) -m pytest -q -m vllm
 
-bench: setup ## the benchmarks (generate+filter vs a per-question loop, ingest): runs/bench/bench.json
-	$(PY) -m bench --out runs/bench
+bench: setup ## the benchmarks (factory vs per-question loop vs vLLM, per attention rule; ingest; scaling): runs/bench/bench.json [THREADS=n]
+	$(PY) -m bench --out runs/bench $(if $(THREADS),--threads $(THREADS))
 
 submit: setup ## the run as a Ray job: DATA=cc3m ADDRESS=http://HEAD:8265 OUT=/shared/runs/cc3m [SET="k=v ..."]
 	@test -n "$(ADDRESS)" || { echo "make submit: give ADDRESS=http://HEAD:8265 (the head's dashboard)"; exit 2; }
