@@ -2,7 +2,7 @@
 stream of freshly drawn scenes (the world source: never an image of the world's datasets), and ship it as a
 `save_pretrained` directory with a model card.
 
-The recipe is a YAML file (`manifests/base.yaml`): a name, a seed, and a `pretrain:` block (the pretrainer's
+The recipe is a YAML file (`manifests/bases/<name>.yaml`): a name, a seed, and a `pretrain:` block (the pretrainer's
 settings, `models.pretrain.config.PretrainConfig`, with `source: world`). The export is what the sample
 manifest fine-tunes both of its models from (`models.<role>.base: ${JADE_BASES}/<name>`): weights
 (safetensors), processor and tokenizer, config, `jade_model.json` (the attention rule, the recipe, the
@@ -31,7 +31,7 @@ from jade.pipeline.rundir import atomic_dir, atomic_write_json, read_json
 from jade.typed import ConfigError, build
 
 log = logging.getLogger("jade")
-RECIPE = MANIFEST_DIR / "base.yaml"
+RECIPE = MANIFEST_DIR / "bases" / "sampleworld-tiny.yaml"
 
 
 def load_recipe(path: str | Path = RECIPE, sets: list[str] | None = None) -> tuple[dict, PretrainConfig]:
@@ -141,7 +141,7 @@ def model_card(meta: dict) -> str:
         f"- seed {meta['seed']}; {meta['steps']} steps; {meta['examples_seen']:,} examples seen",
         f"- pretraining time {meta['train_seconds'] / 60:.1f} min on {meta['hardware']} ({meta['torch_threads']} torch thread(s))",
         f"- weights sha256 `{meta.get('weights_sha256', '')}`",
-        f"- recipe: `manifests/base.yaml` as run: `{json.dumps(meta['recipe']['pretrain'], sort_keys=True)}`",
+        f"- recipe: `manifests/bases/{meta['name']}.yaml` as run: `{json.dumps(meta['recipe']['pretrain'], sort_keys=True)}`",
         "",
         "## Probe (held-out scenes, greedy, never trained on)",
         "",

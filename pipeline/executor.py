@@ -148,6 +148,9 @@ class RayExecutor:
             # with several Ray instances on the machine, log "Found multiple active Ray instances". Token auth
             # is for clusters that others reach, and this one is ours.
             os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+            # Ray starts its workers at nice 15: under any other load the stages' actors and the trainer then
+            # get a sliver of the CPU while the driver waits. They do the run's work: same priority as it.
+            os.environ.setdefault("RAY_worker_niceness", "0")
             ray.init(address="local", num_cpus=self.num_cpus or os.cpu_count(), include_dashboard=False,
                      log_to_driver=False, logging_level=logging.WARNING)  # fmt: skip
             self._started = True
