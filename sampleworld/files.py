@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
+
+from jade import atomic
 
 
 def dump_json(path: Path, obj, *, newline: bool = False, indent: int | None = None) -> None:
@@ -23,15 +24,6 @@ def write_bytes(path: Path, data: bytes) -> None:
 def replace_dir(tmp: Path, out: Path) -> None:
     """Move the finished ``tmp`` tree to ``out``. An existing ``out`` is replaced only if it is empty or
     is itself a sample world (has ``world.json``); anything else is refused, never deleted."""
-    if out.exists():
-        if any(out.iterdir()) and not (out / "world.json").exists():
-            raise FileExistsError(f"{out} exists and is not a sample world; refusing to replace it")
-        old = out.with_name(f".{out.name}.old")
-        if old.exists():
-            shutil.rmtree(old)
-        out.rename(old)
-        tmp.rename(out)
-        shutil.rmtree(old)
-    else:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        tmp.rename(out)
+    if out.exists() and any(out.iterdir()) and not (out / "world.json").exists():
+        raise FileExistsError(f"{out} exists and is not a sample world; refusing to replace it")
+    atomic.replace_dir(tmp, out)

@@ -1,0 +1,135 @@
+"""The framework's books, in milliseconds, with a stage of a few lines and no model: skip what is done, write
+tables atomically and the record last, remove a shard's stale files, record a shard that raises and leave it
+out downstream, sum counts, prune removed shards, fingerprint per shard from upstream outputs."""
+
+from dataclasses import dataclass
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from jade.formats.samples import ShardRef
+from jade.pipeline.config import Manifest, StageResources
+from jade.pipeline.executor import LocalExecutor
+from jade.pipeline.rundir import RunDir, atomic_dir, atomic_write_json, read_json
+from jade.pipeline.runner import execute
+from jade.pipeline.stage import ShardResult
+from jade.pipeline.stats import sum_counts
+
+CALLS: list[tuple[str, str]] = []
+
+
+@dataclass(frozen=True)
+class Parts:
+    parts: int  # files a shard writes
+
+
+class Source:
+    """A first shard stage: writes `parts` files per shard with one row each, and fails on shard "bad"."""
+
+    name, after = "source", ()
+
+    def settings(self, m):
+        return Parts(m.publish.rows_per_file)
+
+    def resources(self, m):
+        return StageResources()
+
+    def owns(self, shard_id):
+        return [f"out/{shard_id}-*.parquet"]
+
+    def worker(self, run, settings, runtime):
+        def work(shard: ShardRef) -> ShardResult:
+            CALLS.append((self.name, shard.shard_id))
+            if shard.shard_id == "bad":
+                raise ValueError("a bad shard")
+            tables = {f"out/{shard.shard_id}-{k}.parquet": pa.table({"k": [k]}) for k in range(settings.parts)}
+            return ShardResult(tables, {"rows": settings.parts, "by": {"x": 1}}, settings.parts)
+
+        return work
+
+
+class Sink:
+    """A second shard stage reading the first's output, and (reads_earlier) the shards before it."""
+
+    name, after, reads_earlier = "sink", ("source",), True
+
+    def settings(self, m):
+        return {}
+
+    def resources(self, m):
+        return StageResources()
+
+    def owns(self, shard_id):
+        return [f"sink/{shard_id}.parquet"]
+
+    def worker(self, run, settings, runtime):
+        def work(shard: ShardRef) -> ShardResult:
+            CALLS.append((self.name, shard.shard_id))
+            n = sum(pq.read_table(p).num_rows for p in (run.root / "out").glob(f"{shard.shard_id}-*.parquet"))
+            return ShardResult({f"sink/{shard.shard_id}.parquet": pa.table({"n": [n]})}, {"seen": n}, n)
+
+        return work
+
+
+STAGES = [Source(), Sink()]
+
+
+def _run(tmp_path, shards, parts=2):
+    CALLS.clear()
+    m = Manifest()
+    m.publish.rows_per_file = parts
+    refs = [ShardRef(s, f"{s}.tar", "webdataset") for s in shards]
+    return execute(STAGES, m, RunDir(tmp_path), refs, LocalExecutor())
+
+
+def test_done_shards_are_skipped_and_counts_summed(tmp_path):
+    s = _run(tmp_path, ["a", "b"])
+    assert CALLS == [("source", "a"), ("source", "b"), ("sink", "a"), ("sink", "b")]
+    assert s["source"]["counts"] == {"rows": 4, "by": {"x": 2}} and s["sink"]["counts"] == {"seen": 4}
+    rec = read_json(tmp_path / "_state/source/a.json")
+    assert rec["images"] == 2 and rec["output_fp"] and rec["fingerprint"]
+    s = _run(tmp_path, ["a", "b"])
+    assert CALLS == [] and s["source"]["skipped"] and s["sink"]["skipped"]
+
+
+def test_a_new_shard_runs_alone_and_a_removed_one_is_pruned(tmp_path):
+    _run(tmp_path, ["a", "b"])
+    _run(tmp_path, ["a", "b", "c"])  # appended: the earlier shards' inputs did not change
+    assert CALLS == [("source", "c"), ("sink", "c")]
+    _run(tmp_path, ["a", "c"])
+    assert not list((tmp_path / "out").glob("b-*")) and not (tmp_path / "sink/b.parquet").exists()
+    assert not (tmp_path / "_state/source/b.json").exists()
+    # a shard inserted before others: the later ones read the earlier shards (reads_earlier), so they re-run
+    _run(tmp_path, ["0", "a", "c"])
+    assert CALLS == [("source", "0"), ("sink", "0"), ("sink", "a"), ("sink", "c")]
+
+
+def test_a_changed_setting_rewrites_and_removes_stale_files(tmp_path):
+    _run(tmp_path, ["a"], parts=3)
+    assert len(list((tmp_path / "out").glob("a-*"))) == 3
+    _run(tmp_path, ["a"], parts=1)
+    assert sorted(p.name for p in (tmp_path / "out").glob("a-*")) == ["a-0.parquet"]
+    assert ("sink", "a") in CALLS  # its input changed
+
+
+def test_a_failing_shard_is_recorded_and_left_out_downstream(tmp_path):
+    s = _run(tmp_path, ["a", "bad"])
+    assert s["source"]["failed_shards"]["bad"]["error"] == "ValueError: a bad shard"
+    assert read_json(tmp_path / "_state/source/_failed/bad.json")["traceback"]
+    assert ("sink", "bad") not in CALLS and s["sink"]["shards"] == 1
+    assert read_json(tmp_path / "_state/source/_stage.json")["complete"] is False
+
+
+def test_sum_counts_and_atomic_helpers(tmp_path):
+    assert sum_counts([{"a": 1, "b": {"c": 2}}, {"a": 2, "b": {"c": 1, "d": 4}}]) == {"a": 3, "b": {"c": 3, "d": 4}}
+    with pytest.raises(TypeError, match="numbers"):
+        sum_counts([{"a": "x"}])
+    atomic_write_json(tmp_path / "j.json", {"x": 1})
+    assert read_json(tmp_path / "j.json") == {"x": 1} and not list(tmp_path.glob(".j.json.tmp*"))
+    with atomic_dir(tmp_path / "d") as tmp:
+        (tmp / "f").write_text("1")
+    with pytest.raises(RuntimeError), atomic_dir(tmp_path / "d") as tmp:
+        (tmp / "f").write_text("2")
+        raise RuntimeError("killed")
+    assert (tmp_path / "d" / "f").read_text() == "1" and len(list(tmp_path.iterdir())) == 2  # no leftovers
