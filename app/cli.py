@@ -31,8 +31,13 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     executor = LocalExecutor() if args.executor == "local" else RayExecutor(address=args.address)
     try:
-        summaries = run_manifest(args.manifest, args.out, args.set, args.stages.split(",") if args.stages else None,
-                                 executor=executor)  # fmt: skip
+        summaries = run_manifest(
+            args.manifest,
+            args.out,
+            args.set,
+            args.stages.split(",") if args.stages else None,
+            executor=executor,
+        )
     except ManifestError as e:
         print(f"jade: invalid manifest: {e}", file=sys.stderr)
         return EXIT_INVALID
@@ -46,23 +51,51 @@ def cmd_run(args: argparse.Namespace) -> int:
         executor.shutdown()
     stats = summaries.get("publish", {}).get("stats")
     if stats:
-        print(json.dumps({k: stats[k] for k in ("images_in", "images_ok", "images_failed", "questions_generated",
-                                                "qa_kept", "qa_rejected", "keep_rate", "regions_kept")}, indent=2))  # fmt: skip
+        print(
+            json.dumps(
+                {
+                    k: stats[k]
+                    for k in (
+                        "images_in",
+                        "images_ok",
+                        "images_failed",
+                        "questions_generated",
+                        "qa_kept",
+                        "qa_rejected",
+                        "keep_rate",
+                        "regions_kept",
+                    )
+                },
+                indent=2,
+            )
+        )
     failed = {shard: f for s in summaries.values() for shard, f in (s.get("failed_shards") or {}).items()}
     if stats and stats.get("empty_shards"):
-        print(f"jade: {len(stats['empty_shards'])} shard(s) had no usable image and publish no file: "
-              + "; ".join(f"{shard} ({e['images_in']} images: "
-                          + ", ".join(f"{r} {n}" for r, n in e["failure_reasons"].items()) + ")"
-                          for shard, e in sorted(stats["empty_shards"].items()))
-              + ". Every image's reason is in failures/.", file=sys.stderr)  # fmt: skip
+        print(
+            f"jade: {len(stats['empty_shards'])} shard(s) had no usable image and publish no file: "
+            + "; ".join(
+                f"{shard} ({e['images_in']} images: "
+                + ", ".join(f"{r} {n}" for r, n in e["failure_reasons"].items())
+                + ")"
+                for shard, e in sorted(stats["empty_shards"].items())
+            )
+            + ". Every image's reason is in failures/.",
+            file=sys.stderr,
+        )
     if failed:
-        print(f"jade: {len(failed)} shard(s) failed and are not published: "
-              + "; ".join(f"{shard} ({f['stage']}: {f['error']})" for shard, f in sorted(failed.items()))
-              + ". The other shards are complete; run the same command again to retry them.", file=sys.stderr)  # fmt: skip
+        print(
+            f"jade: {len(failed)} shard(s) failed and are not published: "
+            + "; ".join(f"{shard} ({f['stage']}: {f['error']})" for shard, f in sorted(failed.items()))
+            + ". The other shards are complete; run the same command again to retry them.",
+            file=sys.stderr,
+        )
         return EXIT_FAILED_SHARDS
     if stats is not None and stats["images_ok"] == 0:
-        print(f"jade: no image was usable ({stats['images_in']} in, {stats['images_failed']} failed): the dataset "
-              "is empty. The reasons are in failures/ and `jade status DIR --shards`.", file=sys.stderr)  # fmt: skip
+        print(
+            f"jade: no image was usable ({stats['images_in']} in, {stats['images_failed']} failed): the dataset "
+            "is empty. The reasons are in failures/ and `jade status DIR --shards`.",
+            file=sys.stderr,
+        )
         return EXIT_EMPTY
     return 0
 
@@ -107,9 +140,16 @@ def cmd_refilter(args: argparse.Namespace) -> int:
         return EXIT_LOCKED
     after = read_json(RunDir(args.dir).stats_json) or {}
     keys = ("qa_kept", "qa_rejected", "keep_rate", "rejected_by_reason")
-    print(json.dumps({"before": {k: before.get(k) for k in keys}, "after": {k: after.get(k) for k in keys},
-                      "keep_rate_by_type": {t: b["keep_rate"] for t, b in after.get("by_type", {}).items()}},
-                     indent=2))  # fmt: skip
+    print(
+        json.dumps(
+            {
+                "before": {k: before.get(k) for k in keys},
+                "after": {k: after.get(k) for k in keys},
+                "keep_rate_by_type": {t: b["keep_rate"] for t, b in after.get("by_type", {}).items()},
+            },
+            indent=2,
+        )
+    )
     return 0
 
 
@@ -135,8 +175,15 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
         )
     finally:
         executor.shutdown()
-    keys = ("vqa_accuracy", "retrieval_i2t_r1", "retrieval_i2t_r5", "retrieval_t2i_r1", "retrieval_t2i_r5",
-            "cider", "steps")  # fmt: skip
+    keys = (
+        "vqa_accuracy",
+        "retrieval_i2t_r1",
+        "retrieval_i2t_r5",
+        "retrieval_t2i_r1",
+        "retrieval_t2i_r5",
+        "cider",
+        "steps",
+    )
     print(json.dumps({k: m.get(k) for k in keys}, indent=2))
     return 0
 
@@ -187,14 +234,24 @@ def main(argv: list[str] | None = None) -> int:
     g.set_defaults(fn=cmd_gallery)
     f = sub.add_parser("refilter", help="re-apply a changed filter rule to the stored answers and republish")
     f.add_argument("dir")
-    f.add_argument("--set", action="append", required=True, metavar="filter.KEY=VALUE",
-                   help="filter.normalization, filter.match or filter.min_score")  # fmt: skip
+    f.add_argument(
+        "--set",
+        action="append",
+        required=True,
+        metavar="filter.KEY=VALUE",
+        help="filter.normalization, filter.match or filter.min_score",
+    )
     f.set_defaults(fn=cmd_refilter)
     t = sub.add_parser("pretrain", help="multi-task pretraining on DIR/dataset, then downstream evaluation")
     t.add_argument("dir", help="a run directory with dataset/ (published); writes DIR/pretrain/")
     t.add_argument("--out", help="output directory (default DIR/pretrain)")
-    t.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                   help="a PretrainConfig field: steps, batch_size, mixing, attention, data, tasks, seed, ...")  # fmt: skip
+    t.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a PretrainConfig field: steps, batch_size, mixing, attention, data, tasks, seed, ...",
+    )
     t.add_argument("--fresh", action="store_true", help="start over instead of resuming the checkpoint")
     t.add_argument("--eval-only", action="store_true", help="evaluate the existing checkpoint only")
     t.add_argument("--workers", type=int, default=1, help="Ray Train workers")

@@ -119,8 +119,13 @@ def ensure_world(m: Manifest, run: RunDir) -> None:
     write_world(run.world, cfg)
 
 
-def run_manifest(manifest: str, out: str | None = None, overrides: list[str] | None = None,
-                 only: list[str] | None = None, executor: Executor | None = None) -> dict:  # fmt: skip
+def run_manifest(
+    manifest: str,
+    out: str | None = None,
+    overrides: list[str] | None = None,
+    only: list[str] | None = None,
+    executor: Executor | None = None,
+) -> dict:
     for name in only or []:
         if name not in STAGE_NAMES:
             raise ManifestError(f"--stages: unknown stage {name!r} (stages: {', '.join(STAGE_NAMES)})")
@@ -143,8 +148,15 @@ def run_manifest(manifest: str, out: str | None = None, overrides: list[str] | N
             handler.close()
 
 
-def execute(m: Manifest, run: RunDir, found: list[ShardRef], source: str, overrides: list[str],
-            only: list[str] | None = None, executor: Executor | None = None) -> dict:  # fmt: skip
+def execute(
+    m: Manifest,
+    run: RunDir,
+    found: list[ShardRef],
+    source: str,
+    overrides: list[str],
+    only: list[str] | None = None,
+    executor: Executor | None = None,
+) -> dict:
     """Record the run (run.json) and run its stages in order, skipping what is done."""
     run.root.mkdir(parents=True, exist_ok=True)
     atomic_write_json(run.run_json, describe_run(m, stage_fingerprints(m), source, overrides, found))
@@ -161,14 +173,26 @@ def describe_run(m: Manifest, fps: dict, manifest: str, overrides: list[str], fo
             pkgs[p] = None
     try:
         root = Path(__file__).resolve().parent.parent
-        commit = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True,
-                                timeout=10).stdout.strip() or None  # fmt: skip
+        commit = (
+            subprocess.run(
+                ["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10
+            ).stdout.strip()
+            or None
+        )
     except (OSError, subprocess.SubprocessError):
         commit = None
     return {
-        "manifest": m.to_dict(), "manifest_source": manifest, "overrides": overrides,
-        "config_fingerprint": fingerprint(m.to_dict()), "stage_fingerprints": fps, "seed": m.seed,
+        "manifest": m.to_dict(),
+        "manifest_source": manifest,
+        "overrides": overrides,
+        "config_fingerprint": fingerprint(m.to_dict()),
+        "stage_fingerprints": fps,
+        "seed": m.seed,
         "shards": [dataclasses.asdict(s) for s in found],
-        "packages": pkgs, "git_commit": commit, "code": str(Path(__file__).resolve().parent.parent), "python": sys.version.split()[0], "platform": platform.platform(),
+        "packages": pkgs,
+        "git_commit": commit,
+        "code": str(Path(__file__).resolve().parent.parent),
+        "python": sys.version.split()[0],
+        "platform": platform.platform(),
         "command": sys.argv,
-    }  # fmt: skip
+    }

@@ -36,8 +36,14 @@ def status_lines(run_dir: str, shards: bool = False) -> list[str]:
     ctx = plan(STAGES, m, run, found)
     holder = read_json(run.root / ".lock")
     since = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(holder.get("since", 0))) if holder else ""
-    lines = [f"run {run.root}: " + (f"held by host {holder.get('host')} pid {holder.get('pid')} since {since}"
-                                    if holder else "not running")]  # fmt: skip
+    lines = [
+        f"run {run.root}: "
+        + (
+            f"held by host {holder.get('host')} pid {holder.get('pid')} since {since}"
+            if holder
+            else "not running"
+        )
+    ]
     for st in STAGES:
         fp = ctx.fp(st.name)
         if not is_shard_stage(st):
@@ -60,6 +66,8 @@ def status_lines(run_dir: str, shards: bool = False) -> list[str]:
         lines.append(line)
         lines += [f"    {s} failed: {r.get('error')}" for s, r in sorted(failed.items())]
         if shards:
-            lines += [f"    {s}: {_counts(r)}" + (" (no usable image: no file)" if s in empty else "")
-                      for s, r in sorted(recs.items())]  # fmt: skip
+            lines += [
+                f"    {s}: {_counts(r)}" + (" (no usable image: no file)" if s in empty else "")
+                for s, r in sorted(recs.items())
+            ]
     return lines

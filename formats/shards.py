@@ -77,8 +77,10 @@ def list_shards(format: str, urls: str | Iterable[str]) -> list[ShardRef]:
     if wrong:
         raise ValueError(f"not {format} shards (expected {'/'.join(suffixes)} files): {wrong[:3]}")
     ids = _shard_ids(found, suffixes[0])
-    return [ShardRef(shard_id, url, format, source)
-            for shard_id, url, source in zip(ids, found, _sources(found), strict=True)]  # fmt: skip
+    return [
+        ShardRef(shard_id, url, format, source)
+        for shard_id, url, source in zip(ids, found, _sources(found), strict=True)
+    ]
 
 
 class ShardReader(CountingReader):

@@ -28,8 +28,13 @@ class Executor(Protocol):
 
     name: str
 
-    def map_shards(self, factory: Callable[[], Worker], items: list[dict], res: StageResources,
-                   on_result: Callable[[dict], None] | None = None) -> list[dict]:  # fmt: skip
+    def map_shards(
+        self,
+        factory: Callable[[], Worker],
+        items: list[dict],
+        res: StageResources,
+        on_result: Callable[[dict], None] | None = None,
+    ) -> list[dict]:
         """Build a worker with ``factory()`` on each of up to ``res.pool()`` workers and call it on every item;
         each summary goes to ``on_result`` as it arrives; a worker that raises gives ``{"shard", "error"}``."""
         ...
@@ -90,8 +95,13 @@ def _safe_call(worker: Callable[[dict], dict], item: dict) -> dict:
 class LocalExecutor:
     name = "local"
 
-    def map_shards(self, factory: Callable[[], Worker], items: list[dict], res: StageResources,
-                   on_result: Callable[[dict], None] | None = None) -> list[dict]:  # fmt: skip
+    def map_shards(
+        self,
+        factory: Callable[[], Worker],
+        items: list[dict],
+        res: StageResources,
+        on_result: Callable[[dict], None] | None = None,
+    ) -> list[dict]:
         if not items:
             return []
         worker = factory()
@@ -151,11 +161,18 @@ class RayExecutor:
             # Ray starts its workers at nice 15: under any other load the stages' actors and the trainer then
             # get a sliver of the CPU while the driver waits. They do the run's work: same priority as it.
             os.environ.setdefault("RAY_worker_niceness", "0")
-            ray.init(address="local", num_cpus=self.num_cpus or os.cpu_count(), include_dashboard=False,
-                     log_to_driver=False, logging_level=logging.WARNING)  # fmt: skip
+            ray.init(
+                address="local",
+                num_cpus=self.num_cpus or os.cpu_count(),
+                include_dashboard=False,
+                log_to_driver=False,
+                logging_level=logging.WARNING,
+            )
             self._started = True
-            log.info("ray: started a private local cluster for this run at %s",
-                     ray.get_runtime_context().gcs_address)  # fmt: skip
+            log.info(
+                "ray: started a private local cluster for this run at %s",
+                ray.get_runtime_context().gcs_address,
+            )
         _quiet_ray()
 
     def gpus(self) -> int:
@@ -177,8 +194,13 @@ class RayExecutor:
             return res.num_gpus
         return 1.0 if self.gpus() else 0.0
 
-    def map_shards(self, factory: Callable[[], Worker], items: list[dict], res: StageResources,
-                   on_result: Callable[[dict], None] | None = None) -> list[dict]:  # fmt: skip
+    def map_shards(
+        self,
+        factory: Callable[[], Worker],
+        items: list[dict],
+        res: StageResources,
+        on_result: Callable[[dict], None] | None = None,
+    ) -> list[dict]:
         """Each shard summary as it arrives goes to `on_result` (progress). A worker process that dies is
         restarted and its shard retried by Ray Data (actor pools default to max_restarts=-1 and
         max_task_retries=-1); a shard that raises comes back as a failed-shard summary."""

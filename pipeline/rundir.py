@@ -31,7 +31,9 @@ from jade.atomic import (  # noqa: F401  (re-exported: stages write through the 
 
 
 def _plain(obj: Any) -> Any:
-    return dataclasses.asdict(obj) if dataclasses.is_dataclass(obj) and not isinstance(obj, type) else str(obj)
+    return (
+        dataclasses.asdict(obj) if dataclasses.is_dataclass(obj) and not isinstance(obj, type) else str(obj)
+    )
 
 
 def fingerprint(obj: Any) -> str:
@@ -125,8 +127,12 @@ class RunLock:
     def __init__(self, run: RunDir):
         self.path = run.root / ".lock"
         self._stop: threading.Event | None = None
-        self.me = {"host": socket.gethostname(), "pid": os.getpid(), "since": round(time.time(), 3),
-                   "command": " ".join(sys.argv)[:300]}  # fmt: skip
+        self.me = {
+            "host": socket.gethostname(),
+            "pid": os.getpid(),
+            "since": round(time.time(), 3),
+            "command": " ".join(sys.argv)[:300],
+        }
 
     def __enter__(self) -> RunLock:
         self.path.parent.mkdir(parents=True, exist_ok=True)

@@ -17,13 +17,13 @@ config writes byte-identical files. Layout under ``out_dir``::
 
 from __future__ import annotations
 
-import os
-import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from jade.atomic import atomic_dir
+
 from .cc3m import write_cc3m
-from .files import dump_json, replace_dir
+from .files import check_replaceable, dump_json
 from .gqa import write_gqa
 from .language import answer_question, caption_matches, region_phrases, sample_questions
 from .vg import write_vg
@@ -84,12 +84,8 @@ def write_world(out_dir: str | Path, cfg: WorldConfig | None = None) -> dict:
     """
     cfg = cfg or WorldConfig()
     out = Path(out_dir)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir()
-    try:
+    check_replaceable(out)
+    with atomic_dir(out) as tmp:
         counts = {
             "vg": write_vg(tmp, cfg),
             "gqa": write_gqa(tmp, cfg),
@@ -101,8 +97,4 @@ def write_world(out_dir: str | Path, cfg: WorldConfig | None = None) -> dict:
             {"format": "jade-sampleworld/1", "config": asdict(cfg), "counts": counts},
             indent=2,
         )
-        replace_dir(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return counts

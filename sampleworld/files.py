@@ -1,11 +1,9 @@
-"""Small file helpers shared by the writers: JSON in the published layouts, bytes, atomic directory swap."""
+"""Small file helpers shared by the writers: JSON in the published layouts, bytes, a guard on folders."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
-
-from jade import atomic
 
 
 def dump_json(path: Path, obj, *, newline: bool = False, indent: int | None = None) -> None:
@@ -21,9 +19,8 @@ def write_bytes(path: Path, data: bytes) -> None:
     path.write_bytes(data)
 
 
-def replace_dir(tmp: Path, out: Path) -> None:
-    """Move the finished ``tmp`` tree to ``out``. An existing ``out`` is replaced only if it is empty or
-    is itself a sample world (has ``world.json``); anything else is refused, never deleted."""
+def check_replaceable(out: Path) -> None:
+    """A world may replace an existing ``out`` only if it is empty or is itself a sample world (has
+    ``world.json``); anything else is refused, never deleted."""
     if out.exists() and any(out.iterdir()) and not (out / "world.json").exists():
         raise FileExistsError(f"{out} exists and is not a sample world; refusing to replace it")
-    atomic.replace_dir(tmp, out)

@@ -17,7 +17,6 @@ import shutil
 import time
 from collections import Counter
 from dataclasses import asdict, dataclass
-from types import SimpleNamespace
 
 import fsspec
 import pyarrow as pa
@@ -28,11 +27,12 @@ from jade.formats.errors import FormatError
 from jade.formats.run_tables import EXAMPLE, failures_table
 from jade.models import tasks
 from jade.models.vqa_normalize import answer_type, normalize_answer
-from jade.pipeline.config import Manifest
+from jade.pipeline.config import GQASource, Manifest, VGSource, VQASource
 from jade.pipeline.executor import WorkerFactory
 from jade.pipeline.logs import worker_logging
 from jade.pipeline.rundir import RunDir, atomic_parquet_writer, atomic_write_parquet
 from jade.pipeline.stage import Context
+from jade.typed import build
 
 log = logging.getLogger("jade")
 QA_TASKS = {"question", "answer"}
@@ -169,6 +169,13 @@ def _vqa(src, path: str, ex: ExampleWriter, failures: list) -> None:
 
 
 READERS = {"vg_regions": _vg_regions, "vg_qas": _vg_qas, "gqa": _gqa, "vqa": _vqa}
+SOURCES = {"vg": VGSource, "gqa": GQASource, "vqa": VQASource}
+
+
+def job_source(job: dict) -> VGSource | GQASource | VQASource:
+    """A job's source settings, typed again on the worker (jobs travel to the workers as JSON)."""
+    name = job["kind"].split("_")[0]
+    return build(SOURCES[name], job["src"], f"sources.{name}")
 
 
 def annotation_jobs(m: Manifest) -> list[dict]:
@@ -216,7 +223,7 @@ class AnnotationJob:
         try:
             with atomic_parquet_writer(self.parts / f"{job['shard_id']}.parquet", EXAMPLE) as writer:
                 ex = ExampleWriter(job["tasks"], writer)
-                READERS[job["kind"]](SimpleNamespace(**job["src"]), job["file"], ex, failures)
+                READERS[job["kind"]](job_source(job), job["file"], ex, failures)
                 ex.flush()
         except FormatError as e:  # the driver re-raises it: the run stops, naming the file and byte
             return {"shard": job["shard_id"], "format_error": [e.path, e.position, e.message]}

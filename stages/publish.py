@@ -46,10 +46,10 @@ FEATURES = Features(
                 "filter_answer": Value("string"),
                 "score": Value("float32"),
             }
-        ),  # fmt: skip
+        ),
         "regions": List(
             {"bbox": List(Value("float32"), length=4), "caption": Value("string"), "score": Value("float32")}
-        ),  # fmt: skip
+        ),
         "provenance": {
             "generator": Value("string"),
             "filter": Value("string"),
@@ -59,7 +59,7 @@ FEATURES = Features(
             "source_key": Value("string"),  # the sample's key in its source (img2dataset's key)
             "generator_attention": Value("string"),
             "filter_attention": Value("string"),
-        },  # fmt: skip
+        },
     }
 )
 
@@ -86,12 +86,13 @@ class Publisher:
         self.schema = features(settings.embed_images).arrow_schema
         fps = dict(runtime.run_fingerprints)
         self.provenance = {
-            "generator": fps["finetune_generator"], "filter": fps["finetune_filter"],
+            "generator": fps["finetune_generator"],
+            "filter": fps["finetune_filter"],
             "config": fingerprint([fps[k] for k in ("finetune_generator", "finetune_filter", "publish")]),
             "seed": settings.seed,
             "generator_attention": factory.read_meta(run.checkpoint("generator")).get("attention", "prefix"),
             "filter_attention": factory.read_meta(run.checkpoint("filter")).get("attention", "prefix"),
-        }  # fmt: skip
+        }
 
     def __call__(self, shard: ShardRef) -> ShardResult:
         sid = shard.shard_id
@@ -116,8 +117,12 @@ class Publisher:
         per = max(1, self.s.rows_per_file)
         # no file at all for a shard with no usable image: a 0-row file breaks loading
         parts = -(-len(rows) // per)
-        tables = {f"dataset/data/train-{sid}-{p:05d}-of-{parts:05d}.parquet":
-                  pa.Table.from_pylist(rows[p * per : (p + 1) * per], schema=self.schema) for p in range(parts)}  # fmt: skip
+        tables = {
+            f"dataset/data/train-{sid}-{p:05d}-of-{parts:05d}.parquet": pa.Table.from_pylist(
+                rows[p * per : (p + 1) * per], schema=self.schema
+            )
+            for p in range(parts)
+        }
         rejected = pq.read_table(self.run.rejected / f"{sid}.parquet", columns=["type", "reason", "answer"])
         counts = {"images_published": len(rows), "data": shard_data_counts(rows, rejected.to_pylist())}
         return ShardResult(tables, counts, len(rows), {"files": parts})
@@ -127,8 +132,19 @@ def merge_stats(records: dict[str, list[dict]]) -> dict:
     """stats.json from the completion records of the published shards (per stage: their records), so it
     survives restarts and adds up: section 7's counts summed, then the rates and summaries derived."""
     s = sum_counts(r["counts"] for recs in records.values() for r in recs)
-    stats = {k: s.get(k, 0) for k in ("images_in", "images_ok", "images_failed", "questions_generated",
-                                       "qa_kept", "qa_rejected", "regions_generated", "regions_kept")}  # fmt: skip
+    stats = {
+        k: s.get(k, 0)
+        for k in (
+            "images_in",
+            "images_ok",
+            "images_failed",
+            "questions_generated",
+            "qa_kept",
+            "qa_rejected",
+            "regions_generated",
+            "regions_kept",
+        )
+    }
     stats["keep_rate"] = ratio(stats["qa_kept"], stats["questions_generated"])
     stats["kept_per_image"] = ratio(stats["qa_kept"], stats["images_ok"])
     stats["regions_per_image"] = ratio(stats["regions_kept"], stats["images_ok"])
@@ -189,8 +205,11 @@ def _distribution(hist: Counter) -> dict:
             k -= n
         raise IndexError(k)
 
-    return {"mean": sum(v * n for v, n in values) / total, "median": (nth((total - 1) // 2) + nth(total // 2)) / 2,
-            "max": values[-1][0]}  # fmt: skip
+    return {
+        "mean": sum(v * n for v, n in values) / total,
+        "median": (nth((total - 1) // 2) + nth(total // 2)) / 2,
+        "max": values[-1][0],
+    }
 
 
 def _yes_share(answers: Counter) -> float | None:
@@ -203,8 +222,11 @@ def data_stats(data: dict[str, Counter], stats: dict, top: int = 10) -> dict:
     distribution (distinct answers, the most frequent, yes/no balance of kept and of all answered pairs)
     and question length in words."""
     generated = stats["questions_generated"]
-    out: dict = {"reject_rate_by_reason": {r: n / generated for r, n in stats["rejected_by_reason"].items()}
-                 if generated else {}}  # fmt: skip
+    out: dict = {
+        "reject_rate_by_reason": {r: n / generated for r, n in stats["rejected_by_reason"].items()}
+        if generated
+        else {}
+    }
     words_all: Counter = Counter()
     by_type = {t: dict(v) for t, v in stats["by_type"].items()}
     for t, b in by_type.items():
@@ -281,8 +303,10 @@ def empty_shards(published: list[str], records: dict[str, list[dict]]) -> dict[s
         reasons: Counter = Counter()
         for st in ("ingest", "dedupe"):
             reasons.update(records[st][i]["counts"].get("failure_reasons", {}))
-        out[s] = {"images_in": records["ingest"][i]["counts"].get("images_in", 0),
-                  "failure_reasons": dict(sorted(reasons.items()))}  # fmt: skip
+        out[s] = {
+            "images_in": records["ingest"][i]["counts"].get("images_in", 0),
+            "failure_reasons": dict(sorted(reasons.items())),
+        }
     return out
 
 
@@ -321,11 +345,13 @@ def dataset_card(m: Manifest, stats: dict, prov: dict, feats: Features, files: D
     size from the Parquet footers (datasets recomputes the Arrow size)."""
     header = {
         "configs": [
-            {"config_name": "default",
-             # no file at all (no usable image anywhere): the glob, so that datasets says "no data files"
-             "data_files": [{"split": "train", "path": files.names or "data/train-*.parquet"}],
-             "description": f"JADE Factory run {m.name}: {files.num_examples} rows in {len(files.names)} files, "
-                            f"data fingerprint {files.fingerprint}"}
+            {
+                "config_name": "default",
+                # no file at all (no usable image anywhere): the glob, so that datasets says "no data files"
+                "data_files": [{"split": "train", "path": files.names or "data/train-*.parquet"}],
+                "description": f"JADE Factory run {m.name}: {files.num_examples} rows in {len(files.names)} files, "
+                f"data fingerprint {files.fingerprint}",
+            }
         ],
         "dataset_info": {
             "features": feats._to_yaml_list(),
@@ -335,37 +361,59 @@ def dataset_card(m: Manifest, stats: dict, prov: dict, feats: Features, files: D
         },
         "task_categories": ["visual-question-answering", "image-to-text"],
         "tags": ["synthetic", "jade-factory", "dense-captioning"],
-    }  # fmt: skip
+    }
     g = m.generate
     lines = [
-        "---", yaml.safe_dump(header, sort_keys=False).rstrip(), "---", "",
-        f"# {m.name}: JADE Factory synthetic VQA and dense captions", "",
+        "---",
+        yaml.safe_dump(header, sort_keys=False).rstrip(),
+        "---",
+        "",
+        f"# {m.name}: JADE Factory synthetic VQA and dense captions",
+        "",
         "Generated by JADE Factory (the method of *Enhancing Vision-Language Pre-Training with Jointly Learned "
         "Questioner and Dense Captioner*, arXiv 2305.11769): a generator model fine-tuned on Visual Genome and "
         "GQA wrote dense captions and questions by top-K sampling and answers by greedy decoding; an independent "
         "filter model fine-tuned on VQA v2 answered every question, and a pair was kept only when both answers "
-        "agree after answer normalization (the filter rule is under Settings).", "",
-        "## Models", "",
+        "agree after answer normalization (the filter rule is under Settings).",
+        "",
+        "## Models",
+        "",
         f"- generator: `{m.models.generator.base or 'from scratch (' + m.models.family + ')'}`, checkpoint fingerprint `{prov['generator']}`",
-        f"- filter: `{m.models.filter.base or 'from scratch (' + m.models.family + ')'}`, checkpoint fingerprint `{prov['filter']}`", "",
-        "## Settings", "",
+        f"- filter: `{m.models.filter.base or 'from scratch (' + m.models.family + ')'}`, checkpoint fingerprint `{prov['filter']}`",
+        "",
+        "## Settings",
+        "",
         f"- seed {m.seed}; backend `{g.backend}`; top-K {g.top_k}, temperature {g.temperature}",
         f"- dense-caption samples per image: {g.captions} (near-duplicate boxes above IoU {g.box_dedup_iou} removed)",
         f"- question samples per image by type: {json.dumps({t: g.questions[t] for t in QUESTION_TYPES if t in g.questions})}",
-        f"- filter: normalization `{m.filter.normalization}`, match `{m.filter.match}`, min score {m.filter.min_score}", "",
-        "## Columns", "",
+        f"- filter: normalization `{m.filter.normalization}`, match `{m.filter.match}`, min score {m.filter.min_score}",
+        "",
+        "## Columns",
+        "",
         "`key`, `image`, `url`, `caption` (original alt-text), `width`, `height`, `qa` (kept pairs: question, "
         "answer, type, filter_answer, score = the filter's answer probability), `regions` (bbox as x0 y0 x1 y1 "
-        "fractions of width/height, caption, score = the caption's mean token probability), `provenance`.", "",
+        "fractions of width/height, caption, score = the caption's mean token probability), `provenance`.",
+        "",
         *data_card(stats),
-        "## Stats", "", "```json", json.dumps(stats, indent=2, sort_keys=True), "```", "",
-        "## Files", "",
+        "## Stats",
+        "",
+        "```json",
+        json.dumps(stats, indent=2, sort_keys=True),
+        "```",
+        "",
+        "## Files",
+        "",
         f"{files.num_examples} rows in {len(files.names)} Parquet files under `data/` ({files.download_size} bytes), "
         f"data fingerprint `{files.fingerprint}`"
-        + (". Shards with no usable image (no file): " + ", ".join(f"`{s}`" for s in stats["empty_shards"])
-           if stats.get("empty_shards") else "") + ".", "",
+        + (
+            ". Shards with no usable image (no file): " + ", ".join(f"`{s}`" for s in stats["empty_shards"])
+            if stats.get("empty_shards")
+            else ""
+        )
+        + ".",
+        "",
         "Rejected pairs (with both answers and the reason) are in `../rejected/`, unusable inputs in `../failures/`.",
-    ]  # fmt: skip
+    ]
     return "\n".join(lines) + "\n"
 
 
@@ -376,27 +424,49 @@ def data_card(stats: dict) -> list[str]:
         return "n/a" if v is None else f"{100 * v:.1f}%"
 
     reasons = list(stats["rejected_by_reason"])
-    lines = ["## Data statistics", "",
-             "| type | generated | kept | keep rate | " + " | ".join(f"rejected: {r}" for r in reasons)
-             + " | question words (mean) | distinct answers | most frequent kept answers |",
-             "|---" * (7 + len(reasons)) + "|"]  # fmt: skip
+    lines = [
+        "## Data statistics",
+        "",
+        "| type | generated | kept | keep rate | "
+        + " | ".join(f"rejected: {r}" for r in reasons)
+        + " | question words (mean) | distinct answers | most frequent kept answers |",
+        "|---" * (7 + len(reasons)) + "|",
+    ]
     for t, b in stats["by_type"].items():
         top = ", ".join(f"{a.replace('|', '/') or '(empty)'} ({n})" for a, n in b["top_answers"][:5])
-        cells = [t, b["questions_generated"], b["qa_kept"], pct(b["keep_rate"] if b["questions_generated"] else None),
-                 *(b["rejected_by_reason"].get(r, 0) for r in reasons), f"{b['question_words']['mean']:.1f}",
-                 b["answers_distinct"], top]  # fmt: skip
+        cells = [
+            t,
+            b["questions_generated"],
+            b["qa_kept"],
+            pct(b["keep_rate"] if b["questions_generated"] else None),
+            *(b["rejected_by_reason"].get(r, 0) for r in reasons),
+            f"{b['question_words']['mean']:.1f}",
+            b["answers_distinct"],
+            top,
+        ]
         lines.append("| " + " | ".join(str(c) for c in cells) + " |")
-    cells = ["all", stats["questions_generated"], stats["qa_kept"], pct(stats["keep_rate"]),
-             *(stats["rejected_by_reason"][r] for r in reasons), f"{stats['question_words']['mean']:.1f}", "", ""]  # fmt: skip
+    cells = [
+        "all",
+        stats["questions_generated"],
+        stats["qa_kept"],
+        pct(stats["keep_rate"]),
+        *(stats["rejected_by_reason"][r] for r in reasons),
+        f"{stats['question_words']['mean']:.1f}",
+        "",
+        "",
+    ]
     lines.append("| " + " | ".join(str(c) for c in cells) + " |")
     yn, qw, rc = stats["by_type"].get("yes/no", {}), stats["question_words"], stats["region_caption_words"]
     hist = ", ".join(f"{k}: {v}" for k, v in stats["regions_per_image_hist"].items())
-    lines += ["",
-              f"- yes/no balance: {pct(yn.get('yes_share_kept'))} \"yes\" among kept yes/no pairs "
-              f"({pct(yn.get('yes_share_generated'))} among all answered yes/no pairs)",
-              "- rejected, as a share of generated questions: "
-              + (", ".join(f"{r} {pct(v)}" for r, v in stats["reject_rate_by_reason"].items()) or "none"),
-              f"- kept questions: {qw['mean']:.1f} words on average (median {qw['median']:g}, longest {qw['max']})",
-              f"- regions per image: {stats['regions_per_image']:.2f} on average; images by number of regions: {hist}",
-              f"- region captions: {rc['mean']:.1f} words on average (longest {rc['max']})", ""]  # fmt: skip
+    lines += [
+        "",
+        f'- yes/no balance: {pct(yn.get("yes_share_kept"))} "yes" among kept yes/no pairs '
+        f"({pct(yn.get('yes_share_generated'))} among all answered yes/no pairs)",
+        "- rejected, as a share of generated questions: "
+        + (", ".join(f"{r} {pct(v)}" for r, v in stats["reject_rate_by_reason"].items()) or "none"),
+        f"- kept questions: {qw['mean']:.1f} words on average (median {qw['median']:g}, longest {qw['max']})",
+        f"- regions per image: {stats['regions_per_image']:.2f} on average; images by number of regions: {hist}",
+        f"- region captions: {rc['mean']:.1f} words on average (longest {rc['max']})",
+        "",
+    ]
     return lines

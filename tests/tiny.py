@@ -9,6 +9,9 @@ TINY = [
     "sample_world.cc3m_images=16",
     "sample_world.cc3m_shards=2",
     "sample_world.cc3m_failed_fraction=0.1",
+    # from scratch at a tiny size (the sample manifest fine-tunes from the shipped base: tests/models/test_base.py)
+    "models.generator.base=null",
+    "models.filter.base=null",
     "models.generator.architecture=" + ARCH,
     "models.filter.architecture=" + ARCH,
     "models.generator.train={steps: 8, batch_size: 8, warmup_steps: 2}",

@@ -18,7 +18,8 @@ from jade.app import submit
 from tests.procs import signal_all
 from tests.tiny import TINY
 
-pytestmark = [pytest.mark.ray, pytest.mark.timeout(600)]  # in the fast tier: CI runs it against a real local head
+# in the fast tier: CI runs it against a real local head
+pytestmark = [pytest.mark.ray, pytest.mark.timeout(600)]
 BIN = Path(sys.executable).parent
 
 

@@ -24,7 +24,8 @@ import pytest
 from tests.procs import signal_all
 from tests.tiny import TINY
 
-pytestmark = [pytest.mark.ray, pytest.mark.slow]
+# the reference run (module fixture) and the faulted runs each start Ray and run the factory
+pytestmark = [pytest.mark.ray, pytest.mark.slow, pytest.mark.timeout(600)]
 SETS = [*TINY, "resources.threads=1"]  # one torch thread everywhere: outputs cannot depend on the pool size
 DOWNSTREAM = ["_state/generate", "_state/filter", "_state/publish", "_state/_progress", "_work/generate",
               "_work/filter", "dataset", "rejected", "stats.json"]  # fmt: skip

@@ -28,7 +28,8 @@ import pytest
 from tests.procs import signal_all
 from tests.stages import real_inputs as ri
 
-pytestmark = [pytest.mark.ray, pytest.mark.slow]
+# a `ray start` head, a held run and a whole second run on Ray, in one test
+pytestmark = [pytest.mark.ray, pytest.mark.slow, pytest.mark.timeout(600)]
 WARNING = "Found multiple active Ray instances"
 ADDRESS = re.compile(r"ray: started a private local cluster for this run at (\S+)")
 

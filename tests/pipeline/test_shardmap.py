@@ -43,7 +43,9 @@ class Source:
             CALLS.append((self.name, shard.shard_id))
             if shard.shard_id == "bad":
                 raise ValueError("a bad shard")
-            tables = {f"out/{shard.shard_id}-{k}.parquet": pa.table({"k": [k]}) for k in range(settings.parts)}
+            tables = {
+                f"out/{shard.shard_id}-{k}.parquet": pa.table({"k": [k]}) for k in range(settings.parts)
+            }
             return ShardResult(tables, {"rows": settings.parts, "by": {"x": 1}}, settings.parts)
 
         return work
@@ -122,7 +124,10 @@ def test_a_failing_shard_is_recorded_and_left_out_downstream(tmp_path):
 
 
 def test_sum_counts_and_atomic_helpers(tmp_path):
-    assert sum_counts([{"a": 1, "b": {"c": 2}}, {"a": 2, "b": {"c": 1, "d": 4}}]) == {"a": 3, "b": {"c": 3, "d": 4}}
+    assert sum_counts([{"a": 1, "b": {"c": 2}}, {"a": 2, "b": {"c": 1, "d": 4}}]) == {
+        "a": 3,
+        "b": {"c": 3, "d": 4},
+    }
     with pytest.raises(TypeError, match="numbers"):
         sum_counts([{"a": "x"}])
     atomic_write_json(tmp_path / "j.json", {"x": 1})

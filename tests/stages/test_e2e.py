@@ -120,7 +120,8 @@ def test_rerun_is_cheap_and_exact_and_changes_rerun_downstream(run_dir, ray_exec
         "sample", str(run_dir), [*TINY, "filter.normalization=none"], executor=ray_executor
     )
     ran = [k for k, s in summaries.items() if not s.get("skipped")]
-    assert ran[0] == "filter" and set(ran) <= {"filter", "publish"}  # publish only where filter's output changed
+    # publish only where filter's output changed
+    assert ran[0] == "filter" and set(ran) <= {"filter", "publish"}
     assert (RunDir(run_dir).work("generate") / "00000.parquet").stat().st_mtime == gen_mtime
 
 

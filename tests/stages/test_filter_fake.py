@@ -35,8 +35,14 @@ def test_filter_reasons_and_counts(run_dir):
     assert any(
         r["question"] == "What color is the circle?" and r["filter_answer"] == "blue" for r in rejected
     )
-    ill = [r for r in rejected if r["question"] == "What size is the green triangle?" and r["reason"] != "duplicate question"]
-    assert ill and all(r["reason"] == "no such object" and r["check"] == "Is there a green triangle? no" for r in ill)
+    ill = [
+        r
+        for r in rejected
+        if r["question"] == "What size is the green triangle?" and r["reason"] != "duplicate question"
+    ]
+    assert ill and all(
+        r["reason"] == "no such object" and r["check"] == "Is there a green triangle? no" for r in ill
+    )
     assert stats["rejected_by_reason"]["duplicate question"] == sum(
         r["reason"] == "duplicate question" for r in rejected
     )

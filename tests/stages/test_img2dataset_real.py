@@ -49,7 +49,8 @@ from jade.pipeline.executor import LocalExecutor
 from tests.fakerun import fake_backend
 from tests.stages import real_inputs as ri
 
-pytestmark = pytest.mark.slow
+# the module fixtures build img2dataset's venv (2-2.5 min) and run it and the factory twice, in the first test
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 VERSION = "1.47.0"
 ARCH = {"image_size": 32, "patch_size": 8, "vision_hidden": 32, "vision_layers": 1, "text_hidden": 64,
         "text_layers": 1, "vocab_size": 400}  # fmt: skip

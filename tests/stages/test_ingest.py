@@ -52,7 +52,10 @@ def test_shard_records_count_every_sample_with_its_reason(inputs, tmp_path, capl
     manifest = _manifest(inputs, [f"{inputs}/wds/{{00000..00002}}.tar"], min_image_size=1)
     with caplog.at_level(logging.INFO, logger="jade"):
         summary = _run(manifest, tmp_path / "run")
-    assert any(m.startswith("ingest 00000: ") and "samples so far" in m for m in (r.getMessage() for r in caplog.records))
+    assert any(
+        m.startswith("ingest 00000: ") and "samples so far" in m
+        for m in (r.getMessage() for r in caplog.records)
+    )
     rec = json.loads((tmp_path / "run/_state/ingest/00000.json").read_text())
     c = rec["counts"]
     assert rec["images"] == c["images_in"] == 17 and rec["images_per_s"] > 0 and rec["checksum"]
@@ -66,7 +69,10 @@ def test_shard_records_count_every_sample_with_its_reason(inputs, tmp_path, capl
     }
     i, d = summary["ingest"]["counts"], summary["dedupe"]["counts"]
     assert i["images_in"] == i["images_usable"] + i["images_failed"] == 17 + 3 + 2
-    assert d["images_ok"] + d["images_failed"] == i["images_usable"] and d["failure_reasons"]["duplicate key"] == 1
+    assert (
+        d["images_ok"] + d["images_failed"] == i["images_usable"]
+        and d["failure_reasons"]["duplicate key"] == 1
+    )
     samples = pq.read_table(tmp_path / "run/_work/dedupe/00000.parquet").to_pylist()
     assert all(s["key"] == f"wds/{s['source_key']}" and len(s["sha256"]) == 64 for s in samples)
 
@@ -76,7 +82,9 @@ def test_examples_are_written_in_batches(inputs, tmp_path, monkeypatch):
     manifest = _manifest(inputs, [f"{inputs}/wds/00000.tar"])
     summary = _run(manifest, tmp_path / "run", ["examples"])["examples"]
     f = pq.ParquetFile(tmp_path / "run/_work/examples/generator.parquet")
-    assert f.metadata.num_row_groups > 3 and f.metadata.num_rows == sum(summary["examples"]["generator"].values())
+    assert f.metadata.num_row_groups > 3 and f.metadata.num_rows == sum(
+        summary["examples"]["generator"].values()
+    )
     assert not (tmp_path / "run/_work/examples/parts").exists()
 
 
@@ -97,7 +105,9 @@ def test_two_folders_with_the_same_keys_never_collide(inputs, tmp_path):
                          dedupe=False)  # fmt: skip
     _run(manifest, tmp_path / "run")
     failures = _failures(tmp_path / "run")
-    assert not [f for rows in failures.values() for f in rows if f["reason"].startswith("duplicate key: also")]
+    assert not [
+        f for rows in failures.values() for f in rows if f["reason"].startswith("duplicate key: also")
+    ]
     keys = [pq.read_table(tmp_path / f"run/_work/dedupe/{s}-00000.parquet").column("key").to_pylist()
             for s in ("train", "val")]  # fmt: skip
     assert keys[0] and [k.replace("train/", "val/") for k in keys[0]] == keys[1]
@@ -121,10 +131,14 @@ def test_rerun_neither_loses_nor_duplicates_failures(inputs, tmp_path):
     out = tmp_path / "run"
     _run(manifest, out)
     before = _failures(out)
-    reasons = [r["reason"] for r in before["00002.duplicates.parquet"]]  # the generic tars repeat a name and an image
+    reasons = [
+        r["reason"] for r in before["00002.duplicates.parquet"]
+    ]  # the generic tars repeat a name and an image
     assert reasons == ["duplicate key: also in shard 00001", "duplicate image: same as wds/000000002"]
     summary = _run(manifest, out)  # everything is done: nothing is read again
-    assert summary["ingest"]["shards_run"] == summary["dedupe"]["shards_run"] == 0 and _failures(out) == before
+    assert (
+        summary["ingest"]["shards_run"] == summary["dedupe"]["shards_run"] == 0 and _failures(out) == before
+    )
     # A crash after a shard's files were written but before its record: the shard is done again, once.
     (out / "_state/dedupe/00002.json").unlink()
     summary = _run(manifest, out)

@@ -107,7 +107,9 @@ def test_every_sample_accounted_for_once(inputs, runs, kind):
     assert len(got) == len(expected), (got, expected)
     for (key, reason), (want_key, want) in zip(got, expected, strict=True):
         assert key == want_key and reason.startswith(want), (key, reason, want)
-    assert all(f["source"] == "images" and f["shard"] and f["stage"] in ("ingest", "dedupe") for f in failures)
+    assert all(
+        f["source"] == "images" and f["shard"] and f["stage"] in ("ingest", "dedupe") for f in failures
+    )
     stats = json.loads((run / "stats.json").read_text())
     assert stats["images_in"] == len(truth) == stats["images_ok"] + stats["images_failed"]
     assert stats["images_ok"] == len(rows) and stats["images_failed"] == len(failures)
