@@ -230,6 +230,7 @@ class Factory:
             if st.name in stages:
                 rt = Runtime(
                     batch_size=res.batch_size,
+                    decode_rows=res.decode_rows,
                     threads=threads,
                     run_fingerprints=(("finetune_filter", "bench"),),
                     shard_order=tuple(s.shard_id for s in shards_of(root)),

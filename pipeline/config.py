@@ -203,6 +203,14 @@ class ModelStageResources(StageResources):
     """generate and filter: their actors hold a model, so by default they take a GPU where there is one."""
 
     num_gpus: float | None = None  # type: ignore[assignment]  # None: 1 per actor when the cluster has GPUs, else 0
+    # The most sequences an actor's engine decodes together (hf: rows of a decode batch, of any prompt
+    # lengths; vLLM: max_num_seqs). It sets speed and memory only, never the outputs.
+    decode_rows: int = 256
+
+    def validate(self, at: str) -> None:
+        super().validate(at)
+        if self.decode_rows < 1:
+            raise ManifestError(f"{at}.decode_rows: must be at least 1, got {self.decode_rows}")
 
 
 @dataclass
@@ -326,8 +334,9 @@ _choice = validate_choice
 def load_manifest(
     name_or_path: str, overrides: list[str] | None = None, env: dict[str, str] | None = None
 ) -> Manifest:
-    """Load, override, expand and validate a manifest (paths are checked separately: `check_paths`)."""
+    """Load, override, expand and validate a manifest (paths are checked separately: `check_paths`).
+    ${JADE_BASES} is the bases shipped with the package unless the environment sets it."""
     path = resolve_manifest_path(name_or_path)
     raw = apply_overrides(load_raw(path), overrides or [])
-    raw = expand_vars(raw, dict(os.environ if env is None else env))
+    raw = expand_vars(raw, {"JADE_BASES": str(BASES_DIR), **(os.environ if env is None else env)})
     return build(Manifest, raw, "")

@@ -22,6 +22,7 @@ import time
 from dataclasses import asdict
 
 from jade.formats.samples import ShardRef
+from jade.pipeline.config import ModelStageResources
 from jade.pipeline.progress import Progress
 from jade.pipeline.rundir import RunDir, atomic_write_parquet, fingerprint
 from jade.pipeline.stage import Context, Runtime, ShardStage
@@ -143,6 +144,7 @@ def map_stage(ctx: Context, stage: ShardStage) -> dict:
     threads = m.resources.threads or max(1, (os.cpu_count() or 1) // max(1, res.pool()[1]))
     runtime = Runtime(
         batch_size=res.batch_size,
+        decode_rows=res.decode_rows if isinstance(res, ModelStageResources) else Runtime.decode_rows,
         threads=threads,
         run_fingerprints=tuple(sorted(ctx.fingerprints.items())),
         shard_order=tuple(s.shard_id for s in ctx.shards),

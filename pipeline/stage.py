@@ -53,6 +53,7 @@ class Runtime:
     """How a shard worker runs (never part of a fingerprint: outputs do not depend on it)."""
 
     batch_size: int = 16
+    decode_rows: int = 256  # a model stage's sequences decoded together (`ModelStageResources.decode_rows`)
     threads: int = 1
     run_fingerprints: tuple[tuple[str, str], ...] = ()  # stage fingerprints of the run (for provenance)
     shard_order: tuple[str, ...] = ()  # the run's shards, in order

@@ -180,7 +180,7 @@ class FilterWorker:
             self._backend = make_backend(
                 self.s.backend,
                 str(self.run.checkpoint("filter")),
-                max(self.runtime.batch_size, 32),
+                self.runtime.decode_rows,
                 self.runtime.threads,
             )
         return self._backend

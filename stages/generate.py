@@ -46,7 +46,9 @@ class Generator:
     def __init__(self, run: RunDir, settings: GenerateSettings, runtime: Runtime):
         self.run, self.g, self.seed = run, settings.generate, settings.seed
         self.batch_size = runtime.batch_size
-        self.backend = make_backend(self.g.backend, str(run.checkpoint("generator")), 32, runtime.threads)
+        self.backend = make_backend(
+            self.g.backend, str(run.checkpoint("generator")), runtime.decode_rows, runtime.threads
+        )
 
     def __call__(self, shard: ShardRef) -> ShardResult:
         keys = usable_keys(self.run, shard.shard_id)

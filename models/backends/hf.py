@@ -12,8 +12,11 @@ batched decoder over the model's forward:
    (image, prompt) prefills image and prompt together;
 3. each distinct (image, prompt) is prefilled once; its ``n`` samples share that prefill's key/value cache
    (the cache rows are repeated, not recomputed);
-4. rows of equal prompt length (from any images, greedy or sampled) prefill and decode together, with no
-   padding, so a batch computes what one-by-one decoding computes; finished rows leave the batch;
+4. rows of any prompt lengths (from any images, greedy or sampled) decode together, up to `batch_size` rows
+   a batch: each length group prefills without padding, then the shorter groups' caches are left-padded to
+   the longest, and every decode step masks the pads and gives each row its own position, so a batch
+   computes what one-by-one decoding computes (an unpadded batch needs neither); finished rows leave the
+   batch;
 5. tokens are chosen for all rows in one vectorized step (`sampling.choose`); sampling noise is keyed by
    (seed, sample, step, token), so samples do not depend on batch composition.
 
@@ -174,19 +177,19 @@ class HFBackend:
         return out  # type: ignore[return-value]
 
     def _batches(self, units: list[_Unit]) -> list[list[_Unit]]:
-        """Units of equal prompt length, up to `batch_size` decode rows a batch; deterministic order."""
-        by_len: dict[int, list[_Unit]] = defaultdict(list)
-        for u in units:
-            by_len[len(u.ids)].append(u)
-        batches = []
-        for _, group in sorted(by_len.items()):
-            cur, rows = [], 0
-            for u in group:
-                if cur and rows + len(u.rows) > self.batch_size:
-                    batches.append(cur)
-                    cur, rows = [], 0
-                cur.append(u)
-                rows += len(u.rows)
+        """Up to `batch_size` decode rows a batch, whatever the prompt lengths (`_decode` pads the shorter
+        prompts' caches); units in order of prompt length, so a batch spans few lengths and pads little.
+        A unit with more rows than `batch_size` makes a batch of its own. Deterministic order."""
+        batches: list[list[_Unit]] = []
+        cur: list[_Unit] = []
+        rows = 0
+        for u in sorted(units, key=lambda u: len(u.ids)):  # stable: equal lengths keep their order
+            if cur and rows + len(u.rows) > self.batch_size:
+                batches.append(cur)
+                cur, rows = [], 0
+            cur.append(u)
+            rows += len(u.rows)
+        if cur:
             batches.append(cur)
         return batches
 
@@ -235,17 +238,37 @@ class HFBackend:
         ).logits
         return logits[:, -1], cache
 
+    def _prefill_all(
+        self, prepared: Prepared, units: list[_Unit]
+    ) -> tuple[list[_Unit], torch.Tensor, DynamicCache, torch.Tensor]:
+        """Prefill a batch of units of any prompt lengths: each length group once, without padding, then one
+        cache for all, each group's left-padded to the longest (`_left_pad`). Returns the units in the
+        cache's row order, their last-position logits, the cache and each unit's own cache length."""
+        groups: dict[int, list[_Unit]] = defaultdict(list)
+        for u in units:
+            groups[len(u.ids)].append(u)
+        ordered: list[_Unit] = []
+        logits, caches, lengths = [], [], []
+        for _, group in sorted(groups.items()):
+            lg, cache = self._prefill(prepared, group)
+            ordered += group
+            logits.append(lg)
+            caches.append(cache)
+            lengths += [cache.get_seq_length()] * len(group)
+        cache = caches[0] if len(caches) == 1 else _left_pad(caches, self.model.config)
+        return ordered, torch.cat(logits), cache, torch.tensor(lengths, device=self.device)
+
     @torch.inference_mode()
     def _decode(self, prepared: Prepared, units: list[_Unit], requests: list[Request]):
         dev = self.device
-        # 1. Prefill every unit once.
-        logits, cache = self._prefill(prepared, units)
+        # 1. Prefill every unit once (`lengths`: each unit's cache length before padding).
+        units, logits, cache, lengths = self._prefill_all(prepared, units)
         # 2. Repeat each unit's cache and logits for its rows (the n samples share one prefill).
         rows = [row for u in units for row in u.rows]
         owner = torch.tensor([k for k, u in enumerate(units) for _ in u.rows], device=dev)
         if len(rows) != len(units):
             cache.batch_select_indices(owner)
-        logits = logits[owner]
+        logits, lengths = logits[owner], lengths[owner]
         reqs = [requests[i] for i, _ in rows]
         greedy = torch.tensor([r.greedy for r in reqs], device=dev)
         top_k = torch.tensor([r.top_k for r in reqs], device=dev)
@@ -258,6 +281,8 @@ class HFBackend:
         tokens = torch.full((len(rows), steps), -1, dtype=torch.long, device=dev)  # -1: not generated
         logps = torch.zeros((len(rows), steps), device=dev)
         eos = torch.tensor(sorted(self.eos), device=dev)
+        # Only a padded batch needs a mask and explicit positions; an unpadded one decodes exactly as before.
+        mask = _padding_mask(lengths, steps) if bool((lengths != lengths[0]).any()) else None
         # 3. Decode all rows together; finished rows (EOS or their own token limit) leave the batch.
         for step in range(steps):
             tok, lp = choose(logits, greedy, top_k, temp, seed, sample, step)
@@ -268,12 +293,21 @@ class HFBackend:
             if bool(done.any()):
                 keep = (~done).nonzero()[:, 0]
                 cache.batch_select_indices(keep)
-                alive, tok = alive[keep], tok[keep]
+                alive, tok, lengths = alive[keep], tok[keep], lengths[keep]
                 greedy, top_k, temp, seed, sample, limit = (
                     x[keep] for x in (greedy, top_k, temp, seed, sample, limit)
                 )
+                mask = None if mask is None else mask[keep]
+            padding: dict[str, torch.Tensor] = {}
+            if mask is not None:
+                # The pads stay masked; the new token sits at its row's own position, cache length + step,
+                # counted from 1 as PaliGemma counts (`PaliGemmaModel.forward`: position_ids + 1).
+                padding = {
+                    "attention_mask": mask[:, : cache.get_seq_length() + 1],
+                    "position_ids": (lengths + step + 1)[:, None],
+                }
             logits = self.model(
-                input_ids=tok[:, None], past_key_values=cache, use_cache=True, logits_to_keep=1
+                input_ids=tok[:, None], past_key_values=cache, use_cache=True, logits_to_keep=1, **padding
             ).logits[:, -1]
         for row, toks, lps in zip(rows, tokens.tolist(), logps.tolist(), strict=True):
             n = next((j for j, t in enumerate(toks) if t < 0), len(toks))
@@ -285,6 +319,32 @@ class HFBackend:
         kept = [p for p in lps[: max(n, 1)] if math.isfinite(p)]
         score = math.exp(sum(kept) / len(kept)) if kept else 0.0
         return Completion(self.tokenizer.decode(toks[:n], skip_special_tokens=True).strip(), score)
+
+
+def _left_pad(caches: list[DynamicCache], config) -> DynamicCache:
+    """One cache of the rows of `caches`, in order, each left-padded with zero keys and values to the longest
+    (the pads are masked in every decode step: `_padding_mask`)."""
+    total = max(c.get_seq_length() for c in caches)
+    merged = DynamicCache(config=config)
+    for i in range(len(caches[0].layers)):
+        keys, values = [], []
+        for c in caches:
+            k, v = c.layers[i].keys, c.layers[i].values
+            if (pad := total - k.shape[2]) > 0:
+                zeros = k.new_zeros(k.shape[0], k.shape[1], pad, k.shape[3])
+                k, v = torch.cat([zeros, k], 2), torch.cat([zeros, v], 2)
+            keys.append(k)
+            values.append(v)
+        merged.update(torch.cat(keys), torch.cat(values), i)
+    return merged
+
+
+def _padding_mask(lengths: torch.Tensor, steps: int) -> torch.Tensor:
+    """The 2-D attention mask of a left-padded batch over its whole decode: [rows, longest + steps], 0 on each
+    row's pads (the first longest - length positions), 1 on its cache and on every token it will decode."""
+    total = int(lengths.max())
+    pos = torch.arange(total + steps, device=lengths.device)
+    return (pos[None, :] >= (total - lengths)[:, None]).long()
 
 
 def _vision_tower(model):

@@ -46,14 +46,14 @@ def choose(
     logits [R, V]; greedy (bool), top_k (int, 0 = whole vocabulary), temperature (float), seed and sample
     (int64) are per-row [R] tensors. Greedy rows take the argmax, scored by log-softmax of the raw logits (as
     `transformers.generate` scores them). Sampled rows follow transformers' order: divide by the temperature,
-    keep the K best, then draw from the softmax over them.
+    keep the K best, then draw from the softmax over them. A batch of greedy rows only skips the sampling,
+    and one of sampled rows only skips the greedy choice (every part is row-wise: no row's result depends on
+    the others).
     """
     logits = logits.float()
-    # 1. Greedy: argmax of the raw logits.
-    greedy_tok = logits.argmax(-1)
-    greedy_lp = torch.log_softmax(logits, -1).gather(1, greedy_tok[:, None])[:, 0]
-    if not (~greedy).any():
-        return greedy_tok, greedy_lp
+    # 1. Greedy rows only: the argmax.
+    if bool(greedy.all()):
+        return _greedy(logits)
     # 2. Sampling: temperature, then the K best candidates of each row (K up to the largest asked for).
     vocab = logits.shape[-1]
     k_row = torch.where(top_k > 0, top_k, vocab).clamp(max=vocab)
@@ -66,4 +66,13 @@ def choose(
     pick = (vals.double() + gumbel).argmax(-1, keepdim=True)
     sampled_tok = idx.gather(1, pick)[:, 0]
     sampled_lp = torch.log_softmax(vals, -1).gather(1, pick)[:, 0]
+    if not bool(greedy.any()):  # a batch of samples only (the usual case): no greedy work to merge
+        return sampled_tok, sampled_lp
+    greedy_tok, greedy_lp = _greedy(logits)
     return torch.where(greedy, greedy_tok, sampled_tok), torch.where(greedy, greedy_lp, sampled_lp)
+
+
+def _greedy(logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The argmax of the raw logits, scored by their log-softmax (as `transformers.generate` scores it)."""
+    tok = logits.argmax(-1)
+    return tok, torch.log_softmax(logits, -1).gather(1, tok[:, None])[:, 0]

@@ -147,3 +147,36 @@ def test_the_rules_answer_differently(model):
         for rule in attention.RULES
     }
     assert answers["prefix"] != answers["causal"] and answers["image"] != answers["causal"]
+
+
+@pytest.mark.parametrize("rule", attention.RULES)
+def test_prompts_of_different_lengths_in_one_batch_equal_transformers_generate(model, rule):
+    """One decode batch of mixed prompt lengths (left-padded caches, masked pads, per-row positions), greedy
+    and sampled rows together: greedy answers equal `transformers.generate` under the rule, and samples
+    equal those of the request decoded alone (they do not depend on what they are batched with)."""
+    m, proc = model
+    engine = HFBackend(m, proc, batch_size=64, attention=rule)
+    prepared = engine.prepare(IMAGES)
+    lengths = {len(ids) for ids in engine._prompt_ids([r.prompt for r in REQUESTS]).values()}
+    assert len(lengths) >= 3  # the batch really mixes prompt lengths
+    assert len(engine._batches([_unit(engine, r) for r in REQUESTS])) == 1
+    sampled = Request(2, "question yes/no", 6, n=3, greedy=False, top_k=20, seed=7)
+    out = engine.generate(prepared, [*REQUESTS, sampled])
+    ref = []
+    for r in REQUESTS:
+        enc = example_batch(proc, [IMAGES[r.image]], [r.prompt], None, "cpu", rule)
+        gen = m.generate(**enc, max_new_tokens=r.max_new_tokens, do_sample=False)
+        ref.append(
+            proc.tokenizer.decode(gen[0, enc["input_ids"].shape[1] :], skip_special_tokens=True).strip()
+        )
+    assert [c[0].text for c in out[:-1]] == ref
+    assert len(set(ref)) >= 4
+    alone = engine.generate(prepared, [sampled])[0]
+    assert [c.text for c in out[-1]] == [c.text for c in alone]
+    assert [c.score for c in out[-1]] == pytest.approx([c.score for c in alone], rel=1e-5)
+
+
+def _unit(engine, r):
+    from jade.models.backends.hf import _Unit
+
+    return _Unit(r.image, engine._prompt_ids([r.prompt])[r.prompt], [(0, 0)])

@@ -45,3 +45,69 @@ def test_role_defaults_survive_partial_sections():
     m = build(Manifest, {"models": {"filter": {"train": {"steps": 5}}}}, "")
     assert m.models.filter.data == ["vqa"] and m.models.filter.train.steps == 5
     assert m.models.generator.tasks == ["caption", "question", "answer"]
+
+
+def test_decode_rows_is_a_typed_resource_of_the_model_stages(tmp_path):
+    m = load_manifest(_write(tmp_path, "name: x\n"))
+    assert m.resources.generate.decode_rows == 256 and m.resources.filter.decode_rows == 256
+    m = load_manifest(_write(tmp_path, "name: x\n"), ["resources.filter.decode_rows=64"])
+    assert m.resources.filter.decode_rows == 64 and m.resources.generate.decode_rows == 256
+    for value, message in (
+        ("many", "resources.generate.decode_rows: expected int"),
+        ("0", "resources.generate.decode_rows: must be at least 1"),
+    ):
+        with pytest.raises(ManifestError, match=message):
+            load_manifest(_write(tmp_path, "name: x\n"), [f"resources.generate.decode_rows={value}"])
+    with pytest.raises(ManifestError, match="resources.ingest.decode_rows: unknown key"):
+        load_manifest(_write(tmp_path, "name: x\n"), ["resources.ingest.decode_rows=64"])
+
+
+def test_the_model_stages_take_their_decode_rows_from_the_resources(monkeypatch, tmp_path):
+    from jade.pipeline.rundir import RunDir
+    from jade.pipeline.stage import Runtime
+    from jade.stages import filter as filter_stage
+    from jade.stages import generate as generate_stage
+
+    asked = []
+    for mod in (generate_stage, filter_stage):
+        monkeypatch.setattr(mod, "make_backend", lambda name, path, rows, threads: asked.append(rows))
+    m = load_manifest(_write(tmp_path, "name: x\n"), ["resources.generate.decode_rows=48"])
+    run, rt = RunDir(tmp_path / "run"), Runtime(decode_rows=m.resources.generate.decode_rows)
+    generate_stage.Generate().worker(run, generate_stage.Generate().settings(m), rt)
+    filter_stage.Filter().worker(run, filter_stage.Filter().settings(m), Runtime(decode_rows=80)).backend  # noqa: B018
+    assert asked == [48, 80]
+
+
+def test_the_shard_mapper_hands_a_model_stage_its_decode_rows(tmp_path):
+    """`resources.<stage>.decode_rows` reaches the workers' Runtime (other stages get the default)."""
+    from jade.formats.samples import ShardRef
+    from jade.pipeline.config import ModelStageResources, StageResources
+    from jade.pipeline.executor import LocalExecutor
+    from jade.pipeline.rundir import RunDir
+    from jade.pipeline.runner import execute
+    from jade.pipeline.stage import Runtime, ShardResult
+
+    seen = {}
+
+    class Probe:
+        after = ()
+
+        def __init__(self, name, res):
+            self.name, self.res = name, res
+
+        def settings(self, m):
+            return {}
+
+        def resources(self, m):
+            return self.res
+
+        def owns(self, shard_id):
+            return []
+
+        def worker(self, run, settings, runtime):
+            seen[self.name] = runtime.decode_rows
+            return lambda shard: ShardResult({}, {}, 0)
+
+    stages = [Probe("model", ModelStageResources(decode_rows=48)), Probe("plain", StageResources())]
+    execute(stages, Manifest(), RunDir(tmp_path), [ShardRef("a", "a.tar", "webdataset")], LocalExecutor())
+    assert seen == {"model": 48, "plain": Runtime.decode_rows}
