@@ -18,7 +18,7 @@ import fsspec
 from jade.formats import shards
 from jade.formats.samples import ShardRef
 from jade.pipeline import runner
-from jade.pipeline.config import BASES_DIR, Manifest, ManifestError, load_manifest
+from jade.pipeline.config import Manifest, ManifestError, load_manifest
 from jade.pipeline.executor import Executor, RayExecutor
 from jade.pipeline.logs import run_log
 from jade.pipeline.rundir import RunDir, RunLock, atomic_write_json, fingerprint, read_json
@@ -49,11 +49,10 @@ def stage_fingerprints(m: Manifest) -> dict[str, str]:
 
 
 def manifest_env(run: RunDir) -> dict[str, str]:
-    """The environment a manifest's ${VAR}s read: the process's, plus ${SAMPLE_WORLD} (the run's world) and
-    ${JADE_BASES} (the bases shipped with the package) unless set."""
+    """The environment a manifest's ${VAR}s read: the process's, plus ${SAMPLE_WORLD} (the run's world)
+    unless set (``load_manifest`` adds ${JADE_BASES})."""
     env = dict(os.environ)
     env.setdefault("SAMPLE_WORLD", str(run.world))
-    env.setdefault("JADE_BASES", str(BASES_DIR))
     return env
 
 

@@ -151,6 +151,11 @@ class Generate:
     temperature: float = 1.0
     max_new_tokens: MaxTokens = field(default_factory=MaxTokens)
     box_dedup_iou: float = 0.7  # boxes overlapping an earlier (higher-score) box by more are dropped
+    # self-consistency of dense captions: a sampled box is kept only when at least this many of the image's
+    # other samples propose a box overlapping it (IoU >= 0.5); 0 keeps every box (JADE's rule). A box the model
+    # is sure of comes back across samples; a stray draw comes once. A kept box is the mean of the boxes that
+    # agree with it (box fusion), which steadies its edges.
+    region_support: int = 0
 
     def validate(self, at: str) -> None:
         _choice(self.backend, ("hf", "vllm"), f"{at}.backend")
@@ -160,6 +165,11 @@ class Generate:
                 raise ManifestError(f"{at}.questions.{qtype}: expected a non-negative integer, got {n!r}")
         if self.top_k < 1:
             raise ManifestError(f"{at}.top_k: must be >= 1")
+        if not 0 <= self.region_support < max(1, self.captions):
+            raise ManifestError(
+                f"{at}.region_support: must be between 0 and captions - 1 ({self.captions - 1}), "
+                f"got {self.region_support}"
+            )
 
 
 @dataclass

@@ -155,7 +155,9 @@ class Generator:
         )
 
     def _regions(self, comps, stats: Counter) -> list[dict]:
-        """Parse sampled dense captions; drop malformed ones and near-duplicate boxes (best score first)."""
+        """Parse sampled dense captions; drop malformed ones, boxes too few other samples agree with
+        (`generate.region_support`; a kept box is then the mean of those that agree) and near-duplicate boxes
+        (best score first)."""
         parsed = []
         for c in comps:
             stats["regions_generated"] += 1
@@ -164,6 +166,16 @@ class Generator:
                 stats["regions_malformed"] += 1
             else:
                 parsed.append((c.score, p))
+        if self.g.region_support:
+            # each box's agreeing samples (itself included); a kept box becomes their mean (box fusion)
+            boxes = [box for _, (box, _) in parsed]
+            agree = [[o for o in boxes if tasks.iou(b, o) >= 0.5] for b in boxes]
+            stats["regions_unsupported"] += sum(len(a) <= self.g.region_support for a in agree)
+            parsed = [
+                (score, (tuple(sum(c) / len(a) for c in zip(*a, strict=True)), caption))
+                for (score, (_, caption)), a in zip(parsed, agree, strict=True)
+                if len(a) > self.g.region_support
+            ]
         kept: list[dict] = []
         for score, (box, caption) in sorted(parsed, key=lambda t: -t[0]):
             if any(tasks.iou(box, k["bbox"]) > self.g.box_dedup_iou for k in kept):

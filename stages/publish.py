@@ -159,7 +159,7 @@ def merge_stats(records: dict[str, list[dict]]) -> dict:
             "keep_rate": ratio(k, g),
         }
     stats["rejected_by_reason"] = dict(sorted(s.get("rejected_by_reason", {}).items()))
-    for k in ("images_converted", "regions_malformed", "regions_duplicate"):
+    for k in ("images_converted", "regions_malformed", "regions_duplicate", "regions_unsupported"):
         stats[k] = s.get(k, 0)
     stats["failure_reasons"] = dict(sorted(s.get("failure_reasons", {}).items()))
     stats["converted_from"] = dict(sorted(s.get("converted_from", {}).items()))

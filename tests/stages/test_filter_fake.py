@@ -59,5 +59,8 @@ def test_regions_parsed_and_deduplicated(run_dir):
         assert len(r["regions"]) <= 2  # the two red-circle boxes overlap: one is dropped
     assert (
         stats["regions_generated"]
-        == stats["regions_kept"] + stats["regions_malformed"] + stats["regions_duplicate"]
+        == stats["regions_kept"]
+        + stats["regions_malformed"]
+        + stats["regions_duplicate"]
+        + stats["regions_unsupported"]
     )

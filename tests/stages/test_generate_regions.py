@@ -1,0 +1,60 @@
+"""Dense captions: malformed samples and near-duplicate boxes are dropped, and with `generate.region_support`
+a box is kept only when enough of the image's other samples propose an overlapping box (self-consistency)."""
+
+from collections import Counter
+
+import pytest
+
+from jade.models.backends.base import Completion
+from jade.models.tasks import parse_box
+from jade.pipeline.config import Generate, ManifestError
+from jade.stages.generate import Generator
+
+A = "<loc0100><loc0100><loc0400><loc0400>"  # one object, proposed three times (slightly moved)
+A2 = "<loc0110><loc0100><loc0400><loc0410>"
+A3 = "<loc0100><loc0120><loc0410><loc0400>"
+B = "<loc0600><loc0600><loc0900><loc0900>"  # a second object, twice
+B2 = "<loc0610><loc0600><loc0900><loc0900>"
+STRAY = "<loc0000><loc0700><loc0200><loc1000>"  # proposed once
+SAMPLES = [
+    (A, "a red circle", 0.9),
+    (A2, "red circle", 0.8),
+    (A3, "the red circle", 0.7),
+    (B, "a blue square", 0.6),
+    (B2, "blue square", 0.5),
+    (STRAY, "a green triangle", 0.4),
+    ("no box here", "", 0.3),
+]
+
+
+def regions(support: int) -> tuple[list[dict], Counter]:
+    gen = Generator.__new__(Generator)  # the method under test needs only the settings
+    gen.g = Generate(region_support=support)
+    stats: Counter = Counter()
+    comps = [Completion(f"{box} {text}".strip(), score) for box, text, score in SAMPLES]
+    return gen._regions(comps, stats), stats
+
+
+def test_without_support_every_parsed_box_counts():
+    kept, stats = regions(0)
+    assert [r["caption"] for r in kept] == ["a red circle", "a blue square", "a green triangle"]
+    assert stats == Counter(regions_generated=7, regions_malformed=1, regions_duplicate=3, regions_kept=3)
+
+
+@pytest.mark.parametrize(
+    ("support", "captions"), [(1, ["a red circle", "a blue square"]), (2, ["a red circle"])]
+)
+def test_support_keeps_what_the_samples_agree_on(support, captions):
+    kept, stats = regions(support)
+    assert [r["caption"] for r in kept] == captions
+    # the red circle's box is the mean of its three proposals
+    proposals = [parse_box(b) for b in (A, A2, A3)]
+    assert kept[0]["bbox"] == pytest.approx([sum(c) / 3 for c in zip(*proposals, strict=True)])
+    assert stats["regions_generated"] == sum(
+        stats[k] for k in ("regions_kept", "regions_malformed", "regions_duplicate", "regions_unsupported")
+    )
+
+
+def test_support_must_leave_room_for_agreement():
+    with pytest.raises(ManifestError, match="region_support"):
+        Generate(captions=3, region_support=3).validate("generate")
