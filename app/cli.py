@@ -51,24 +51,9 @@ def cmd_run(args: argparse.Namespace) -> int:
         executor.shutdown()
     stats = summaries.get("publish", {}).get("stats")
     if stats:
-        print(
-            json.dumps(
-                {
-                    k: stats[k]
-                    for k in (
-                        "images_in",
-                        "images_ok",
-                        "images_failed",
-                        "questions_generated",
-                        "qa_kept",
-                        "qa_rejected",
-                        "keep_rate",
-                        "regions_kept",
-                    )
-                },
-                indent=2,
-            )
-        )
+        from jade.stages.publish import COUNTS
+
+        print(json.dumps({k: stats[k] for k in (*COUNTS, "keep_rate")}, indent=2))
     failed = {shard: f for s in summaries.values() for shard, f in (s.get("failed_shards") or {}).items()}
     if stats and stats.get("empty_shards"):
         print(

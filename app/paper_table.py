@@ -78,6 +78,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("dir", help="a sample-world run directory (dataset/, rejected/, run.json)")
     p.add_argument("--quick", action="store_true", help=f"shorter budget: {BUDGETS['quick']}")
     p.add_argument("--seeds", default="0,1,2")
+    p.add_argument(
+        "--settings",
+        default="abcd",
+        help="which rows to run, by letter: a (alt-text), b (+ filtered), c (+ unfiltered), d (b's mixings)",
+    )
     p.add_argument("--executor", choices=["local", "ray"], default="local")
     args = p.parse_args(argv)
     run_dir = Path(args.dir)
@@ -87,6 +92,8 @@ def main(argv: list[str] | None = None) -> int:
     t0, results = time.time(), {}
     try:
         for i, (label, data, mixing) in enumerate(SETTINGS):
+            if label[1] not in args.settings:
+                continue
             results[label] = []
             for seed in seeds:
                 cfg = PretrainConfig(data=data, mixing=mixing, seed=seed, **budget)

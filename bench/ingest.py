@@ -42,9 +42,16 @@ from jade.stages.examples import AnnotationJob
 from jade.stages.ingest import IngestSettings, check_shard
 
 VG_IMAGES, VG_REGIONS_PER_IMAGE = 108_077, 50  # Visual Genome 1.2: 5.4 M regions
-PHRASES = ["the clock is green in colour", "shade is along the street ", "man is wearing sneakers",
-           "cars headlights are off", "bikes are parked at the far edge", "a white sign on the pole",
-           "the sky is clear and blue", "tree with green leaves"]  # fmt: skip
+PHRASES = [
+    "the clock is green in colour",
+    "shade is along the street ",
+    "man is wearing sneakers",
+    "cars headlights are off",
+    "bikes are parked at the far edge",
+    "a white sign on the pole",
+    "the sky is clear and blue",
+    "tree with green leaves",
+]
 
 
 # ------------------------------------------------------------------------------------------- throughput
@@ -84,8 +91,11 @@ def write_shards(folder: Path, shards: int, per_shard: int) -> list[Path]:
                 "caption": f"photo {i}",
             }
             rows.append({**meta, "error_message": None})
-            members += [(f"{key}.{ext}", data), (f"{key}.txt", f"photo {i}".encode()),
-                        (f"{key}.json", json.dumps(meta).encode())]  # fmt: skip
+            members += [
+                (f"{key}.{ext}", data),
+                (f"{key}.txt", f"photo {i}".encode()),
+                (f"{key}.json", json.dumps(meta).encode()),
+            ]
         path = folder / f"{s:05d}.tar"
         with tarfile.open(path, "w") as tar:
             for name, data in members:
@@ -219,8 +229,12 @@ def child(mode: str, folder: str) -> None:
     if mode == "read":
         count = sum(len(regions) for _, regions in vg.iter_regions(f"{folder}/region_descriptions.json"))
     else:
-        src = {"image_data": f"{folder}/image_data.json", "regions": f"{folder}/region_descriptions.json",
-               "images": [f"{folder}/VG_100K"], "qas": None}  # fmt: skip
+        src = {
+            "image_data": f"{folder}/image_data.json",
+            "regions": f"{folder}/region_descriptions.json",
+            "images": [f"{folder}/VG_100K"],
+            "qas": None,
+        }
         job = {
             "shard_id": "bench-vg",
             "kind": "vg_regions",
@@ -232,8 +246,17 @@ def child(mode: str, folder: str) -> None:
     # peak while streaming (VmHWM after the reset), else the whole process's peak (imports included)
     peak = _status_mb("VmHWM") if reset else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     seconds = round(time.perf_counter() - t0, 1)
-    print(json.dumps({"count": count, "peak_rss_mb": round(peak, 1), "baseline_rss_mb": round(baseline, 1),
-                      "peak_of": "streaming" if reset else "process", "seconds": seconds}))  # fmt: skip
+    print(
+        json.dumps(
+            {
+                "count": count,
+                "peak_rss_mb": round(peak, 1),
+                "baseline_rss_mb": round(baseline, 1),
+                "peak_of": "streaming" if reset else "process",
+                "seconds": seconds,
+            }
+        )
+    )
 
 
 def memory(tmp: Path, quick: bool) -> dict:

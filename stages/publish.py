@@ -65,6 +65,17 @@ FEATURES = Features(
 
 
 _PART = "[0-9]" * 5  # a file is train-<shard>-<part>-of-<parts>.parquet, both 5 digits
+# the contract's counts (DESIGN.md section 7), summed over the shards' records
+COUNTS = (
+    "images_in",
+    "images_ok",
+    "images_failed",
+    "questions_generated",
+    "qa_kept",
+    "qa_rejected",
+    "regions_generated",
+    "regions_kept",
+)
 
 
 def features(embed_images: bool) -> Features:
@@ -132,19 +143,7 @@ def merge_stats(records: dict[str, list[dict]]) -> dict:
     """stats.json from the completion records of the published shards (per stage: their records), so it
     survives restarts and adds up: section 7's counts summed, then the rates and summaries derived."""
     s = sum_counts(r["counts"] for recs in records.values() for r in recs)
-    stats = {
-        k: s.get(k, 0)
-        for k in (
-            "images_in",
-            "images_ok",
-            "images_failed",
-            "questions_generated",
-            "qa_kept",
-            "qa_rejected",
-            "regions_generated",
-            "regions_kept",
-        )
-    }
+    stats = {k: s.get(k, 0) for k in COUNTS}
     stats["keep_rate"] = ratio(stats["qa_kept"], stats["questions_generated"])
     stats["kept_per_image"] = ratio(stats["qa_kept"], stats["images_ok"])
     stats["regions_per_image"] = ratio(stats["regions_kept"], stats["images_ok"])

@@ -9,19 +9,36 @@ from jade.models.backends.fake import FakeBackend
 QUESTIONS = {
     "question yes/no": ["Is there a red circle?", "Is there a blue square?"],
     "question number": ["How many circles are there?"],
-    "question other": ["What color is the circle?", "What shape is the red object?", "Where is the red circle?",
-                       "What size is the green triangle?"],
-    "dense caption": ["<loc0100><loc0100><loc0400><loc0400> a red circle", "<loc0110><loc0100><loc0400><loc0400> red circle",
-                      "<loc0600><loc0600><loc0900><loc0900> a blue square", "no box here"],
-}  # fmt: skip
-GEN_ANSWERS = {"answer en Is there a red circle?": "Yes.", "answer en How many circles are there?": "two",
-               "answer en What color is the circle?": "red", "answer en Where is the red circle?": "top left"}  # fmt: skip
-FILTER_ANSWERS = {"answer en Is there a red circle?": "yes", "answer en How many circles are there?": "2",
-                  "answer en What color is the circle?": "blue", "answer en Where is the red circle?": "the top left",
-                  # the presupposition checks of "Where is the red circle?" and "What shape is the red object?"
-                  "answer en How many red circles are there?": "1", "answer en How many red objects are there?": "1",
-                  # "What size is the green triangle?" is ill-posed: both models answer "yes", but there is none
-                  "answer en Is there a green triangle?": "no"}  # fmt: skip
+    "question other": [
+        "What color is the circle?",
+        "What shape is the red object?",
+        "Where is the red circle?",
+        "What size is the green triangle?",
+    ],
+    "dense caption": [
+        "<loc0100><loc0100><loc0400><loc0400> a red circle",
+        "<loc0110><loc0100><loc0400><loc0400> red circle",
+        "<loc0600><loc0600><loc0900><loc0900> a blue square",
+        "no box here",
+    ],
+}
+GEN_ANSWERS = {
+    "answer en Is there a red circle?": "Yes.",
+    "answer en How many circles are there?": "two",
+    "answer en What color is the circle?": "red",
+    "answer en Where is the red circle?": "top left",
+}
+FILTER_ANSWERS = {
+    "answer en Is there a red circle?": "yes",
+    "answer en How many circles are there?": "2",
+    "answer en What color is the circle?": "blue",
+    "answer en Where is the red circle?": "the top left",
+    # the presupposition checks of "Where is the red circle?" and "What shape is the red object?"
+    "answer en How many red circles are there?": "1",
+    "answer en How many red objects are there?": "1",
+    # "What size is the green triangle?" is ill-posed: both models answer "yes", but there is none
+    "answer en Is there a green triangle?": "no",
+}
 FILTER_SCORES = {
     "answer en How many circles are there?": 0.25,
     "answer en Where is the red circle?": 0.75,
@@ -32,8 +49,10 @@ class ScoredFake(FakeBackend):
     """The fake filter: greedy answers from the table, with the answer probability from FILTER_SCORES."""
 
     def generate(self, images, requests):
-        return [[Completion(c.text, FILTER_SCORES.get(r.prompt, c.score)) for c in comps]
-                for r, comps in zip(requests, super().generate(images, requests), strict=True)]  # fmt: skip
+        return [
+            [Completion(c.text, FILTER_SCORES.get(r.prompt, c.score)) for c in comps]
+            for r, comps in zip(requests, super().generate(images, requests), strict=True)
+        ]
 
 
 def fake_backend(name, model_dir, *args, **kwargs):

@@ -240,10 +240,15 @@ class VLLMBackend:
                 raise RuntimeError("this VLLMBackend is closed")
             else:
                 used = sorted({r.image for r in requests})
-                blobs = {i: (im if isinstance(im := images[i], Encoded) else Encoded.of(resized(im, self._size))).png
-                         for i in used}  # fmt: skip
-                rows = self._worker.call({"op": "generate", "images": blobs, "requests": reqs,
-                                          "ignore_eos": self.fixed_length})  # fmt: skip
+                blobs = {
+                    i: (
+                        im if isinstance(im := images[i], Encoded) else Encoded.of(resized(im, self._size))
+                    ).png
+                    for i in used
+                }
+                rows = self._worker.call(
+                    {"op": "generate", "images": blobs, "requests": reqs, "ignore_eos": self.fixed_length}
+                )
         return [[Sample(text, float(score), tuple(ids)) for text, score, ids in row] for row in rows]
 
     def close(self) -> None:
@@ -264,8 +269,13 @@ class _Worker:
     def __init__(self, python: str):
         # The other environment's own packages only: not this one's path settings.
         env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME", "VIRTUAL_ENV")}
-        self.proc = subprocess.Popen([python, str(WORKER)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                     stderr=subprocess.PIPE, env=env)  # fmt: skip
+        self.proc = subprocess.Popen(
+            [python, str(WORKER)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            env=env,
+        )
         self.tail: collections.deque[str] = collections.deque(maxlen=40)
         self._stderr = threading.Thread(target=self._pump, daemon=True)
         self._stderr.start()
@@ -299,8 +309,10 @@ class _Worker:
     def _died(self) -> RuntimeError:
         code = self.proc.wait(timeout=30)
         self._stderr.join(timeout=5)
-        return RuntimeError(f"the vLLM worker ({self.proc.args[0]}) exited with {code}; its last output:\n"
-                            + "".join(self.tail))  # fmt: skip
+        return RuntimeError(
+            f"the vLLM worker ({self.proc.args[0]}) exited with {code}; its last output:\n"
+            + "".join(self.tail)
+        )
 
     def close(self) -> None:
         self._finalizer()

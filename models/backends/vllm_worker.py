@@ -45,8 +45,9 @@ def device_type() -> str:
     return str(current_platform.device_type)
 
 
-def engine_args(model: str, device: str, batch_size: int, trust_remote_code: bool, overrides: dict,
-                env=os.environ) -> dict:  # fmt: skip
+def engine_args(
+    model: str, device: str, batch_size: int, trust_remote_code: bool, overrides: dict, env=os.environ
+) -> dict:
     """`vllm.LLM` arguments for one of our checkpoints (decided by the caller, from its environment ``env``);
     ``overrides`` (the caller's engine arguments) win."""
     args = {
@@ -87,19 +88,30 @@ class Engine:
         self.eos = sorted({t for t in (tok.eos_token_id, tok.pad_token_id) if t is not None})
 
     def sampling_params(self, r: dict, ignore_eos: bool = False):
-        common = {"max_tokens": r["max_new_tokens"], "logprobs": 0, "ignore_eos": ignore_eos,
-                  "stop_token_ids": [] if ignore_eos else list(self.eos)}  # fmt: skip
+        common = {
+            "max_tokens": r["max_new_tokens"],
+            "logprobs": 0,
+            "ignore_eos": ignore_eos,
+            "stop_token_ids": [] if ignore_eos else list(self.eos),
+        }
         if r["greedy"]:
             return self._params(n=1, temperature=0.0, **common)
-        return self._params(n=r["n"], temperature=r["temperature"], top_k=r["top_k"] if r["top_k"] > 0 else 0,
-                            seed=r["seed"], **common)  # fmt: skip
+        return self._params(
+            n=r["n"],
+            temperature=r["temperature"],
+            top_k=r["top_k"] if r["top_k"] > 0 else 0,
+            seed=r["seed"],
+            **common,
+        )
 
     def generate(self, images, requests: list[dict], ignore_eos: bool = False) -> list[list[list]]:
         """One list of [text, score, token ids] per request (``n`` samples, or one greedy answer).
         ``images``: anything indexable by the requests' ``image`` (PIL images)."""
         # PaliGemma's processor in vLLM inserts the image tokens and BOS; the prompt ends with a newline.
-        prompts = [{"prompt": r["prompt"] + "\n", "multi_modal_data": {"image": images[r["image"]]}}
-                   for r in requests]  # fmt: skip
+        prompts = [
+            {"prompt": r["prompt"] + "\n", "multi_modal_data": {"image": images[r["image"]]}}
+            for r in requests
+        ]
         params = [self.sampling_params(r, ignore_eos) for r in requests]
         outs = self.llm.generate(prompts, params, use_tqdm=False)
         return [[[o.text.strip(), self.score(o), list(o.token_ids)] for o in ro.outputs] for ro in outs]

@@ -26,8 +26,10 @@ def detections(objects: list[dict]) -> list[tuple[str, str]]:
     out = [(s, target(("shape",), {"shape": s})) for s in SHAPES]
     for keys in KEYS:
         seen = sorted({tuple(o[k] for k in keys) for o in objects})
-        out += [(describe(dict(zip(keys, v, strict=True)), keys), target(keys, dict(zip(keys, v, strict=True))))
-                for v in seen]  # fmt: skip
+        out += [
+            (describe(dict(zip(keys, v, strict=True)), keys), target(keys, dict(zip(keys, v, strict=True))))
+            for v in seen
+        ]
     present = {(o["color"], o["shape"]) for o in objects}
     absent = [(c, s) for c in sorted(COLORS) for s in SHAPES if (c, s) not in present]
     step = max(1, len(absent) // max(1, len(present)))

@@ -34,8 +34,17 @@ def make_published(run: Path, n: int = 16) -> None:
         rows["url"].append(None)
         rows["caption"].append(f"a {colour} {shape} picture {i}")
         rows["width"].append(32), rows["height"].append(32)
-        rows["qa"].append([{"question": f"What colour is the {shape}?", "answer": colour, "type": "other",
-                            "filter_answer": colour, "score": 0.5}])  # fmt: skip
+        rows["qa"].append(
+            [
+                {
+                    "question": f"What colour is the {shape}?",
+                    "answer": colour,
+                    "type": "other",
+                    "filter_answer": colour,
+                    "score": 0.5,
+                }
+            ]
+        )
         rows["regions"].append(
             [{"bbox": [0.1, 0.1, 0.6, 0.6], "caption": f"the {colour} {shape}", "score": 0.4}]
         )
@@ -46,8 +55,15 @@ def make_published(run: Path, n: int = 16) -> None:
 
 
 def _pretrain(run: Path, steps: int, *extra: str) -> int:
-    sets = [f"steps={steps}", "batch_size=24", f"arch={ARCH}", "checkpoint_every=10", "log_every=5",
-            "eval_fraction=0.25", "embed_dim=16"]  # fmt: skip
+    sets = [
+        f"steps={steps}",
+        "batch_size=24",
+        f"arch={ARCH}",
+        "checkpoint_every=10",
+        "log_every=5",
+        "eval_fraction=0.25",
+        "embed_dim=16",
+    ]
     return main(
         ["pretrain", str(run), "--executor", "local", *extra, *[a for s in sets for a in ("--set", s)]]
     )
@@ -113,8 +129,22 @@ def test_pretrain_with_two_ray_train_workers(tmp_path):
     """Two workers on one machine (fractional CPUs): gradients and task losses are averaged across them."""
     run = tmp_path / "run"
     make_published(run)
-    argv = ["pretrain", str(run), "--workers", "2", "--num-cpus", "0.5", "--set", "steps=4",
-            "--set", f"arch={ARCH}", "--set", "batch_size=24", "--set", "embed_dim=16"]  # fmt: skip
+    argv = [
+        "pretrain",
+        str(run),
+        "--workers",
+        "2",
+        "--num-cpus",
+        "0.5",
+        "--set",
+        "steps=4",
+        "--set",
+        f"arch={ARCH}",
+        "--set",
+        "batch_size=24",
+        "--set",
+        "embed_dim=16",
+    ]
     assert main(argv) == 0
     metrics = json.loads((run / "pretrain" / "metrics.json").read_text())
     assert metrics["steps"] == 4 and all(len(v) == 4 for v in metrics["task_shares"].values())

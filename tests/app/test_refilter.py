@@ -32,8 +32,12 @@ def run(fake_run, tmp_path, monkeypatch):
     monkeypatch.setenv(
         "SAMPLE_WORLD", str(fake_run / "world")
     )  # the copy's manifest names the original world
-    for target in ("jade.stages.generate.make_backend", "jade.stages.filter.make_backend",
-                   "jade.models.backends.make_backend", "jade.models.factory.load"):  # fmt: skip
+    for target in (
+        "jade.stages.generate.make_backend",
+        "jade.stages.filter.make_backend",
+        "jade.models.backends.make_backend",
+        "jade.models.factory.load",
+    ):
         monkeypatch.setattr(target, _no_model)
     return out
 
@@ -44,8 +48,12 @@ def _files(run):
 
 
 def _kept(run):
-    return [qa for f in sorted((run / "dataset/data").glob("*.parquet")) for r in pq.read_table(f).to_pylist()
-            for qa in r["qa"]]  # fmt: skip
+    return [
+        qa
+        for f in sorted((run / "dataset/data").glob("*.parquet"))
+        for r in pq.read_table(f).to_pylist()
+        for qa in r["qa"]
+    ]
 
 
 def _check_published(run, stats):
@@ -72,8 +80,10 @@ def test_refilter_changes_the_rule_without_models(run, fake_run):
         == orig_stats["rejected_by_reason"]["answer mismatch"] + moved
     )
     assert not {q["question"] for q in _kept(run)} & NEEDS_NORMALIZATION
-    assert any(r["question"] == "How many circles are there?" and (r["answer"], r["filter_answer"]) == ("two", "2")
-               for r in rejected)  # fmt: skip
+    assert any(
+        r["question"] == "How many circles are there?" and (r["answer"], r["filter_answer"]) == ("two", "2")
+        for r in rejected
+    )
     assert "normalization `none`" in (run / "dataset/README.md").read_text()
     # run.json and the completion records now describe the new rule: the same `jade run` does nothing more.
     summaries = run_manifest(

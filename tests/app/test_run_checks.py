@@ -21,8 +21,10 @@ from jade.app.cli import main
 from jade.pipeline.rundir import RunDir, RunLock, RunLockedError
 from tests.stages import real_inputs as ri
 
-HOLD = "import sys, time\nfrom jade.pipeline.rundir import RunDir, RunLock\nwith RunLock(RunDir(sys.argv[1])):\n" \
-       "    print('held', flush=True)\n    time.sleep(120)\n"  # fmt: skip
+HOLD = (
+    "import sys, time\nfrom jade.pipeline.rundir import RunDir, RunLock\nwith RunLock(RunDir(sys.argv[1])):\n"
+    "    print('held', flush=True)\n    time.sleep(120)\n"
+)
 
 
 @pytest.mark.parametrize(
@@ -44,8 +46,14 @@ def manifest(tmp_path_factory):
     ri.img2dataset_webdataset(root / "wds", 0, seed=1)
     sources = ri.annotations(root / "ann")["sources"]
     path = root / "m.yaml"
-    path.write_text(json.dumps({"name": "lock", "sources": {"images": {"format": "webdataset",
-                                                                       "urls": [f"{root}/wds/00000.tar"]}, **sources}}))  # fmt: skip
+    path.write_text(
+        json.dumps(
+            {
+                "name": "lock",
+                "sources": {"images": {"format": "webdataset", "urls": [f"{root}/wds/00000.tar"]}, **sources},
+            }
+        )
+    )
     return str(path)
 
 

@@ -44,8 +44,13 @@ def good_shard(path):
     pal = Image.open(io.BytesIO(palette_png(False))).resize((40, 40))
     buf = io.BytesIO()
     pal.save(buf, "PNG")
-    images = [("img0.jpg", _jpeg(0)), ("img1.jpg", _jpeg(1)), ("img2.jpg", _jpeg(2)),
-              ("cmyk.jpg", _jpeg(3, "CMYK")), ("pal.png", buf.getvalue())]  # fmt: skip
+    images = [
+        ("img0.jpg", _jpeg(0)),
+        ("img1.jpg", _jpeg(1)),
+        ("img2.jpg", _jpeg(2)),
+        ("cmyk.jpg", _jpeg(3, "CMYK")),
+        ("pal.png", buf.getvalue()),
+    ]
     members = [
         m for name, data in images for m in ((name, data), (name.rsplit(".")[0] + ".txt", b"a new image"))
     ]
@@ -55,9 +60,18 @@ def good_shard(path):
 
 def empty_shard(path):
     """4 images, none usable: zero bytes, not an image, too small (8x8), no caption."""
-    _write_tar(path, [("zero.jpg", b""), ("zero.txt", b"zero bytes"), ("html.jpg", b"<html>Not found</html>"),
-                      ("html.txt", b"a page"), ("tiny.jpg", _jpeg(0, size=(8, 8))), ("tiny.txt", b"tiny"),
-                      ("nocap.jpg", _jpeg(5))])  # fmt: skip
+    _write_tar(
+        path,
+        [
+            ("zero.jpg", b""),
+            ("zero.txt", b"zero bytes"),
+            ("html.jpg", b"<html>Not found</html>"),
+            ("html.txt", b"a page"),
+            ("tiny.jpg", _jpeg(0, size=(8, 8))),
+            ("tiny.txt", b"tiny"),
+            ("nocap.jpg", _jpeg(5)),
+        ],
+    )
 
 
 def _urls(fake_run, extra):
@@ -72,9 +86,12 @@ def _rows(run):
 
 
 def _loaded(run, cache):
-    forms = [datasets.load_dataset(str(run / "dataset"), split="train", cache_dir=str(cache)),
-             datasets.load_dataset("parquet", data_files=str(run / "dataset/data/*.parquet"), split="train",
-                                   cache_dir=str(cache))]  # fmt: skip
+    forms = [
+        datasets.load_dataset(str(run / "dataset"), split="train", cache_dir=str(cache)),
+        datasets.load_dataset(
+            "parquet", data_files=str(run / "dataset/data/*.parquet"), split="train", cache_dir=str(cache)
+        ),
+    ]
     return [sorted(zip(d["key"], (json.dumps(q) for q in d["qa"]), strict=True)) for d in forms]
 
 
@@ -156,16 +173,26 @@ def test_a_shard_with_no_usable_image(run, fake_run, tmp_path, capsys):
     ]
     assert main([*argv, "--set", _urls(fake_run, extra)]) == 0
     err = capsys.readouterr().err
-    assert ("1 shard(s) had no usable image and publish no file: 00002 (4 images: corrupt image 1, empty image 1, "
-            "missing caption 1, too small 1)") in err  # fmt: skip
+    assert (
+        "1 shard(s) had no usable image and publish no file: 00002 (4 images: corrupt image 1, empty image 1, "
+        "missing caption 1, too small 1)"
+    ) in err
     stats = json.loads((run / "stats.json").read_text())
-    assert stats["empty_shards"] == {"00002": {"images_in": 4, "failure_reasons": {
-        "corrupt image": 1, "empty image": 1, "missing caption": 1, "too small": 1}}}  # fmt: skip
+    assert stats["empty_shards"] == {
+        "00002": {
+            "images_in": 4,
+            "failure_reasons": {"corrupt image": 1, "empty image": 1, "missing caption": 1, "too small": 1},
+        }
+    }
     assert stats["images_in"] == stats["images_ok"] + stats["images_failed"] == 16 + 4
     failures = [r for f in sorted((run / "failures").glob("*.parquet")) for r in pq.read_table(f).to_pylist()]
     assert len(failures) == stats["images_failed"]
     assert {r["reason"] for r in failures if r["key"].startswith("extra/")} == {
-        "empty image", "corrupt image: unknown image format", "too small: 8x8", "missing caption"}  # fmt: skip
+        "empty image",
+        "corrupt image: unknown image format",
+        "too small: 8x8",
+        "missing caption",
+    }
     assert not list((run / "dataset/data").glob("train-00002-*"))
     assert _loaded(run, cache) == [_own(fake_run)] * 2 and stats["images_ok"] == len(_rows(fake_run))
     assert main(["status", str(run)]) == 0

@@ -53,12 +53,27 @@ def stop_head(temp_dir: str) -> None:
 def head():
     temp_dir = tempfile.mkdtemp(prefix="jh", dir="/tmp")
     gcs, dash, client, agent = free_ports(4)
-    env = {**os.environ, "RAY_AUTH_MODE": "disabled", "HF_HUB_OFFLINE": "1",
-           "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"}  # fmt: skip
+    env = {
+        **os.environ,
+        "RAY_AUTH_MODE": "disabled",
+        "HF_HUB_OFFLINE": "1",
+        "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
+    }
     env.pop("RAY_ADDRESS", None)
-    cmd = [str(BIN / "ray"), "start", "--head", f"--port={gcs}", f"--dashboard-port={dash}",
-           f"--ray-client-server-port={client}", f"--dashboard-agent-listen-port={agent}", "--num-cpus=2",
-           "--include-dashboard=true", "--dashboard-host=127.0.0.1", f"--temp-dir={temp_dir}", "--disable-usage-stats"]  # fmt: skip
+    cmd = [
+        str(BIN / "ray"),
+        "start",
+        "--head",
+        f"--port={gcs}",
+        f"--dashboard-port={dash}",
+        f"--ray-client-server-port={client}",
+        f"--dashboard-agent-listen-port={agent}",
+        "--num-cpus=2",
+        "--include-dashboard=true",
+        "--dashboard-host=127.0.0.1",
+        f"--temp-dir={temp_dir}",
+        "--disable-usage-stats",
+    ]
     try:
         subprocess.run(cmd, env=env, check=True, capture_output=True, timeout=120)
         yield f"http://127.0.0.1:{dash}"
@@ -70,8 +85,9 @@ def head():
 def test_submit_sample_run_as_a_job(head, tmp_path, capsys):
     out = tmp_path / "run"
     assert submit.entrypoint_argv("sample", str(out), ["a=b c"])[-2:] == ["--set", "a=b c"]
-    rc = submit.main(["sample", "--address", head, "--out", str(out), "--wait",
-                      *(a for s in TINY for a in ("--set", s))])  # fmt: skip
+    rc = submit.main(
+        ["sample", "--address", head, "--out", str(out), "--wait", *(a for s in TINY for a in ("--set", s))]
+    )
     printed = capsys.readouterr().out
     assert "ray job logs -f --address" in printed and "ray job status" in printed
     job_id = printed.split()[2].rstrip(":")

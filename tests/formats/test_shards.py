@@ -169,10 +169,13 @@ def test_hugging_face_image_parquet(tmp_path, encode_image, monkeypatch):
     monkeypatch.chdir(tmp_path)  # `datasets` sizes relative paths from the working directory
     (tmp_path / "gone.png").write_bytes(png)
     data = {
-        "image": [{"bytes": png, "path": None}, {"bytes": None, "path": str(elsewhere)},
-                  {"bytes": None, "path": "gone.png"}],
+        "image": [
+            {"bytes": png, "path": None},
+            {"bytes": None, "path": str(elsewhere)},
+            {"bytes": None, "path": "gone.png"},
+        ],
         "text": ["hi", "x", "y"],
-    }  # fmt: skip
+    }
     datasets.Dataset.from_dict(data, features=features).to_parquet(str(tmp_path / "train-00000.parquet"))
     (tmp_path / "gone.png").unlink()
     (shard,) = list_shards("parquet", [str(tmp_path / "*.parquet")])

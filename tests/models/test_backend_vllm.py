@@ -71,7 +71,7 @@ class LLM:
             seen = f"{image.size[0]}x{image.size[1]}:{image.getpixel((0, 0))}"  # what arrived
             out.append(_ReqOut([_Out(f" {p['prompt'].strip()}#{k}@{seen} ", [5, 6, 1],
                                      [{5: _Logprob(-0.1)}, {6: _Logprob(-0.3)}, {1: _Logprob(-2.0)}])
-                                for k in range(sp.n)]))  # fmt: skip
+                                for k in range(sp.n)]))
         return out
 """
 
@@ -95,9 +95,11 @@ def _checkpoint(path: Path, rule: str | None = "causal", head_dim: int = 32) -> 
     )
     if rule is not None:
         (path / "jade_model.json").write_text(json.dumps({"role": "test", "attention": rule}))
-    weights = {"vision_tower.embeddings.patch_embedding.weight": torch.arange(6.0).reshape(2, 3),
-               "vision_tower.encoder.layers.0.mlp.fc1.bias": torch.ones(5, dtype=torch.bfloat16),
-               "language_model.model.embed_tokens.weight": torch.zeros(3, 2)}  # fmt: skip
+    weights = {
+        "vision_tower.embeddings.patch_embedding.weight": torch.arange(6.0).reshape(2, 3),
+        "vision_tower.encoder.layers.0.mlp.fc1.bias": torch.ones(5, dtype=torch.bfloat16),
+        "language_model.model.embed_tokens.weight": torch.zeros(3, 2),
+    }
     save_file(weights, str(path / "model.safetensors"), metadata={"format": "pt"})
     return path
 
@@ -131,8 +133,10 @@ def test_engine_is_built_with_prefix_caching_fp32_and_no_remote_code(backend, tm
 
 def test_requests_map_to_n_samples_and_greedy(backend):
     images = [Image.new("RGB", (8, 8), c) for c in ("red", "blue")]
-    reqs = [Request(1, "question yes/no", 20, n=3, greedy=False, top_k=20, temperature=0.7, seed=42),
-            Request(0, "answer en is it red?", 8)]  # fmt: skip
+    reqs = [
+        Request(1, "question yes/no", 20, n=3, greedy=False, top_k=20, temperature=0.7, seed=42),
+        Request(0, "answer en is it red?", 8),
+    ]
     out = backend.generate(backend.prepare(images), reqs)
     prompts, params = backend._engine.llm.calls[0]
     assert [p["prompt"] for p in prompts] == ["question yes/no\n", "answer en is it red?\n"]
@@ -147,8 +151,9 @@ def test_requests_map_to_n_samples_and_greedy(backend):
 
 
 def test_top_k_0_means_the_whole_vocabulary(backend):
-    params = backend._engine.sampling_params({"greedy": False, "n": 2, "temperature": 1.0, "top_k": 0,
-                                              "seed": 1, "max_new_tokens": 4})  # fmt: skip
+    params = backend._engine.sampling_params(
+        {"greedy": False, "n": 2, "temperature": 1.0, "top_k": 0, "seed": 1, "max_new_tokens": 4}
+    )
     assert params.top_k == 0  # 0: the whole vocabulary
 
 
@@ -215,9 +220,10 @@ def test_the_worker_answers_over_pipes(worker_python, tmp_path):
         images = [Image.new("RGB", (9, 7), (10, 20, 30)), Image.new("RGB", (5, 5), (200, 100, 0))]
         reqs = [Request(1, "caption", 5, n=2, greedy=False, top_k=3, seed=1), Request(0, "answer", 4)]
         out = b.generate_samples(b.prepare(images), reqs)
-        assert [[s.text for s in row] for row in out] == [["caption#0@5x5:(200, 100, 0)",
-                                                           "caption#1@5x5:(200, 100, 0)"],
-                                                          ["answer#0@9x7:(10, 20, 30)"]]  # fmt: skip
+        assert [[s.text for s in row] for row in out] == [
+            ["caption#0@5x5:(200, 100, 0)", "caption#1@5x5:(200, 100, 0)"],
+            ["answer#0@9x7:(10, 20, 30)"],
+        ]
         assert out[1][0].token_ids == (5, 6, 1)
         assert out[1][0].score == pytest.approx(math.exp(-0.2))
         assert b.generate(images, reqs[1:])[0][0].text == "answer#0@9x7:(10, 20, 30)"  # plain PIL images too
@@ -261,7 +267,7 @@ def test_export_renames_the_vision_tower_and_keeps_the_bytes(tmp_path):
     assert {
         vllm_export.transformers_key(vllm_export.vllm_key(k))
         for k in ("vision_tower.head.probe", "model.vision_tower.encoder.x", "language_model.lm_head.weight")
-    } == {  # fmt: skip
+    } == {
         "vision_tower.head.probe",
         "model.vision_tower.encoder.x",
         "language_model.lm_head.weight",
@@ -274,8 +280,17 @@ def test_export_of_a_real_checkpoint_loads_back_in_transformers(tmp_path):
 
     from jade.models import factory
 
-    arch = SimpleNamespace(image_size=16, patch_size=8, vision_hidden=32, vision_layers=1, text_hidden=32,
-                           text_layers=1, head_dim=32, kv_heads=1, vocab_size=300)  # fmt: skip
+    arch = SimpleNamespace(
+        image_size=16,
+        patch_size=8,
+        vision_hidden=32,
+        vision_layers=1,
+        text_hidden=32,
+        text_layers=1,
+        head_dim=32,
+        kv_heads=1,
+        vocab_size=300,
+    )
     processor = factory.build_processor(["caption en", "a red square"] * 20, arch)
     factory.save(factory.build_model(arch, processor), processor, tmp_path / "m", {"attention": "causal"})
     out = vllm_export.export(tmp_path / "m", tmp_path / "cache")

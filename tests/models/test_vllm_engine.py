@@ -26,8 +26,17 @@ from jade.models.train import example_batch
 
 pytestmark = pytest.mark.vllm
 
-ARCH = SimpleNamespace(image_size=32, patch_size=8, vision_hidden=64, vision_layers=1, text_hidden=64,
-                       text_layers=2, head_dim=32, kv_heads=1, vocab_size=300)  # fmt: skip
+ARCH = SimpleNamespace(
+    image_size=32,
+    patch_size=8,
+    vision_hidden=64,
+    vision_layers=1,
+    text_hidden=64,
+    text_layers=2,
+    head_dim=32,
+    kv_heads=1,
+    vocab_size=300,
+)
 PROMPTS = ["caption en", "answer en what color is the square?", "question yes/no", "answer en how many?"]
 TEXTS = PROMPTS + ["red", "blue", "green", "a red square", "two circles", "yes", "no", "the sky is grey"]
 MAX_NEW = 10
@@ -101,8 +110,9 @@ def _hf_greedy(model, processor, rule: str, reqs: list[Request]) -> list[tuple]:
     with torch.no_grad():
         for prompt in dict.fromkeys(r.prompt for r in reqs):
             idx = [j for j, r in enumerate(reqs) if r.prompt == prompt]
-            batch = example_batch(processor, [IMAGES[reqs[j].image] for j in idx], [prompt] * len(idx), None,
-                                  "cpu", rule)  # fmt: skip
+            batch = example_batch(
+                processor, [IMAGES[reqs[j].image] for j in idx], [prompt] * len(idx), None, "cpu", rule
+            )
             batch.pop("labels", None)
             seqs = model.generate(
                 **batch, max_new_tokens=max(reqs[j].max_new_tokens for j in idx), do_sample=False
@@ -118,12 +128,16 @@ def test_greedy_answers_equal_hf_under_the_engines_rule(engine, hf, rule):
     vl_ids = [_stop(row[0].token_ids, engine.eos) for row in vl]
     ref = _hf_greedy(model, processor, rule, GREEDY)
     agree = sum(a == b for a, b in zip(vl_ids, ref, strict=True))
-    print(f"\nvLLM ({engine.device}, rule {rule}) = HF generate under {rule}: {agree}/{len(GREEDY)} greedy answers; "
-          f"engine start {engine.start_seconds:.1f} s")  # fmt: skip
+    print(
+        f"\nvLLM ({engine.device}, rule {rule}) = HF generate under {rule}: {agree}/{len(GREEDY)} greedy answers; "
+        f"engine start {engine.start_seconds:.1f} s"
+    )
     assert agree == len(GREEDY), list(zip(vl_ids, ref, strict=True))
     # The texts too, decoded as the hf backend decodes (up to EOS, special tokens skipped).
-    texts = [processor.tokenizer.decode([t for t in ids if t not in engine.eos], skip_special_tokens=True).strip()
-             for ids in ref]  # fmt: skip
+    texts = [
+        processor.tokenizer.decode([t for t in ids if t not in engine.eos], skip_special_tokens=True).strip()
+        for ids in ref
+    ]
     assert [row[0].text for row in vl] == texts
     assert all(0.0 < row[0].score <= 1.0 for row in vl)
     # Not a trivial agreement: the answers depend on the image and on the prompt.
@@ -137,8 +151,13 @@ def test_greedy_answers_equal_hf_under_the_engines_rule(engine, hf, rule):
     assert any(len(ids) > 1 for ids in ref)  # not all empty answers
     # And the answers depend on the attention rule: agreeing under one rule says something.
     others = {r: _hf_greedy(model, processor, r, GREEDY) for r in attention.RULES if r != rule}
-    print("  HF under the other rules agrees on " + ", ".join(
-        f"{r}: {sum(a == b for a, b in zip(vl_ids, o, strict=True))}/{len(GREEDY)}" for r, o in others.items()))  # fmt: skip
+    print(
+        "  HF under the other rules agrees on "
+        + ", ".join(
+            f"{r}: {sum(a == b for a, b in zip(vl_ids, o, strict=True))}/{len(GREEDY)}"
+            for r, o in others.items()
+        )
+    )
     assert all(o != ref for o in others.values())
 
 
@@ -153,8 +172,10 @@ def test_hf_backend_agrees_when_it_computes_the_rule(engine, hf, rule):
     theirs = [c[0] for c in engine.generate(engine.prepare(IMAGES), GREEDY)]
     agree = sum(a.text == b.text for a, b in zip(ours, theirs, strict=True))
     worst = max(abs(b.score / a.score - 1) for a, b in zip(ours, theirs, strict=True))
-    print(f"\nvLLM = the hf backend (attention={rule}): {agree}/{len(GREEDY)} greedy answers, "
-          f"scores within {worst:.1e} (relative)")  # fmt: skip
+    print(
+        f"\nvLLM = the hf backend (attention={rule}): {agree}/{len(GREEDY)} greedy answers, "
+        f"scores within {worst:.1e} (relative)"
+    )
     assert agree == len(GREEDY), list(zip(ours, theirs, strict=True))
     assert worst < 1e-4  # the same pixels and fp32 on both sides: the same log-probabilities
 
@@ -162,8 +183,11 @@ def test_hf_backend_agrees_when_it_computes_the_rule(engine, hf, rule):
 def test_samples_are_top_k_draws_of_hf_logits(engine, hf, rule):
     model, processor = hf
     k = 3
-    reqs = [Request(i, p, 8, n=4, greedy=False, top_k=k, temperature=1.0, seed=11 + i)
-            for i in range(2) for p in PROMPTS[:2]]  # fmt: skip
+    reqs = [
+        Request(i, p, 8, n=4, greedy=False, top_k=k, temperature=1.0, seed=11 + i)
+        for i in range(2)
+        for p in PROMPTS[:2]
+    ]
     rows = engine.generate_samples(engine.prepare(IMAGES), reqs)
     assert [len(r) for r in rows] == [4] * len(reqs)
     assert rows == engine.generate_samples(IMAGES, reqs)  # seeded per request
@@ -187,8 +211,10 @@ def test_samples_are_top_k_draws_of_hf_logits(engine, hf, rule):
                 checked += ids.shape[1]
                 distinct.add(s.token_ids)
                 assert 0.0 < s.score <= 1.0
-    print(f"\n{checked} sampled tokens of {sum(map(len, rows))} top-{k} samples, all in HF's top {k}; "
-          f"{len(distinct)} distinct samples")  # fmt: skip
+    print(
+        f"\n{checked} sampled tokens of {sum(map(len, rows))} top-{k} samples, all in HF's top {k}; "
+        f"{len(distinct)} distinct samples"
+    )
     assert checked >= 40
     assert len(distinct) > len(reqs)  # samples differ from one another: not a disguised greedy
 

@@ -15,12 +15,20 @@ CASES = [("cc3m", "CC3M_ROOT"), ("cc12m", "CC12M_ROOT")]
 def _layout(root, shards_var: str) -> dict[str, str]:
     """The folders as the README says to lay them out (empty files stand in for the data)."""
     env = {var: str(root / var.lower()) for var in (shards_var, *COMMON)}
-    files = [f"{shards_var.lower()}/00000.tar", f"{shards_var.lower()}/00000.parquet",
-             "vg_root/image_data.json", "vg_root/region_descriptions.json", "vg_root/question_answers.json",
-             "vg_root/VG_100K/1.jpg", "vg_root/VG_100K_2/2.jpg",
-             "gqa_root/questions/train_balanced_questions.json", "gqa_root/images/2354786.jpg",
-             "vqa_root/v2_OpenEnded_mscoco_train2014_questions.json", "vqa_root/v2_mscoco_train2014_annotations.json",
-             "coco_root/train2014/COCO_train2014_000000000009.jpg"]  # fmt: skip
+    files = [
+        f"{shards_var.lower()}/00000.tar",
+        f"{shards_var.lower()}/00000.parquet",
+        "vg_root/image_data.json",
+        "vg_root/region_descriptions.json",
+        "vg_root/question_answers.json",
+        "vg_root/VG_100K/1.jpg",
+        "vg_root/VG_100K_2/2.jpg",
+        "gqa_root/questions/train_balanced_questions.json",
+        "gqa_root/images/2354786.jpg",
+        "vqa_root/v2_OpenEnded_mscoco_train2014_questions.json",
+        "vqa_root/v2_mscoco_train2014_annotations.json",
+        "coco_root/train2014/COCO_train2014_000000000009.jpg",
+    ]
     for f in files:
         (root / f).parent.mkdir(parents=True, exist_ok=True)
         (root / f).touch()

@@ -1,3 +1,5 @@
+from pathlib import Path
+
 import pytest
 
 from jade.pipeline.config import Manifest, ManifestError, build, load_manifest
@@ -12,7 +14,10 @@ def _write(tmp_path, text):
 def test_bundled_manifests_load(monkeypatch):
     monkeypatch.setenv("SAMPLE_WORLD", "/tmp/w")
     m = load_manifest("sample")
-    assert m.name == "sample" and m.generate.questions["yes/no"] == 3
+    assert m.name == "sample" and m.generate.questions["yes/no"] == 5
+    # both roles fine-tune from the base shipped with the package (${JADE_BASES} needs no setting)
+    assert m.models.generator.base == m.models.filter.base
+    assert Path(m.models.filter.base, "model.safetensors").is_file()
     assert m.sources.vg.images == ["/tmp/w/vg/VG_100K", "/tmp/w/vg/VG_100K_2"]
 
 

@@ -13,8 +13,17 @@ from jade.pipeline.rundir import RunDir
 from tests.fakerun import fake_backend
 from tests.tiny import TINY
 
-DOWNSTREAM = ["_state/generate", "_state/filter", "_state/publish", "_state/_progress", "_work/generate",
-              "_work/filter", "dataset", "rejected", "stats.json"]  # fmt: skip
+DOWNSTREAM = [
+    "_state/generate",
+    "_state/filter",
+    "_state/publish",
+    "_state/_progress",
+    "_work/generate",
+    "_work/filter",
+    "dataset",
+    "rejected",
+    "stats.json",
+]
 
 
 def dataset_rows(run_dir):

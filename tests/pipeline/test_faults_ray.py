@@ -27,8 +27,17 @@ from tests.tiny import TINY
 # the reference run (module fixture) and the faulted runs each start Ray and run the factory
 pytestmark = [pytest.mark.ray, pytest.mark.slow, pytest.mark.timeout(600)]
 SETS = [*TINY, "resources.threads=1"]  # one torch thread everywhere: outputs cannot depend on the pool size
-DOWNSTREAM = ["_state/generate", "_state/filter", "_state/publish", "_state/_progress", "_work/generate",
-              "_work/filter", "dataset", "rejected", "stats.json"]  # fmt: skip
+DOWNSTREAM = [
+    "_state/generate",
+    "_state/filter",
+    "_state/publish",
+    "_state/_progress",
+    "_work/generate",
+    "_work/filter",
+    "dataset",
+    "rejected",
+    "stats.json",
+]
 
 
 @pytest.fixture(scope="module")
@@ -110,8 +119,9 @@ def test_driver_sigkill_mid_generate_then_rerun_equals_uninterrupted(reference, 
     run = resumable_copy(reference, tmp_path / "killed")
     world = str(reference / "world")
     # Shard 00001 hangs in generate, so the kill lands at a known point: 00000 committed, 00001 in flight.
-    proc = start(run, ray_tmp, "resources.generate.actors=2", SAMPLE_WORLD=world,
-                 JADE_FAULT="hang:generate:00001")  # fmt: skip
+    proc = start(
+        run, ray_tmp, "resources.generate.actors=2", SAMPLE_WORLD=world, JADE_FAULT="hang:generate:00001"
+    )
     deadline = time.time() + 300
     while not (run / "_state/generate/00000.json").exists():
         assert proc.poll() is None, open(f"{run}.log").read()[-4000:]

@@ -97,8 +97,21 @@ def test_runs_on_one_machine_each_use_their_own_instance(machine, tmp_path):
     ray_tmp, env, started = machine
     manifest = _manifest(tmp_path)
     ray = os.path.join(os.path.dirname(sys.executable), "ray")
-    head = subprocess.run([ray, "start", "--head", "--port=0", "--num-cpus=1", "--include-dashboard=false",
-                           "--disable-usage-stats"], env=env, capture_output=True, text=True, timeout=120)  # fmt: skip
+    head = subprocess.run(
+        [
+            ray,
+            "start",
+            "--head",
+            "--port=0",
+            "--num-cpus=1",
+            "--include-dashboard=false",
+            "--disable-usage-stats",
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert head.returncode == 0, head.stdout + head.stderr
     head_address = open(os.path.join(ray_tmp, "ray", "ray_current_cluster")).read().strip()
 
@@ -107,9 +120,18 @@ def test_runs_on_one_machine_each_use_their_own_instance(machine, tmp_path):
     a_address = _wait_for(f"{tmp_path}/a.log", ADDRESS, a).group(1)
     _wait_for(f"{tmp_path}/a.log", r"ingest: \d+ of 2 shards to do", a)
 
-    control = subprocess.run([sys.executable, "-c", "import ray; ray.init(include_dashboard=False); "
-                              "print('joined', ray.get_runtime_context().gcs_address)"],
-                             env=env, capture_output=True, text=True, timeout=120)  # fmt: skip
+    control = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import ray; ray.init(include_dashboard=False); "
+            "print('joined', ray.get_runtime_context().gcs_address)",
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert WARNING in control.stderr and f"joined {head_address}" in control.stdout
 
     t0 = time.time()

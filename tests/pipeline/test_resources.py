@@ -10,10 +10,14 @@ from jade.pipeline.rundir import RunDir
 
 @pytest.mark.parametrize(
     "sets, pool",
-    [([], (1, 1)), (["resources.generate.actors=3"], (3, 3)),
-     (["resources.generate={min_actors: 1, max_actors: 4}"], (1, 4)),
-     (["resources.generate={min_actors: 2}"], (2, 2)), (["resources.generate={max_actors: 3}"], (1, 3))],
-)  # fmt: skip
+    [
+        ([], (1, 1)),
+        (["resources.generate.actors=3"], (3, 3)),
+        (["resources.generate={min_actors: 1, max_actors: 4}"], (1, 4)),
+        (["resources.generate={min_actors: 2}"], (2, 2)),
+        (["resources.generate={max_actors: 3}"], (1, 3)),
+    ],
+)
 def test_actor_pool_sizes(sets, pool, monkeypatch):
     monkeypatch.setenv("SAMPLE_WORLD", "/tmp/w")
     assert load_manifest("sample", sets).resources.generate.pool() == pool

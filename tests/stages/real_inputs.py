@@ -78,18 +78,36 @@ def _meta(key: str, url: str, caption, status: str, error, image: bytes | None) 
                 width, height = Image.open(io.BytesIO(image)).size
         except Exception:  # noqa: BLE001 - a broken image still gets its row
             pass
-    return {"caption": caption, "url": url, "key": key, "status": status, "error_message": error,
-            "width": width, "height": height, "original_width": width, "original_height": height,
-            "exif": "{}" if status == "success" else None,
-            "sha256": hashlib.sha256(image).hexdigest() if image else None}  # fmt: skip
+    return {
+        "caption": caption,
+        "url": url,
+        "key": key,
+        "status": status,
+        "error_message": error,
+        "width": width,
+        "height": height,
+        "original_width": width,
+        "original_height": height,
+        "exif": "{}" if status == "success" else None,
+        "sha256": hashlib.sha256(image).hexdigest() if image else None,
+    }
 
 
 SIDECAR_SCHEMA = pa.schema(
-    [("caption", pa.string()), ("url", pa.string()), ("key", pa.string()), ("status", pa.string()),
-     ("error_message", pa.string()), ("width", pa.int32()), ("height", pa.int32()),
-     ("original_width", pa.int32()), ("original_height", pa.int32()), ("exif", pa.string()),
-     ("sha256", pa.string())]
-)  # fmt: skip
+    [
+        ("caption", pa.string()),
+        ("url", pa.string()),
+        ("key", pa.string()),
+        ("status", pa.string()),
+        ("error_message", pa.string()),
+        ("width", pa.int32()),
+        ("height", pa.int32()),
+        ("original_width", pa.int32()),
+        ("original_height", pa.int32()),
+        ("exif", pa.string()),
+        ("sha256", pa.string()),
+    ]
+)
 
 
 def _stats_json(path: Path, rows: list[dict]) -> None:
@@ -98,10 +116,16 @@ def _stats_json(path: Path, rows: list[dict]) -> None:
     for r in rows:
         label = "success" if r["status"] == "success" else r["error_message"]
         messages[label] = messages.get(label, 0) + 1
-    stats = {"count": len(rows), "successes": status.count("success"),
-             "failed_to_download": status.count("failed_to_download"),
-             "failed_to_resize": status.count("failed_to_resize"), "duration": 1.5,
-             "start_time": 1795374727.7, "end_time": 1795374729.2, "status_dict": messages}  # fmt: skip
+    stats = {
+        "count": len(rows),
+        "successes": status.count("success"),
+        "failed_to_download": status.count("failed_to_download"),
+        "failed_to_resize": status.count("failed_to_resize"),
+        "duration": 1.5,
+        "start_time": 1795374727.7,
+        "end_time": 1795374729.2,
+        "status_dict": messages,
+    }
     path.write_text(json.dumps(stats, indent=4))
 
 
@@ -158,8 +182,11 @@ def img2dataset_truncated(folder: Path, shard: int, n: int = 8, cut_in: int = 5)
         image = encode("RGB", (48, 48), "JPEG", COLORS[i % len(COLORS)], quality=95)
         meta = _meta(key, f"https://example.com/t/{i}.jpg", f"sample {i}", "success", None, image)
         rows.append(meta)
-        members += [(f"{key}.jpg", image), (f"{key}.txt", f"sample {i}".encode()),
-                    (f"{key}.json", json.dumps(meta).encode())]  # fmt: skip
+        members += [
+            (f"{key}.jpg", image),
+            (f"{key}.txt", f"sample {i}".encode()),
+            (f"{key}.json", json.dumps(meta).encode()),
+        ]
         truth.append((key, "ok" if i < cut_in else "truncated tar"))
     full = folder / f"{shard:05d}.full"
     _write_tar(full, members)
@@ -202,8 +229,14 @@ def img2dataset_parquet(folder: Path, shard: int) -> list[tuple[str, str]]:
     for i, (name, image, _, caption, expected) in enumerate(cases):
         key = f"{shard * 10000 + i:09d}"
         status = "success" if image is not None else "failed_to_download"
-        meta = _meta(key, f"https://example.com/p/{name}", caption, status,
-                     None if image is not None else "HTTP Error 404: Not Found", image)  # fmt: skip
+        meta = _meta(
+            key,
+            f"https://example.com/p/{name}",
+            caption,
+            status,
+            None if image is not None else "HTTP Error 404: Not Found",
+            image,
+        )
         rows.append({**meta, "jpg": image})
         truth.append((key, expected))
     rows.append({**rows[0], "caption": "a repeated key", "jpg": encode("RGB", (9, 9), "JPEG")})
@@ -253,29 +286,91 @@ def annotations(root: Path) -> dict:
     vg_ids = [1, 2, 3, 2417890]  # 2417890 is listed but its file is absent
     for n, image_id in enumerate(vg_ids[:3]):
         _jpeg(vg / ("VG_100K" if n < 2 else "VG_100K_2") / f"{image_id}.jpg", n)
-    (vg / "image_data.json").write_text(json.dumps([
-        {"width": 64, "url": f"https://cs.stanford.edu/people/rak248/VG_100K/{i}.jpg", "height": 48,
-         "image_id": i, "coco_id": None, "flickr_id": None} for i in vg_ids]))  # fmt: skip
+    (vg / "image_data.json").write_text(
+        json.dumps(
+            [
+                {
+                    "width": 64,
+                    "url": f"https://cs.stanford.edu/people/rak248/VG_100K/{i}.jpg",
+                    "height": 48,
+                    "image_id": i,
+                    "coco_id": None,
+                    "flickr_id": None,
+                }
+                for i in vg_ids
+            ]
+        )
+    )
     phrases = ["a red ball", "green grass", "a blue sky", "a yellow car"]
-    (vg / "region_descriptions.json").write_text(json.dumps([
-        {"regions": [{"region_id": i * 10 + j, "width": 20, "height": 16, "image_id": i, "phrase": p,
-                      "y": 4 * j, "x": 6 * j} for j, p in enumerate(phrases)], "id": i} for i in vg_ids]))  # fmt: skip
-    (vg / "question_answers.json").write_text(json.dumps([
-        {"id": i, "qas": [{"a_objects": [], "question": "What color is the ball?", "image_id": i, "qa_id": i * 7,
-                           "answer": "Red.", "q_objects": []},
-                          {"a_objects": [], "question": "How many cars are there?", "image_id": i,
-                           "qa_id": i * 7 + 1, "answer": "One.", "q_objects": []}]} for i in vg_ids]))  # fmt: skip
+    (vg / "region_descriptions.json").write_text(
+        json.dumps(
+            [
+                {
+                    "regions": [
+                        {
+                            "region_id": i * 10 + j,
+                            "width": 20,
+                            "height": 16,
+                            "image_id": i,
+                            "phrase": p,
+                            "y": 4 * j,
+                            "x": 6 * j,
+                        }
+                        for j, p in enumerate(phrases)
+                    ],
+                    "id": i,
+                }
+                for i in vg_ids
+            ]
+        )
+    )
+    (vg / "question_answers.json").write_text(
+        json.dumps(
+            [
+                {
+                    "id": i,
+                    "qas": [
+                        {
+                            "a_objects": [],
+                            "question": "What color is the ball?",
+                            "image_id": i,
+                            "qa_id": i * 7,
+                            "answer": "Red.",
+                            "q_objects": [],
+                        },
+                        {
+                            "a_objects": [],
+                            "question": "How many cars are there?",
+                            "image_id": i,
+                            "qa_id": i * 7 + 1,
+                            "answer": "One.",
+                            "q_objects": [],
+                        },
+                    ],
+                }
+                for i in vg_ids
+            ]
+        )
+    )
     gqa_ids = ["2354786", "n161313", "2375429"]  # n161313: absent
     for n, image_id in enumerate(gqa_ids[::2]):
         _jpeg(gqa / "images" / f"{image_id}.jpg", n)
     questions = {}
     for n, image_id in enumerate(gqa_ids):
-        questions[f"{n:08d}"] = {"semantic": [], "entailed": [], "equivalent": [f"{n:08d}"],
-                                 "question": "Is the sky blue?", "imageId": image_id, "isBalanced": True,
-                                 "groups": {"global": None, "local": "10c-sky_blue"}, "answer": "yes",
-                                 "semanticStr": "select: sky ->verify color: blue", "annotations": {},
-                                 "types": {"structural": "verify", "semantic": "attr", "detailed": "verifyAttr"},
-                                 "fullAnswer": "Yes, the sky is blue."}  # fmt: skip
+        questions[f"{n:08d}"] = {
+            "semantic": [],
+            "entailed": [],
+            "equivalent": [f"{n:08d}"],
+            "question": "Is the sky blue?",
+            "imageId": image_id,
+            "isBalanced": True,
+            "groups": {"global": None, "local": "10c-sky_blue"},
+            "answer": "yes",
+            "semanticStr": "select: sky ->verify color: blue",
+            "annotations": {},
+            "types": {"structural": "verify", "semantic": "attr", "detailed": "verifyAttr"},
+            "fullAnswer": "Yes, the sky is blue.",
+        }
     questions["20000000"] = {"question": "What is on the table?", "imageId": "2354786", "isBalanced": True}
     (gqa / "questions").mkdir(parents=True)
     (gqa / "questions" / "train_balanced_questions.json").write_text(json.dumps(questions))
@@ -285,11 +380,22 @@ def annotations(root: Path) -> dict:
     qs = [
         {"image_id": i, "question": "What color is the car?", "question_id": i * 1000 + 1} for i in coco_ids
     ]
-    anns = [{"question_type": "what color is the", "multiple_choice_answer": "red",
-             "answers": [{"answer": "red", "answer_confidence": "yes", "answer_id": k + 1} for k in range(10)],
-             "image_id": i, "answer_type": "other", "question_id": i * 1000 + 1} for i in coco_ids]  # fmt: skip
-    head = {"info": {"description": "This is v2.0 of the VQA dataset."}, "license": {"name": "CC BY 4.0"},
-            "data_subtype": "train2014"}  # fmt: skip
+    anns = [
+        {
+            "question_type": "what color is the",
+            "multiple_choice_answer": "red",
+            "answers": [{"answer": "red", "answer_confidence": "yes", "answer_id": k + 1} for k in range(10)],
+            "image_id": i,
+            "answer_type": "other",
+            "question_id": i * 1000 + 1,
+        }
+        for i in coco_ids
+    ]
+    head = {
+        "info": {"description": "This is v2.0 of the VQA dataset."},
+        "license": {"name": "CC BY 4.0"},
+        "data_subtype": "train2014",
+    }
     (vqa / "v2_OpenEnded_mscoco_train2014_questions.json").write_text(
         json.dumps({**head, "task_type": "Open-Ended", "data_type": "mscoco", "questions": qs})
     )
@@ -297,11 +403,21 @@ def annotations(root: Path) -> dict:
         json.dumps({**head, "data_type": "mscoco", "annotations": anns})
     )
     sources = {
-        "vg": {"image_data": str(vg / "image_data.json"), "regions": str(vg / "region_descriptions.json"),
-               "qas": str(vg / "question_answers.json"), "images": [str(vg / "VG_100K"), str(vg / "VG_100K_2")]},
-        "gqa": {"questions": [str(gqa / "questions" / "train_balanced_questions.json")], "images": str(gqa / "images")},
-        "vqa": {"questions": str(vqa / "v2_OpenEnded_mscoco_train2014_questions.json"),
-                "annotations": str(vqa / "v2_mscoco_train2014_annotations.json"), "images": str(vqa / "train2014")},
-    }  # fmt: skip
+        "vg": {
+            "image_data": str(vg / "image_data.json"),
+            "regions": str(vg / "region_descriptions.json"),
+            "qas": str(vg / "question_answers.json"),
+            "images": [str(vg / "VG_100K"), str(vg / "VG_100K_2")],
+        },
+        "gqa": {
+            "questions": [str(gqa / "questions" / "train_balanced_questions.json")],
+            "images": str(gqa / "images"),
+        },
+        "vqa": {
+            "questions": str(vqa / "v2_OpenEnded_mscoco_train2014_questions.json"),
+            "annotations": str(vqa / "v2_mscoco_train2014_annotations.json"),
+            "images": str(vqa / "train2014"),
+        },
+    }
     missing = {("vg", "2417890"), ("gqa", "n161313"), ("vqa", "30")}
     return {"sources": sources, "missing": missing}

@@ -29,8 +29,9 @@ def _loaded(ds):
 
 def _both_forms(run, cache):
     by_dir = datasets.load_dataset(str(run / "dataset"), split="train", cache_dir=str(cache))
-    by_files = datasets.load_dataset("parquet", data_files=str(run / "dataset/data/*.parquet"), split="train",
-                                     cache_dir=str(cache))  # fmt: skip
+    by_files = datasets.load_dataset(
+        "parquet", data_files=str(run / "dataset/data/*.parquet"), split="train", cache_dir=str(cache)
+    )
     return _loaded(by_dir), _loaded(by_files)
 
 

@@ -52,8 +52,16 @@ def test_dataset_loads_both_ways_with_contract_columns(run_dir):
     assert row["width"] == row["image"].size[0] and row["height"] == row["image"].size[1]
     for r in row["regions"]:
         assert len(r["bbox"]) == 4 and all(0.0 <= v <= 1.0 for v in r["bbox"])
-    assert set(row["provenance"]) == {"generator", "filter", "config", "seed", "source_shard", "source_key",
-                                      "generator_attention", "filter_attention"}  # fmt: skip
+    assert set(row["provenance"]) == {
+        "generator",
+        "filter",
+        "config",
+        "seed",
+        "source_shard",
+        "source_key",
+        "generator_attention",
+        "filter_attention",
+    }
     assert row["key"] == f"cc3m/{row['provenance']['source_key']}"  # namespaced by the source folder
     card = (run_dir / "dataset" / "README.md").read_text()
     assert card.startswith("---\n") and "dataset_info" in card and "qa_kept" in card
@@ -133,8 +141,17 @@ def test_status_and_eval_commands(run_dir, capsys):
     assert "publish" in out and "done" in out and "00000:" in out
     assert main(["eval", str(run_dir)]) == 0
     report = json.loads((run_dir / "eval.json").read_text())
-    for key in ("qa_precision_all", "qa_precision_kept", "qa_precision_rejected", "qa_unverifiable", "keep_rate",
-                "kept_per_image", "region_precision", "distinct_question_ratio", "by_type"):  # fmt: skip
+    for key in (
+        "qa_precision_all",
+        "qa_precision_kept",
+        "qa_precision_rejected",
+        "qa_unverifiable",
+        "keep_rate",
+        "kept_per_image",
+        "region_precision",
+        "distinct_question_ratio",
+        "by_type",
+    ):
         assert key in report
     assert 0.0 <= report["qa_unverifiable"] <= 1.0
     # The trained models answered true questions about the held-out val images, next to the answer prior.

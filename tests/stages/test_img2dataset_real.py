@@ -52,8 +52,15 @@ from tests.stages import real_inputs as ri
 # the module fixtures build img2dataset's venv (2-2.5 min) and run it and the factory twice, in the first test
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 VERSION = "1.47.0"
-ARCH = {"image_size": 32, "patch_size": 8, "vision_hidden": 32, "vision_layers": 1, "text_hidden": 64,
-        "text_layers": 1, "vocab_size": 400}  # fmt: skip
+ARCH = {
+    "image_size": 32,
+    "patch_size": 8,
+    "vision_hidden": 32,
+    "vision_layers": 1,
+    "text_hidden": 64,
+    "text_layers": 1,
+    "vocab_size": 400,
+}
 TRAIN = {"steps": 3, "batch_size": 4, "warmup_steps": 1}
 LONG = ("a very long alt-text " * 50)[:1000]
 UNICODE = "Ünïcödé caption: 漢字 かな 😀 עברית — ½ ° €"
@@ -95,14 +102,30 @@ def web(port_refused: int, base: str) -> tuple[dict, list[tuple[str, str, str]]]
         caption = {3: UNICODE, 4: LONG, 5: "", 6: "  padded with spaces  "}.get(
             i, f"a photo number {i} of a thing"
         )
-        add(f"/photo/{i}.jpg", _img("RGB", size, "JPEG", i, quality=90), caption,
-            "missing caption" if caption == "" else "ok")  # fmt: skip
-    for n, (mode, fmt, ctype) in enumerate([("P", "PNG", "image/png"), ("P", "GIF", "image/gif"),
-                                            ("RGBA", "PNG", "image/png"), ("LA", "PNG", "image/png"),
-                                            ("CMYK", "JPEG", "image/jpeg"), ("L", "JPEG", "image/jpeg"),
-                                            ("I;16", "PNG", "image/png")]):  # fmt: skip
-        add(f"/mode/{mode.replace(';', '')}-{n}.{fmt.lower()}", _img(mode, (48, 40), fmt, 1000 + n),
-            f"an image in mode {mode}", "ok", ctype)  # fmt: skip
+        add(
+            f"/photo/{i}.jpg",
+            _img("RGB", size, "JPEG", i, quality=90),
+            caption,
+            "missing caption" if caption == "" else "ok",
+        )
+    for n, (mode, fmt, ctype) in enumerate(
+        [
+            ("P", "PNG", "image/png"),
+            ("P", "GIF", "image/gif"),
+            ("RGBA", "PNG", "image/png"),
+            ("LA", "PNG", "image/png"),
+            ("CMYK", "JPEG", "image/jpeg"),
+            ("L", "JPEG", "image/jpeg"),
+            ("I;16", "PNG", "image/png"),
+        ]
+    ):
+        add(
+            f"/mode/{mode.replace(';', '')}-{n}.{fmt.lower()}",
+            _img(mode, (48, 40), fmt, 1000 + n),
+            f"an image in mode {mode}",
+            "ok",
+            ctype,
+        )
     pal = Image.open(io.BytesIO(ri.palette_png(True))).resize((40, 40))
     buf = io.BytesIO()
     pal.save(buf, "PNG", transparency=0)
@@ -116,8 +139,13 @@ def web(port_refused: int, base: str) -> tuple[dict, list[tuple[str, str, str]]]
     )
     add("/truncated.jpg", ri.truncated_jpeg(), "half a jpeg", "corrupt image:")
     add("/zero.jpg", b"", "a zero-byte file", "empty image")
-    add("/page.jpg", b"<!doctype html><html><body>Not an image</body></html>", "an html page", "corrupt image: "
-        "unknown image format", "text/html")  # fmt: skip
+    add(
+        "/page.jpg",
+        b"<!doctype html><html><body>Not an image</body></html>",
+        "an html page",
+        "corrupt image: unknown image format",
+        "text/html",
+    )
     add("/one.png", _img("RGB", (1, 1), "PNG", 7), "one pixel", "too small: 1x1", "image/png")
     add("/strip.jpg", _img("RGB", (400, 3), "JPEG", 8), "a thin strip", "too small: 400x3")
     add("/moved.jpg", b"", "a redirect to photo 10", "dup:10", "text/plain", 302)
@@ -134,8 +162,13 @@ def web(port_refused: int, base: str) -> tuple[dict, list[tuple[str, str, str]]]
             status=403,
         )
     for i in range(5):
-        lines.append((f"http://127.0.0.1:{port_refused}/{i}.jpg", f"nobody listens {i}",
-                      "download failed: <urlopen error [Errno 111] Connection refused>"))  # fmt: skip
+        lines.append(
+            (
+                f"http://127.0.0.1:{port_refused}/{i}.jpg",
+                f"nobody listens {i}",
+                "download failed: <urlopen error [Errno 111] Connection refused>",
+            )
+        )
     for i in range(0, 100, 10):  # the same URL again, under another caption
         lines.append((f"{base}/photo/{i}.jpg", f"the same photo again ({i})", f"dup:{i}"))
     return files, lines
@@ -195,8 +228,12 @@ def img2dataset() -> Path:
         env = {
             k: v for k, v in os.environ.items() if k != "PIP_CONSTRAINT"
         }  # its own pins, not the project's
-        done = subprocess.run([str(venv / "bin/pip"), "install", "-q", f"img2dataset=={VERSION}"], env=env,
-                              capture_output=True, text=True)  # fmt: skip
+        done = subprocess.run(
+            [str(venv / "bin/pip"), "install", "-q", f"img2dataset=={VERSION}"],
+            env=env,
+            capture_output=True,
+            text=True,
+        )
         assert done.returncode == 0, done.stderr[-3000:]
         (venv / ".complete").touch()
     return venv / "bin/img2dataset"
@@ -208,11 +245,36 @@ def download(img2dataset, lines, out: Path, fmt: str, *options: str) -> None:
     tsv.write_text("url\tcaption\n" + "".join(f"{u}\t{c}\n" for u, c, _ in lines), encoding="utf-8")
     env = {k: v for k, v in os.environ.items() if "proxy" not in k.lower()}
     env["no_proxy"] = "127.0.0.1,localhost"
-    argv = [str(img2dataset), "--url_list", str(tsv), "--input_format", "tsv", "--url_col", "url",
-            "--caption_col", "caption", "--output_format", fmt, "--output_folder", str(out),
-            "--processes_count", "1", "--thread_count", "16", "--number_sample_per_shard", "100",
-            "--timeout", "5", "--retries", "0", "--enable_wandb", "False", "--distributor", "multiprocessing",
-            *options]  # fmt: skip
+    argv = [
+        str(img2dataset),
+        "--url_list",
+        str(tsv),
+        "--input_format",
+        "tsv",
+        "--url_col",
+        "url",
+        "--caption_col",
+        "caption",
+        "--output_format",
+        fmt,
+        "--output_folder",
+        str(out),
+        "--processes_count",
+        "1",
+        "--thread_count",
+        "16",
+        "--number_sample_per_shard",
+        "100",
+        "--timeout",
+        "5",
+        "--retries",
+        "0",
+        "--enable_wandb",
+        "False",
+        "--distributor",
+        "multiprocessing",
+        *options,
+    ]
     done = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
 
@@ -232,7 +294,7 @@ def _manifest(path: Path, images: dict, sources: dict) -> str:
             "questions": {"yes/no": 1, "number": 0, "other": 1},
             "max_new_tokens": {"caption": 6, "question": 6, "answer": 3},
         },
-    }  # fmt: skip  (ingest: the defaults, min_image_size 32 and dedupe on)
+    }  # ingest: the defaults, min_image_size 32 and dedupe on
     path.write_text(yaml.safe_dump(manifest))
     return str(path)
 
@@ -325,13 +387,18 @@ def test_both_load_forms_give_each_runs_rows(runs, tmp_path):
     cache = tmp_path / "hf-cache"  # one cache for both runs: both folders are named `dataset`
     for kind in ("wds", "parquet", "wds"):
         _, run = runs[kind]
-        own = sorted((r["key"], r["caption"], r["width"], r["height"])
-                     for r in _table((run / "dataset/data").glob("*.parquet"), ["key", "caption", "width", "height"]))  # fmt: skip
+        own = sorted(
+            (r["key"], r["caption"], r["width"], r["height"])
+            for r in _table((run / "dataset/data").glob("*.parquet"), ["key", "caption", "width", "height"])
+        )
         stats = json.loads((run / "stats.json").read_text())
         assert len(own) == stats["images_ok"] > 200
-        for ds in (datasets.load_dataset(str(run / "dataset"), split="train", cache_dir=str(cache)),
-                   datasets.load_dataset("parquet", data_files=str(run / "dataset/data/*.parquet"), split="train",
-                                         cache_dir=str(cache))):  # fmt: skip
+        for ds in (
+            datasets.load_dataset(str(run / "dataset"), split="train", cache_dir=str(cache)),
+            datasets.load_dataset(
+                "parquet", data_files=str(run / "dataset/data/*.parquet"), split="train", cache_dir=str(cache)
+            ),
+        ):
             assert sorted(zip(ds["key"], ds["caption"], ds["width"], ds["height"], strict=True)) == own, kind
             img = ds[0]["image"]
             assert isinstance(img, Image.Image) and img.size == (ds[0]["width"], ds[0]["height"])

@@ -20,12 +20,22 @@ from tests.stages import real_inputs as ri
 
 
 def _manifest(root, urls: list[str], **ingest_settings) -> str:
-    sources = ri.annotations(root / "ann")["sources"] if not (root / "ann").exists() else json.loads(
-        (root / "ann.json").read_text())  # fmt: skip
+    sources = (
+        ri.annotations(root / "ann")["sources"]
+        if not (root / "ann").exists()
+        else json.loads((root / "ann.json").read_text())
+    )
     (root / "ann.json").write_text(json.dumps(sources))
     path = root / f"m{len(list(root.glob('m*.yaml')))}.yaml"
-    path.write_text(yaml.safe_dump({"name": "ingest-only", "sources": {"images": {"format": "webdataset", "urls": urls},
-                                                                        **sources}, "ingest": ingest_settings}))  # fmt: skip
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "name": "ingest-only",
+                "sources": {"images": {"format": "webdataset", "urls": urls}, **sources},
+                "ingest": ingest_settings,
+            }
+        )
+    )
     return str(path)
 
 
@@ -60,9 +70,15 @@ def test_shard_records_count_every_sample_with_its_reason(inputs, tmp_path, capl
     c = rec["counts"]
     assert rec["images"] == c["images_in"] == 17 and rec["images_per_s"] > 0 and rec["checksum"]
     assert c["converted_from"] == {"CMYK": 1, "P": 2, "I;16": 1, "RGBA": 1, "LA": 1}
-    assert c["failure_reasons"] == {"corrupt image": 2, "empty image": 1, "decompression bomb": 1,
-                                    "missing caption": 2, "duplicate key": 1, "download failed": 1,
-                                    "resize failed": 1}  # fmt: skip
+    assert c["failure_reasons"] == {
+        "corrupt image": 2,
+        "empty image": 1,
+        "decompression bomb": 1,
+        "missing caption": 2,
+        "duplicate key": 1,
+        "download failed": 1,
+        "resize failed": 1,
+    }
     assert json.loads((tmp_path / "run/_state/ingest/00001.json").read_text())["reader"] == {
         "skipped_unnamed_members": 1,  # the stray README
         "skipped_extra_members": 3,  # the .cls members
@@ -101,15 +117,18 @@ def test_two_folders_with_the_same_keys_never_collide(inputs, tmp_path):
     for name in ("train", "val"):
         (tmp_path / name).mkdir()
         ri.img2dataset_webdataset(tmp_path / name, 0, seed=3)  # keys from 000000000 in both, as img2dataset
-    manifest = _manifest(inputs, [f"{tmp_path}/train/00000.tar", f"{tmp_path}/val/00000.tar"], min_image_size=1,
-                         dedupe=False)  # fmt: skip
+    manifest = _manifest(
+        inputs, [f"{tmp_path}/train/00000.tar", f"{tmp_path}/val/00000.tar"], min_image_size=1, dedupe=False
+    )
     _run(manifest, tmp_path / "run")
     failures = _failures(tmp_path / "run")
     assert not [
         f for rows in failures.values() for f in rows if f["reason"].startswith("duplicate key: also")
     ]
-    keys = [pq.read_table(tmp_path / f"run/_work/dedupe/{s}-00000.parquet").column("key").to_pylist()
-            for s in ("train", "val")]  # fmt: skip
+    keys = [
+        pq.read_table(tmp_path / f"run/_work/dedupe/{s}-00000.parquet").column("key").to_pylist()
+        for s in ("train", "val")
+    ]
     assert keys[0] and [k.replace("train/", "val/") for k in keys[0]] == keys[1]
 
 
@@ -121,8 +140,9 @@ def test_byte_identical_images_are_one_image(inputs, tmp_path):
     _run(manifest, tmp_path / "run")
     dups = _failures(tmp_path / "run")["b-00000.duplicates.parquet"]
     kept = pq.read_table(tmp_path / "run/_work/dedupe/a-00000.parquet").column("key").to_pylist()
-    assert len(dups) == len(kept) and all(d["reason"] == f"duplicate image: same as {k}"
-                                          for d, k in zip(dups, kept, strict=True))  # fmt: skip
+    assert len(dups) == len(kept) and all(
+        d["reason"] == f"duplicate image: same as {k}" for d, k in zip(dups, kept, strict=True)
+    )
     assert pq.read_table(tmp_path / "run/_work/dedupe/b-00000.parquet").num_rows == 0
 
 

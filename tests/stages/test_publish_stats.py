@@ -8,14 +8,22 @@ from jade.pipeline.config import QUESTION_TYPES
 from jade.stages.publish import data_card, data_stats, shard_data_counts
 
 ROWS = [
-    {"qa": [{"question": "Is it red?", "answer": "Yes", "type": "yes/no"},
+    {
+        "qa": [
+            {"question": "Is it red?", "answer": "Yes", "type": "yes/no"},
             {"question": "Is there a big blue square?", "answer": "no", "type": "yes/no"},
-            {"question": "How many?", "answer": "two", "type": "number"}],
-     "regions": [{"caption": "a red circle"}, {"caption": "blue square"}]},
-    {"qa": [{"question": "Is it?", "answer": "yes.", "type": "yes/no"},
-            {"question": "What colour is the thing?", "answer": "Red", "type": "other"}],
-     "regions": []},
-]  # fmt: skip
+            {"question": "How many?", "answer": "two", "type": "number"},
+        ],
+        "regions": [{"caption": "a red circle"}, {"caption": "blue square"}],
+    },
+    {
+        "qa": [
+            {"question": "Is it?", "answer": "yes.", "type": "yes/no"},
+            {"question": "What colour is the thing?", "answer": "Red", "type": "other"},
+        ],
+        "regions": [],
+    },
+]
 REJECTED = [
     {"type": "yes/no", "reason": "answer mismatch", "answer": "yes"},
     {"type": "yes/no", "reason": "duplicate question", "answer": None},
@@ -23,12 +31,17 @@ REJECTED = [
     {"type": "other", "reason": "low filter score", "answer": "blue"},
 ]
 STATS = {  # what merge_stats gets from the filter's records
-    "questions_generated": 9, "qa_kept": 5, "qa_rejected": 4, "regions_per_image": 1.0,
+    "questions_generated": 9,
+    "qa_kept": 5,
+    "qa_rejected": 4,
+    "regions_per_image": 1.0,
     "rejected_by_reason": {"answer mismatch": 2, "duplicate question": 1, "low filter score": 1},
-    "by_type": {"yes/no": {"questions_generated": 5, "qa_kept": 3, "qa_rejected": 2, "keep_rate": 0.6},
-                "number": {"questions_generated": 2, "qa_kept": 1, "qa_rejected": 1, "keep_rate": 0.5},
-                "other": {"questions_generated": 2, "qa_kept": 1, "qa_rejected": 1, "keep_rate": 0.5}},
-}  # fmt: skip
+    "by_type": {
+        "yes/no": {"questions_generated": 5, "qa_kept": 3, "qa_rejected": 2, "keep_rate": 0.6},
+        "number": {"questions_generated": 2, "qa_kept": 1, "qa_rejected": 1, "keep_rate": 0.5},
+        "other": {"questions_generated": 2, "qa_kept": 1, "qa_rejected": 1, "keep_rate": 0.5},
+    },
+}
 
 
 def _merged(*shards):
@@ -56,8 +69,11 @@ def test_data_stats_by_hand():
     assert d["question_words"] == {"mean": 18 / 5, "median": 3.0, "max": 6}  # + 2 and 5 words
     assert d["regions_per_image_hist"] == {"0": 1, "2": 1}
     assert d["region_caption_words"] == {"mean": 2.5, "median": 2.5, "max": 3}
-    assert d["reject_rate_by_reason"] == {"answer mismatch": 2 / 9, "duplicate question": 1 / 9,
-                                          "low filter score": 1 / 9}  # fmt: skip
+    assert d["reject_rate_by_reason"] == {
+        "answer mismatch": 2 / 9,
+        "duplicate question": 1 / 9,
+        "low filter score": 1 / 9,
+    }
     assert d2["by_type"]["yes/no"]["top_answers"] == [["yes", 4], ["no", 2]]
     assert d2["by_type"]["yes/no"]["yes_share_kept"] == 2 / 3
     assert d2["regions_per_image_hist"] == {"0": 2, "2": 2}
@@ -76,8 +92,18 @@ def test_data_card_by_hand():
 
 def test_stats_of_a_run_add_up(fake_run):
     stats = json.loads((fake_run / "stats.json").read_text())
-    for key in ("images_in", "images_ok", "images_failed", "questions_generated", "qa_kept", "qa_rejected",
-                "keep_rate", "regions_generated", "regions_kept", "by_type"):  # fmt: skip
+    for key in (
+        "images_in",
+        "images_ok",
+        "images_failed",
+        "questions_generated",
+        "qa_kept",
+        "qa_rejected",
+        "keep_rate",
+        "regions_generated",
+        "regions_kept",
+        "by_type",
+    ):
         assert key in stats  # the contract keys (DESIGN.md section 7) stay
     by_reason = Counter()
     for b in stats["by_type"].values():

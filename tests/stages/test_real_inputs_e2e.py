@@ -20,8 +20,15 @@ from jade.pipeline.executor import LocalExecutor
 from tests.stages import real_inputs as ri
 
 pytestmark = pytest.mark.timeout(600)  # the module fixture runs the factory twice
-ARCH = {"image_size": 32, "patch_size": 8, "vision_hidden": 32, "vision_layers": 1, "text_hidden": 64,
-        "text_layers": 1, "vocab_size": 400}  # fmt: skip
+ARCH = {
+    "image_size": 32,
+    "patch_size": 8,
+    "vision_hidden": 32,
+    "vision_layers": 1,
+    "text_hidden": 64,
+    "text_layers": 1,
+    "vocab_size": 400,
+}
 TRAIN = {"steps": 3, "batch_size": 4, "warmup_steps": 1}
 
 
@@ -30,13 +37,21 @@ def _manifest(path, name: str, images: dict, sources: dict) -> str:
         "name": name,
         "seed": 0,
         "sources": {"images": images, **sources},
-        "models": {"generator": {"architecture": ARCH, "train": TRAIN},
-                   "filter": {"architecture": ARCH, "train": TRAIN}},
-        "generate": {"captions": 1, "questions": {"yes/no": 1, "number": 0, "other": 1},
-                     "max_new_tokens": {"caption": 6, "question": 6, "answer": 3}},
+        "models": {
+            "generator": {"architecture": ARCH, "train": TRAIN},
+            "filter": {"architecture": ARCH, "train": TRAIN},
+        },
+        "generate": {
+            "captions": 1,
+            "questions": {"yes/no": 1, "number": 0, "other": 1},
+            "max_new_tokens": {"caption": 6, "question": 6, "answer": 3},
+        },
         "resources": {"generate": {"batch_size": 8}, "filter": {"batch_size": 8}},
-        "ingest": {"min_image_size": 1, "dedupe": False},  # tiny, repeated cases: these checks have tests of their own
-    }  # fmt: skip
+        "ingest": {
+            "min_image_size": 1,
+            "dedupe": False,
+        },  # tiny, repeated cases: these checks have tests of their own
+    }
     path.write_text(yaml.safe_dump(manifest))
     return str(path)
 
@@ -50,9 +65,13 @@ def inputs(tmp_path_factory):
         ri.img2dataset_webdataset(root / "wds", 0, seed=1)
         + ri.img2dataset_webdataset(root / "wds", 1, seed=2)
         + ri.img2dataset_truncated(root / "wds", 2)
-        + ri.generic_webdataset(root / "generic" / "00000.tar", 3, ["rgb", "cmyk", "rgba", "corrupt", "nocaption", "zero"])
-        + ri.generic_webdataset(root / "generic" / "00001.tar", 4, ["rgb", "palette", "grey16", "bomb", "blankcaption"])
-    )  # fmt: skip
+        + ri.generic_webdataset(
+            root / "generic" / "00000.tar", 3, ["rgb", "cmyk", "rgba", "corrupt", "nocaption", "zero"]
+        )
+        + ri.generic_webdataset(
+            root / "generic" / "00001.tar", 4, ["rgb", "palette", "grey16", "bomb", "blankcaption"]
+        )
+    )
     # generic/00001.tar repeats the member names of generic/00000.tar: "images/rgb" is a duplicate key there
     truth_wds = [(k, e) for k, e in truth_wds]
     idx = [i for i, (k, _) in enumerate(truth_wds) if k == "images/rgb"][1]
@@ -69,8 +88,10 @@ def inputs(tmp_path_factory):
 @pytest.fixture(scope="module")
 def runs(inputs, tmp_path_factory):
     root, out = inputs["root"], tmp_path_factory.mktemp("runs")
-    wds = {"format": "webdataset",
-           "urls": [f"{root}/wds/{{00000..00002}}.tar", f"file://{root}/generic/*.tar"]}  # fmt: skip
+    wds = {
+        "format": "webdataset",
+        "urls": [f"{root}/wds/{{00000..00002}}.tar", f"file://{root}/generic/*.tar"],
+    }
     pqs = {"format": "parquet", "urls": [f"{root}/i2d_parquet", f"{root}/hf/train-*.parquet"]}
     result = {}
     for name, images in (("wds", wds), ("parquet", pqs)):
