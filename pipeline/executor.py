@@ -21,6 +21,8 @@ from jade.pipeline.config import StageResources, TrainResources
 
 log = logging.getLogger("jade")
 Worker = Callable[[dict], dict]  # one shard descriptor -> its summary (a failed one has "error")
+Factory = Callable[[], Worker]  # builds a worker where it runs (picklable: `WorkerFactory`)
+Sink = Callable[[dict], None] | None  # receives each summary as it arrives
 
 
 class Executor(Protocol):
@@ -29,11 +31,7 @@ class Executor(Protocol):
     name: str
 
     def map_shards(
-        self,
-        factory: Callable[[], Worker],
-        items: list[dict],
-        res: StageResources,
-        on_result: Callable[[dict], None] | None = None,
+        self, factory: Factory, items: list[dict], res: StageResources, on_result: Sink = None
     ) -> list[dict]:
         """Build a worker with ``factory()`` on each of up to ``res.pool()`` workers and call it on every item;
         each summary goes to ``on_result`` as it arrives; a worker that raises gives ``{"shard", "error"}``."""
@@ -96,11 +94,7 @@ class LocalExecutor:
     name = "local"
 
     def map_shards(
-        self,
-        factory: Callable[[], Worker],
-        items: list[dict],
-        res: StageResources,
-        on_result: Callable[[dict], None] | None = None,
+        self, factory: Factory, items: list[dict], res: StageResources, on_result: Sink = None
     ) -> list[dict]:
         if not items:
             return []
@@ -195,11 +189,7 @@ class RayExecutor:
         return 1.0 if self.gpus() else 0.0
 
     def map_shards(
-        self,
-        factory: Callable[[], Worker],
-        items: list[dict],
-        res: StageResources,
-        on_result: Callable[[dict], None] | None = None,
+        self, factory: Factory, items: list[dict], res: StageResources, on_result: Sink = None
     ) -> list[dict]:
         """Each shard summary as it arrives goes to `on_result` (progress). A worker process that dies is
         restarted and its shard retried by Ray Data (actor pools default to max_restarts=-1 and
