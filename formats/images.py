@@ -5,7 +5,7 @@
 alpha, CMYK, YCbCr and 16-bit images to RGB (alpha composited on white). The source mode is kept in
 `image.info["source_mode"]`. Failure reasons start with "corrupt image:", "decompression bomb:" or
 "unsupported mode:"; a decompression bomb is always "decompression bomb: WxH (N pixels)", whether our limit
-or Pillow's own error caught it.
+or Pillow's own error caught it, and a PNG chunk that inflates past Pillow's limit is always `TEXT_BOMB`.
 """
 
 from __future__ import annotations
@@ -74,6 +74,9 @@ def to_rgb(img: Image.Image) -> Image.Image:
     raise ImageError(f"unsupported mode: {mode}")
 
 
+TEXT_BOMB = "decompression bomb: a compressed chunk (text or ICC profile) over Pillow's limit"
+
+
 def _bomb(size: tuple[int, int] | None, pixels: str | None = None) -> ImageError:
     """The one wording of a decompression bomb: "decompression bomb: WxH (N pixels)"."""
     if size is None:
@@ -122,8 +125,8 @@ def decode_image(data: bytes, max_pixels: int | None = None) -> Image.Image:
         found = re.search(r"\((\d+) pixels\)", str(exc))
         raise _bomb(size or _header_size(data), found.group(1) if found else None) from None
     except ValueError as exc:
-        if "decompressed" in str(exc).lower():  # e.g. PNG text chunks beyond ImageFile.SAFEBLOCK
-            raise ImageError(f"decompression bomb: {exc}") from None
+        if "decompressed" in str(exc).lower():  # PNG text or ICC chunks that inflate past Pillow's limit
+            raise ImageError(TEXT_BOMB) from None
         raise ImageError(f"corrupt image: ValueError: {exc}") from None
     except Image.UnidentifiedImageError:
         raise ImageError("corrupt image: unknown image format") from None

@@ -82,3 +82,18 @@ def test_pillow_guard_kept(monkeypatch, encode_image):
 def test_unconvertible_mode(encode_image):
     with pytest.raises(ImageError, match="^unsupported mode: I"):
         decode_image(encode_image("I", (4, 4), "TIFF", 70000))
+
+
+def test_a_png_chunk_bomb_has_one_wording():
+    """A zTXt chunk that inflates past Pillow's limit (whatever Pillow's own message says)."""
+    from PIL import PngImagePlugin
+
+    from jade.formats.images import TEXT_BOMB
+
+    info = PngImagePlugin.PngInfo()
+    info.add_text("junk", "a" * (3 * 1024 * 1024), zip=True)  # 3 MB of text in a few KB
+    buf = io.BytesIO()
+    Image.new("RGB", (10, 10)).save(buf, format="PNG", pnginfo=info)
+    with pytest.raises(ImageError) as err:
+        decode_image(buf.getvalue())
+    assert str(err.value) == TEXT_BOMB
