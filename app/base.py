@@ -23,7 +23,7 @@ from pathlib import Path
 import yaml
 
 from jade.models import factory
-from jade.models.pretrain.config import PretrainConfig
+from jade.models.pretrain.config import PretrainConfig, WorldSpec
 from jade.models.pretrain.loop import PretrainJob, load_checkpoint, pretrain_loop
 from jade.pipeline.config import BASES_DIR, MANIFEST_DIR, TrainResources, apply_overrides
 from jade.pipeline.executor import Executor
@@ -67,6 +67,22 @@ def hardware() -> str:
     return f"{os.cpu_count()} x {cpu or platform.machine()}"
 
 
+def stage_configs(raw: dict, cfg: PretrainConfig) -> list[PretrainConfig]:
+    """The recipe's stages: the `pretrain:` block, then each entry of `stages:` (settings changed from the stage
+    before; `world` merges key by key). A later stage continues from the one before (its weights and tokenizer,
+    with a fresh optimizer, sampler and schedule) and draws the scenes after the ones the stages before drew."""
+    out, d = [cfg], cfg.to_dict()
+    for k, change in enumerate(raw.get("stages") or [], start=2):
+        if not isinstance(change, dict):
+            raise ConfigError(f"stages[{k - 2}]: a stage is a mapping of the pretrain settings it changes")
+        prev = out[-1]
+        world = prev.world or WorldSpec()
+        drawn = world.first_scene + -(-prev.steps // world.chunk_steps) * world.chunk_images
+        d = {**d, **change, "world": {**d["world"], **(change.get("world") or {}), "first_scene": drawn}}
+        out.append(build(PretrainConfig, d, f"stages[{k - 2}]"))
+    return out
+
+
 def make_base(
     executor: Executor,
     recipe: str | Path = RECIPE,
@@ -74,31 +90,41 @@ def make_base(
     work: str | Path | None = None,
     out: str | Path | None = None,
 ) -> dict:
-    """Pretrain per the recipe (resuming ``work`` when it holds a checkpoint of the same recipe), then export
-    the base to ``out`` (default models/bases/<name>); returns its jade_model.json."""
+    """Pretrain per the recipe, stage by stage (resuming ``work`` where it holds checkpoints of the same
+    recipe; stage k > 1 in ``work/stage-k``), then export the base to ``out`` (default models/bases/<name>);
+    returns its jade_model.json."""
     raw, cfg = load_recipe(recipe, sets)
+    stages = stage_configs(raw, cfg)
     name = raw.get("name", "base")
     work = Path(work or f"runs/base-{name}").resolve()
     out = Path(out or BASES_DIR / name)
-    t0 = time.time()
-    executor.train(pretrain_loop, PretrainJob(cfg, str(work)), TrainResources(), work / "ray")
-    lm_seconds = time.time() - t0
-    model, processor, state = load_checkpoint(work)
-    probes = state.get("probes", [])
+    t0, prev, probes, seconds, done = time.time(), None, [], 0.0, 0
+    for k, stage in enumerate(stages, start=1):
+        dir_ = work if k == 1 else work / f"stage-{k}"
+        job = PretrainJob(stage, str(dir_), init=prev and str(prev))
+        executor.train(pretrain_loop, job, TrainResources(), dir_ / "ray")
+        state = json.loads((dir_ / "checkpoint" / "state.json").read_text())
+        stage_probes = state.get("probes", [])
+        probes += [{**p, "stage": k, "step": p["step"] + done} for p in stage_probes]
+        seconds += stage_probes[-1]["elapsed_s"] if stage_probes else 0.0
+        done, prev = done + stage.steps, dir_
+    model, processor, state = load_checkpoint(prev)
+    last = stages[-1]
     meta = {
         "role": "base",
         "name": name,
-        "attention": cfg.attention,
+        "attention": last.attention,
         "recipe": raw,
         "seed": cfg.seed,
-        "examples_seen": cfg.steps * cfg.batch_size * cfg.grad_accum,
-        "steps": cfg.steps,
-        "train_seconds": round(probes[-1]["elapsed_s"] if probes else lm_seconds, 1),
+        "examples_seen": sum(s.steps * s.batch_size * s.grad_accum for s in stages),
+        "steps": done,
+        "stages": len(stages),
+        "train_seconds": round(seconds or time.time() - t0, 1),
         "hardware": hardware(),
-        "torch_threads": cfg.threads,
+        "torch_threads": last.threads,
         "probe": probes[-1] if probes else None,
         "probe_curve": probes,
-        "architecture": cfg.arch.__dict__,
+        "architecture": last.arch.__dict__,
         "made_by": "jade base (the bundled pretrainer, world source)",
     }
     with atomic_dir(out) as tmp:
@@ -142,6 +168,10 @@ def model_card(meta: dict) -> str:
         f"- pretraining time {meta['train_seconds'] / 60:.1f} min on {meta['hardware']} ({meta['torch_threads']} torch thread(s))",
         f"- weights sha256 `{meta.get('weights_sha256', '')}`",
         f"- recipe: `manifests/bases/{meta['name']}.yaml` as run: `{json.dumps(meta['recipe']['pretrain'], sort_keys=True)}`",
+        *[
+            f"- then stage {k}, from the weights of the stage before: `{json.dumps(st, sort_keys=True)}`"
+            for k, st in enumerate(meta["recipe"].get("stages") or [], start=2)
+        ],
         "",
         "## Probe (held-out scenes, greedy, never trained on)",
         "",

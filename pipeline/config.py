@@ -156,9 +156,14 @@ class Generate:
     # is sure of comes back across samples; a stray draw comes once. A kept box is the mean of the boxes that
     # agree with it (box fusion), which steadies its edges.
     region_support: int = 0
+    # the caption of a kept box (with region_support): `best`, the highest-scored sample's, or `consensus`, the
+    # one that agrees most with the captions of the samples whose boxes agree with it (minimum Bayes risk
+    # selection under word F1): a colour or a shape that one draw got wrong is outvoted by the others
+    region_caption: str = "best"
 
     def validate(self, at: str) -> None:
         _choice(self.backend, ("hf", "vllm"), f"{at}.backend")
+        _choice(self.region_caption, ("best", "consensus"), f"{at}.region_caption")
         for qtype, n in self.questions.items():
             _choice(qtype, QUESTION_TYPES, f"{at}.questions")
             if not isinstance(n, int) or n < 0:

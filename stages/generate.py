@@ -40,6 +40,29 @@ def usable_keys(run: RunDir, shard_id: str) -> list[str]:
     return pq.read_table(run.work("dedupe") / f"{shard_id}.parquet", columns=["key"]).column(0).to_pylist()
 
 
+_ARTICLES = frozenset(("a", "an", "the"))
+
+
+def _words(caption: str) -> Counter:
+    return Counter(w for w in caption.lower().split() if w not in _ARTICLES)
+
+
+def _f1(a: Counter, b: Counter) -> float:
+    common = sum((a & b).values())
+    return 2 * common / (sum(a.values()) + sum(b.values())) if common else 0.0
+
+
+def consensus(samples: list[tuple[float, tuple]]) -> str:
+    """The caption that agrees most with the others of a group of samples (minimum Bayes risk selection under
+    word F1, articles ignored); ties go to the higher-scored sample."""
+    words = [_words(caption) for _, (_, caption) in samples]
+    best = max(
+        range(len(samples)),
+        key=lambda i: (sum(_f1(words[i], w) for j, w in enumerate(words) if j != i), samples[i][0]),
+    )
+    return samples[best][1][1]
+
+
 class Generator:
     """Per-shard worker: loads the generator once (per actor), then annotates whole shards."""
 
@@ -167,15 +190,20 @@ class Generator:
             else:
                 parsed.append((c.score, p))
         if self.g.region_support:
-            # each box's agreeing samples (itself included); a kept box becomes their mean (box fusion)
+            # each box's agreeing samples (itself included); a kept box becomes their mean (box fusion) and,
+            # with `region_caption: consensus`, takes the caption those samples agree on most
             boxes = [box for _, (box, _) in parsed]
-            agree = [[o for o in boxes if tasks.iou(b, o) >= 0.5] for b in boxes]
+            agree = [[j for j, o in enumerate(boxes) if tasks.iou(b, o) >= 0.5] for b in boxes]
             stats["regions_unsupported"] += sum(len(a) <= self.g.region_support for a in agree)
-            parsed = [
-                (score, (tuple(sum(c) / len(a) for c in zip(*a, strict=True)), caption))
-                for (score, (_, caption)), a in zip(parsed, agree, strict=True)
-                if len(a) > self.g.region_support
-            ]
+            fused = []
+            for (score, (_, caption)), a in zip(parsed, agree, strict=True):
+                if len(a) <= self.g.region_support:
+                    continue
+                box = tuple(sum(c) / len(a) for c in zip(*(boxes[j] for j in a), strict=True))
+                if self.g.region_caption == "consensus":
+                    caption = consensus([parsed[j] for j in a])
+                fused.append((score, (box, caption)))
+            parsed = fused
         kept: list[dict] = []
         for score, (box, caption) in sorted(parsed, key=lambda t: -t[0]):
             if any(tasks.iou(box, k["bbox"]) > self.g.box_dedup_iou for k in kept):

@@ -11,7 +11,7 @@ from jade.typed import build
 
 DATA_VARIANTS = ("alttext", "filtered", "unfiltered")
 # the task registry's names (models.pretrain.tasks.TASKS, which a test keeps equal): no model code imported here
-TASKS = ("itc", "itm", "caption", "completion", "vqa", "dense", "objects", "locate", "detect")
+TASKS = ("itc", "itm", "caption", "completion", "vqa", "dense", "objects", "locate", "detect", "relate")
 DATASET_TASKS = TASKS[
     :6
 ]  # the tasks a published dataset feeds (the default); the world source adds the others
@@ -28,6 +28,9 @@ class WorldSpec:
         default_factory=lambda: [[0.0, 1, 1], [0.05, 1, 2], [0.15, 1, 3], [0.3, 1, 4]]
     )
     qa_per_image: int = 8
+    first_scene: int = (
+        0  # index of the first training scene drawn (a later stage draws past the earlier ones)
+    )
 
     def objects_at(self, fraction: float) -> tuple[int, int]:
         stage = [s for s in sorted(self.curriculum) if s[0] <= fraction] or [sorted(self.curriculum)[0]]

@@ -85,6 +85,9 @@ class PretrainJob:
     out_dir: str
     dataset: str | None = None  # the published dataset directory (the dataset source)
     use_gpu: bool = False
+    # a finished run's directory to continue from (a later stage of a base recipe): its weights and its
+    # processor, with a fresh optimizer, sampler and schedule
+    init: str | None = None
 
 
 def pretrain_loop(
@@ -98,8 +101,18 @@ def pretrain_loop(
     out = Path(job.out_dir)
     out.mkdir(parents=True, exist_ok=True)
     source = make_source(cfg, job.dataset)
+    if job.init and not (out / "processor").exists():  # the earlier stage's tokenizer, unchanged
+        tmp = out / f".processor.tmp-{os.getpid()}"
+        shutil.copytree(Path(job.init) / "processor", tmp)
+        try:
+            tmp.rename(out / "processor")
+        except OSError:
+            shutil.rmtree(tmp, ignore_errors=True)
     processor = _processor(out / "processor", source.vocab_texts(), cfg.arch)
     model = build_model(cfg, processor).to(device).train()
+    if job.init and not (out / CKPT / "state.json").exists():
+        load_model(model, Path(job.init) / CKPT / "model.safetensors")
+        log.info("pretrain: starting from %s", job.init)
     tasks = [TASKS[n]() for n in cfg.tasks]
 
     def chunk_pools(c: int) -> tuple:

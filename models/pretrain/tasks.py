@@ -10,6 +10,9 @@ from jade.models.pretrain.task_itc import ITC
 from jade.models.pretrain.task_itm import ITM
 from jade.models.pretrain.task_locate import Locate
 from jade.models.pretrain.task_objects import Objects
+from jade.models.pretrain.task_relate import Relate
 from jade.models.pretrain.task_vqa import VQA
 
-TASKS = {t.name: t for t in (ITC, ITM, Captioning, Completion, VQA, DenseCaption, Objects, Locate, Detect)}
+TASKS = {
+    t.name: t for t in (ITC, ITM, Captioning, Completion, VQA, DenseCaption, Objects, Locate, Detect, Relate)
+}

@@ -97,8 +97,12 @@ class WorldSource:
     def chunk(self, c: int) -> PretrainData:
         lo, hi = self.spec.objects_at(c * self.spec.chunk_steps / max(1, self.steps))
         n = self.spec.chunk_images
-        drawn = [draw(self.spec.seed, "train", c * n + k, lo, hi) for k in range(n)]
-        return scenes_data(drawn, self.image_size, f"{self.spec.seed}:train:{c}", self.spec.qa_per_image)
+        first = self.spec.first_scene + c * n
+        drawn = [draw(self.spec.seed, "train", first + k, lo, hi) for k in range(n)]
+        # the question draws are keyed by the chunk's place in the whole stream (equal to c in a first stage)
+        return scenes_data(
+            drawn, self.image_size, f"{self.spec.seed}:train:{first // n}", self.spec.qa_per_image
+        )
 
     def vocab_texts(self) -> list[str]:
         return corpus(self.spec.seed) + PROMPTS

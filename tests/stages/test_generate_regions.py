@@ -58,3 +58,21 @@ def test_support_keeps_what_the_samples_agree_on(support, captions):
 def test_support_must_leave_room_for_agreement():
     with pytest.raises(ManifestError, match="region_support"):
         Generate(captions=3, region_support=3).validate("generate")
+
+
+def test_consensus_caption_outvotes_a_wrong_draw():
+    """With `region_caption: consensus` a fused box takes the caption its agreeing samples agree on most, not the
+    highest-scored one: a colour that one draw got wrong is outvoted."""
+    gen = Generator.__new__(Generator)
+    gen.g = Generate(region_support=1, region_caption="consensus")
+    samples = [(A, "a green circle", 0.9), (A2, "the red circle", 0.8), (A3, "red circle on the left", 0.7)]
+    kept = gen._regions([Completion(f"{b} {t}", s) for b, t, s in samples], Counter())
+    assert [r["caption"] for r in kept] == ["the red circle"]
+    gen.g = Generate(region_support=1)  # best: the highest-scored sample's caption
+    kept = gen._regions([Completion(f"{b} {t}", s) for b, t, s in samples], Counter())
+    assert [r["caption"] for r in kept] == ["a green circle"]
+
+
+def test_region_caption_is_checked():
+    with pytest.raises(ManifestError, match="region_caption"):
+        Generate(region_caption="vote").validate("generate")
