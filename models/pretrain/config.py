@@ -11,7 +11,19 @@ from jade.typed import build
 
 DATA_VARIANTS = ("alttext", "filtered", "unfiltered")
 # the task registry's names (models.pretrain.tasks.TASKS, which a test keeps equal): no model code imported here
-TASKS = ("itc", "itm", "caption", "completion", "vqa", "dense", "objects", "locate", "detect", "relate")
+TASKS = (
+    "itc",
+    "itm",
+    "caption",
+    "completion",
+    "vqa",
+    "dense",
+    "objects",
+    "locate",
+    "detect",
+    "relate",
+    "binding",
+)
 DATASET_TASKS = TASKS[
     :6
 ]  # the tasks a published dataset feeds (the default); the world source adds the others

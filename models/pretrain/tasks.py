@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from jade.models.pretrain.task_binding import Binding
 from jade.models.pretrain.task_caption import Captioning
 from jade.models.pretrain.task_completion import Completion
 from jade.models.pretrain.task_dense import DenseCaption
@@ -14,5 +15,6 @@ from jade.models.pretrain.task_relate import Relate
 from jade.models.pretrain.task_vqa import VQA
 
 TASKS = {
-    t.name: t for t in (ITC, ITM, Captioning, Completion, VQA, DenseCaption, Objects, Locate, Detect, Relate)
+    t.name: t
+    for t in (ITC, ITM, Captioning, Completion, VQA, DenseCaption, Objects, Locate, Detect, Relate, Binding)
 }

@@ -1,4 +1,4 @@
-"""The `relate` task's targets, and a base recipe's later stages: each continues from the stage before (its
+"""The `relate` and `binding` tasks' targets, and a base recipe's later stages: each continues from the stage before (its
 weights and tokenizer) on scenes the stages before never drew."""
 
 import json
@@ -7,7 +7,9 @@ import yaml
 from safetensors.torch import load_file
 
 from jade.app.base import load_recipe, make_base, stage_configs
-from jade.models.pretrain.task_relate import relate_examples
+from jade.models.pretrain.task_binding import binding_questions
+from jade.models.pretrain.task_relate import relate_examples, relations
+from jade.sampleworld.language import answer_question
 from jade.pipeline.executor import LocalExecutor
 
 
@@ -39,6 +41,39 @@ def test_relate_names_places_and_every_relation_that_holds():
 def test_same_place_on_one_axis_names_only_the_other():
     got = dict(relate_examples([_obj("red", "circle", "left"), _obj("blue", "square", "right")]))
     assert got["relate red circle ; blue square"] == "to the left of"
+
+
+def test_binding_asks_the_world_s_own_questions_with_true_answers():
+    objects = [
+        _obj("red", "circle", "top left"),
+        _obj("blue", "square", "bottom right"),
+        _obj("red", "square", "center"),
+    ]
+    got = binding_questions(objects)
+    graph = {
+        "objects": {
+            str(i): {
+                "name": o["shape"],
+                "attributes": [o["color"], o["size"], o["position"]],
+                "relations": [
+                    {"name": r, "object": str(j)}
+                    for j, p in enumerate(objects)
+                    if p is not o
+                    for r in relations(o, p)
+                ],
+            }
+            for i, o in enumerate(objects)
+        }
+    }
+    asked = dict(got)
+    assert asked["What color is the circle?"] == "red" and "What color is the square?" not in asked
+    assert asked["Where is the blue square?"] == "bottom right"
+    assert asked["Is the red circle above the blue square?"] == "yes"
+    assert asked["Is the blue square to the left of the red square?"] == "no"
+    # the circle by its shape, the blue object by its colour; 3 places; 6 ordered pairs x 4 relations
+    assert len(got) == 2 + 3 + 24
+    for q, a in got:  # the world's own parser reads each question and agrees
+        assert answer_question(q, graph) == a, q
 
 
 RECIPE = {
