@@ -9,8 +9,8 @@ from safetensors.torch import load_file
 from jade.app.base import load_recipe, make_base, stage_configs
 from jade.models.pretrain.task_binding import binding_questions
 from jade.models.pretrain.task_relate import relate_examples, relations
-from jade.sampleworld.language import answer_question
 from jade.pipeline.executor import LocalExecutor
+from jade.sampleworld.language import answer_question
 
 
 def _obj(color, shape, position):
