@@ -350,8 +350,11 @@ def load_manifest(
     name_or_path: str, overrides: list[str] | None = None, env: dict[str, str] | None = None
 ) -> Manifest:
     """Load, override, expand and validate a manifest (paths are checked separately: `check_paths`).
-    ${JADE_BASES} is the bases shipped with the package unless the environment sets it."""
+    ${JADE_BASES} is the bases shipped with the package unless the environment sets it (made absolute)."""
     path = resolve_manifest_path(name_or_path)
     raw = apply_overrides(load_raw(path), overrides or [])
-    raw = expand_vars(raw, {"JADE_BASES": str(BASES_DIR), **(os.environ if env is None else env)})
+    env = dict(os.environ if env is None else env)
+    # an absolute folder: the workers that load a base may run in another directory
+    env["JADE_BASES"] = str(Path(env.get("JADE_BASES") or BASES_DIR).resolve())
+    raw = expand_vars(raw, env)
     return build(Manifest, raw, "")

@@ -21,6 +21,15 @@ def test_bundled_manifests_load(monkeypatch):
     assert m.sources.vg.images == ["/tmp/w/vg/VG_100K", "/tmp/w/vg/VG_100K_2"]
 
 
+def test_a_relative_bases_folder_is_made_absolute(monkeypatch, tmp_path):
+    """Ray workers that load the base may run elsewhere: ${JADE_BASES} given relative becomes absolute."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("SAMPLE_WORLD", "/tmp/w")
+    monkeypatch.setenv("JADE_BASES", "my-bases")
+    m = load_manifest("sample")
+    assert m.models.generator.base == str(tmp_path / "my-bases" / "sampleworld-tiny")
+
+
 @pytest.mark.parametrize(
     "text, message",
     [
