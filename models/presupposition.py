@@ -82,16 +82,23 @@ def plural(phrase: str) -> str:
     return " ".join([*rest, head])
 
 
-MODES = ("none", "exists", "unique")
+MODES = ("none", "exists", "count", "unique")
 FAILED = {"yes": "no such object", "1": "not one object"}  # the rejection reason of each kind of check
+
+
+def failure(expect: str, answer: str) -> str:
+    """The rejection reason of a failed check: a count of 0 says there is no such object."""
+    return FAILED["yes"] if expect == "1" and answer.strip() in ("0", "zero", "none") else FAILED[expect]
 
 
 def checks(question: str, mode: str = "unique") -> list[tuple[str, str]]:
     """(check question, the answer it needs) for every presupposition of ``question``: existence under
-    ``exists``, existence and a count of one under ``unique``."""
+    ``exists``, a count of one under ``count`` (one question for both: there is one, and only one), both
+    questions under ``unique`` (all that the filter stage asks, whatever the rule)."""
     out: list[tuple[str, str]] = []
     for np in noun_phrases(question) if mode != "none" else []:
-        out.append((f"Is there {_an(np)} {np}?", "yes"))
-        if mode == "unique":
+        if mode in ("exists", "unique"):
+            out.append((f"Is there {_an(np)} {np}?", "yes"))
+        if mode in ("count", "unique"):
             out.append((f"How many {plural(np)} are there?", "1"))
     return out

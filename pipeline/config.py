@@ -183,13 +183,14 @@ class Filter:
     match: str = "exact"  # exact: keep iff the normalized answers are equal
     min_score: float = 0.0  # also require the filter's answer probability >= this
     # what a question presupposes (models.presupposition), checked with the filter model: "exists" asks
-    # "Is there a red circle?" of every "the red circle", "unique" also "How many red circles are there?"
-    presupposition: str = "unique"  # none | exists | unique
+    # "Is there a red circle?" of every "the red circle", "count" asks "How many red circles are there?" (must
+    # be 1), "unique" asks both (a pair is rejected when either fails)
+    presupposition: str = "unique"  # none | exists | count | unique
 
     def validate(self, at: str) -> None:
         _choice(self.normalization, ("vqa", "none"), f"{at}.normalization")
         _choice(self.match, ("exact",), f"{at}.match")
-        _choice(self.presupposition, ("none", "exists", "unique"), f"{at}.presupposition")
+        _choice(self.presupposition, ("none", "exists", "count", "unique"), f"{at}.presupposition")
 
 
 @dataclass

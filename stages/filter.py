@@ -61,7 +61,8 @@ def verdict(pair: dict, rule: config.Filter) -> tuple[str | None, str | None]:
     wanted = dict(presupposition.checks(pair["question"], rule.presupposition))
     for c in pair.get("checks") or []:
         if c["question"] in wanted and not answers_match(c["answer"] or "", c["expect"], "vqa"):
-            return presupposition.FAILED[c["expect"]], f"{c['question']} {c['answer'] or '(no answer)'}"
+            reason = presupposition.failure(c["expect"], c["answer"] or "")
+            return reason, f"{c['question']} {c['answer'] or '(no answer)'}"
     return None, None
 
 

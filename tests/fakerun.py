@@ -38,6 +38,7 @@ FILTER_ANSWERS = {
     "answer en How many red objects are there?": "1",
     # "What size is the green triangle?" is ill-posed: both models answer "yes", but there is none
     "answer en Is there a green triangle?": "no",
+    "answer en How many green triangles are there?": "0",
 }
 FILTER_SCORES = {
     "answer en How many circles are there?": 0.25,

@@ -32,6 +32,7 @@ def test_checks_by_mode():
     assert checks(q, "none") == []
     assert checks(q, "exists") == [("Is there a red box?", "yes")]
     assert checks(q, "unique") == [("Is there a red box?", "yes"), ("How many red boxes are there?", "1")]
+    assert checks(q, "count") == [("How many red boxes are there?", "1")]
     assert checks("What color is the apple?", "exists") == [("Is there an apple?", "yes")]
     assert [plural(w) for w in ("circle", "box", "baby", "boy", "bus")] == [
         "circles",
@@ -40,3 +41,10 @@ def test_checks_by_mode():
         "boys",
         "buses",
     ]
+
+
+def test_a_count_of_zero_is_no_such_object():
+    from jade.models.presupposition import failure
+
+    assert failure("1", "0") == "no such object" and failure("1", "2") == "not one object"
+    assert failure("yes", "no") == "no such object"

@@ -41,7 +41,7 @@ def test_filter_reasons_and_counts(run_dir):
         if r["question"] == "What size is the green triangle?" and r["reason"] != "duplicate question"
     ]
     assert ill and all(
-        r["reason"] == "no such object" and r["check"] == "Is there a green triangle? no" for r in ill
+        r["reason"] == "no such object" and r["check"] == "How many green triangles are there? 0" for r in ill
     )
     assert stats["rejected_by_reason"]["duplicate question"] == sum(
         r["reason"] == "duplicate question" for r in rejected
