@@ -160,10 +160,17 @@ class Generate:
     # one that agrees most with the captions of the samples whose boxes agree with it (minimum Bayes risk
     # selection under word F1): a colour or a shape that one draw got wrong is outvoted by the others
     region_caption: str = "best"
+    # with region_support: a sample supports a box only when its caption also shares at least this word F1
+    # with the box's caption (articles ignored); 0: any caption (boxes alone agree)
+    region_support_words: float = 0.0
 
     def validate(self, at: str) -> None:
         _choice(self.backend, ("hf", "vllm"), f"{at}.backend")
         _choice(self.region_caption, ("best", "consensus"), f"{at}.region_caption")
+        if not 0.0 <= self.region_support_words <= 1.0:
+            raise ManifestError(
+                f"{at}.region_support_words: a word F1 between 0 and 1, got {self.region_support_words}"
+            )
         for qtype, n in self.questions.items():
             _choice(qtype, QUESTION_TYPES, f"{at}.questions")
             if not isinstance(n, int) or n < 0:

@@ -193,7 +193,16 @@ class Generator:
             # each box's agreeing samples (itself included); a kept box becomes their mean (box fusion) and,
             # with `region_caption: consensus`, takes the caption those samples agree on most
             boxes = [box for _, (box, _) in parsed]
-            agree = [[j for j, o in enumerate(boxes) if tasks.iou(b, o) >= 0.5] for b in boxes]
+            words = [_words(caption) for _, (_, caption) in parsed]
+            agree = [
+                [
+                    j
+                    for j, o in enumerate(boxes)
+                    if tasks.iou(b, o) >= 0.5
+                    and (i == j or _f1(words[i], words[j]) >= self.g.region_support_words)
+                ]
+                for i, b in enumerate(boxes)
+            ]
             stats["regions_unsupported"] += sum(len(a) <= self.g.region_support for a in agree)
             fused = []
             for (score, (_, caption)), a in zip(parsed, agree, strict=True):

@@ -76,3 +76,16 @@ def test_consensus_caption_outvotes_a_wrong_draw():
 def test_region_caption_is_checked():
     with pytest.raises(ManifestError, match="region_caption"):
         Generate(region_caption="vote").validate("generate")
+
+
+def test_support_can_require_the_captions_to_agree_too():
+    """With `region_support_words`, a sample supports a box only when its caption shares enough words too: two
+    boxes in one place that name different objects do not support each other."""
+    gen = Generator.__new__(Generator)
+    samples = [(A, "a red circle", 0.9), (A2, "the blue square on the left", 0.8), (B, "a green one", 0.7)]
+    comps = [Completion(f"{b} {t}", s) for b, t, s in samples]
+    gen.g = Generate(region_support=1)
+    assert [r["caption"] for r in gen._regions(comps, Counter())] == ["a red circle"]
+    gen.g = Generate(region_support=1, region_support_words=0.5)
+    stats: Counter = Counter()
+    assert gen._regions(comps, stats) == [] and stats["regions_unsupported"] == 3
