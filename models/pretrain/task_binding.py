@@ -8,9 +8,9 @@ relations (yes or no from the objects' cells). The prompt is the factory's answe
 
 from __future__ import annotations
 
-from jade.models.pretrain.base import PretrainData, TaskContext
+from jade.models.pretrain.base import PretrainData
 from jade.models.pretrain.task_relate import relations
-from jade.models.tasks import answer_prompt
+from jade.models.pretrain.task_vqa import VQA
 from jade.sampleworld.scene import RELATIONS
 
 
@@ -42,16 +42,10 @@ def binding_questions(objects: list[dict]) -> list[tuple[str, str]]:
     return out
 
 
-class Binding:
+class Binding(VQA):
+    """The `vqa` task's loss (answer prompt, LM loss on the answer) on every binding question of a scene."""
+
     name = "binding"
 
     def examples(self, data: PretrainData) -> list[tuple[int, str, str]]:
         return [(i, q, a) for i, objs in enumerate(data.objects) if objs for q, a in binding_questions(objs)]
-
-    def loss(self, ctx: TaskContext, examples: list[tuple[int, str, str]]):
-        batch = ctx.batch(
-            [i for i, _, _ in examples],
-            [answer_prompt(q) for _, q, _ in examples],
-            [a for _, _, a in examples],
-        )
-        return ctx.model.lm_loss(batch)
