@@ -52,12 +52,16 @@ def load_checkpoint(out_dir: str | Path) -> tuple[PretrainModel, object, dict]:
     return model.eval(), processor, state
 
 
-def _processor(path: Path, texts: list[str], arch: Architecture):
-    """The run's tokenizer and processor, trained once: the first worker to finish renames its copy into place
-    (a rename onto an existing folder fails, and the loser's copy, the same tokenizer, is dropped)."""
+def _processor(path: Path, texts: list[str], arch: Architecture, copy_of: Path | None = None):
+    """The run's tokenizer and processor, trained once (or copied from ``copy_of``, an earlier stage's): the
+    first worker to finish renames its copy into place (a rename onto an existing folder fails, and the loser's
+    copy, the same tokenizer, is dropped)."""
     if not (path / "processor_config.json").exists():
         tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-        factory.build_processor(texts, arch).save_pretrained(tmp)
+        if copy_of is not None:
+            shutil.copytree(copy_of, tmp)
+        else:
+            factory.build_processor(texts, arch).save_pretrained(tmp)
         try:
             tmp.rename(path)
         except OSError:
@@ -101,17 +105,12 @@ def pretrain_loop(
     out = Path(job.out_dir)
     out.mkdir(parents=True, exist_ok=True)
     source = make_source(cfg, job.dataset)
-    if job.init and not (out / "processor").exists():  # the earlier stage's tokenizer, unchanged
-        tmp = out / f".processor.tmp-{os.getpid()}"
-        shutil.copytree(Path(job.init) / "processor", tmp)
-        try:
-            tmp.rename(out / "processor")
-        except OSError:
-            shutil.rmtree(tmp, ignore_errors=True)
-    processor = _processor(out / "processor", source.vocab_texts(), cfg.arch)
+    # a later stage keeps the earlier stage's tokenizer, unchanged
+    init = Path(job.init) if job.init else None
+    processor = _processor(out / "processor", source.vocab_texts(), cfg.arch, init and init / "processor")
     model = build_model(cfg, processor).to(device).train()
-    if job.init and not (out / CKPT / "state.json").exists():
-        load_model(model, Path(job.init) / CKPT / "model.safetensors")
+    if init and not (out / CKPT / "state.json").exists():
+        load_model(model, init / CKPT / "model.safetensors")
         log.info("pretrain: starting from %s", job.init)
     tasks = [TASKS[n]() for n in cfg.tasks]
 
