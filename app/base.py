@@ -78,7 +78,15 @@ def stage_configs(raw: dict, cfg: PretrainConfig) -> list[PretrainConfig]:
         prev = out[-1]
         world = prev.world or WorldSpec()
         drawn = world.first_scene + -(-prev.steps // world.chunk_steps) * world.chunk_images
-        d = {**d, **change, "world": {**d["world"], **(change.get("world") or {}), "first_scene": drawn}}
+        d = {
+            **d,
+            **change,
+            "world": {**d["world"], **(change.get("world") or {}), "first_scene": drawn},
+            "arch": {
+                **d["arch"],
+                **(change.get("arch") or {}),
+            },  # e.g. a deeper decoder (models/pretrain/grow.py)
+        }
         out.append(build(PretrainConfig, d, f"stages[{k - 2}]"))
     return out
 

@@ -23,6 +23,8 @@ TASKS = (
     "detect",
     "relate",
     "binding",
+    "query",
+    "relation",
 )
 DATASET_TASKS = TASKS[
     :6

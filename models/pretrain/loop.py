@@ -28,6 +28,7 @@ from jade.models.factory import Architecture
 from jade.models.pretrain.base import TaskContext
 from jade.models.pretrain.config import PretrainConfig
 from jade.models.pretrain.data import make_source
+from jade.models.pretrain.grow import load_grown
 from jade.models.pretrain.model import PretrainModel
 from jade.models.pretrain.sampler import TaskSampler
 from jade.models.pretrain.tasks import TASKS
@@ -110,8 +111,13 @@ def pretrain_loop(
     processor = _processor(out / "processor", source.vocab_texts(), cfg.arch, init and init / "processor")
     model = build_model(cfg, processor).to(device).train()
     if init and not (out / CKPT / "state.json").exists():
-        load_model(model, init / CKPT / "model.safetensors")
-        log.info("pretrain: starting from %s", job.init)
+        had = load_grown(model, init / CKPT / "model.safetensors")
+        grew = (
+            f" (decoder grown from {had} to {cfg.arch.text_layers} layers)"
+            if had != cfg.arch.text_layers
+            else ""
+        )
+        log.info("pretrain: starting from %s%s", job.init, grew)
     tasks = [TASKS[n]() for n in cfg.tasks]
 
     def chunk_pools(c: int) -> tuple:

@@ -18,8 +18,9 @@ def _alone(objects: list[dict], o: dict, *keys: str) -> bool:
     return sum(all(p[k] == o[k] for k in keys) for p in objects) == 1
 
 
-def binding_questions(objects: list[dict]) -> list[tuple[str, str]]:
-    """(question, answer) for every binding question the scene allows."""
+def binding_questions(objects: list[dict], relate: bool = True) -> list[tuple[str, str]]:
+    """(question, answer) for every binding question the scene allows (without the relation questions when
+    not ``relate``)."""
     out = []
     for o in objects:
         if _alone(objects, o, "shape"):
@@ -29,7 +30,7 @@ def binding_questions(objects: list[dict]) -> list[tuple[str, str]]:
     named = [o for o in objects if _alone(objects, o, "color", "shape")]
     for a in named:
         out.append((f"Where is the {a['color']} {a['shape']}?", a["position"]))
-        for b in named:
+        for b in named if relate else []:
             if a is not b:
                 held = relations(a, b)
                 out += [
@@ -49,3 +50,52 @@ class Binding(VQA):
 
     def examples(self, data: PretrainData) -> list[tuple[int, str, str]]:
         return [(i, q, a) for i, objs in enumerate(data.objects) if objs for q, a in binding_questions(objs)]
+
+
+class Query(Binding):
+    """The binding questions that find one object and read one thing about it (its colour by its shape, its
+    shape by its colour, its place by both), without the relation questions: with four objects a scene has
+    up to 48 relation questions and at most 4 of each other kind, so in `binding` a colour-by-shape question
+    is about 1% of the draws. As a task of its own, the dynamic mixer gives these questions a share by their
+    own loss."""
+
+    name = "query"
+
+    def examples(self, data: PretrainData) -> list[tuple[int, str, str]]:
+        return [
+            (i, q, a)
+            for i, objs in enumerate(data.objects)
+            if objs
+            for q, a in binding_questions(objs, False)
+        ]
+
+
+def relation_questions(objects: list[dict]) -> list[tuple[str, str]]:
+    """The world's relation questions, yes and no balanced per ordered pair: every relation that holds from A
+    to B (yes) and as many that do not (no; those of the axis the pair differs on first, so a pair side by
+    side is asked about left and right, not only about above and below)."""
+    named = [o for o in objects if _alone(objects, o, "color", "shape")]
+    out = []
+    for a in named:
+        for b in named:
+            if a is b:
+                continue
+            held = relations(a, b)
+            # not-held relations, the ones of an axis where the pair differs first (the harder "no")
+            axis = {r: ("h" if r in ("to the left of", "to the right of") else "v") for r in RELATIONS}
+            differs = {axis[r] for r in held}
+            wrong = sorted((r for r in RELATIONS if r not in held), key=lambda r: axis[r] not in differs)
+            for r, answer in [(r, "yes") for r in held] + [(r, "no") for r in wrong[: max(len(held), 1)]]:
+                out.append((f"Is the {a['color']} {a['shape']} {r} the {b['color']} {b['shape']}?", answer))
+    return out
+
+
+class Relation(Binding):
+    """Relation questions only, yes and no balanced (`relation_questions`). In `binding` a pair is asked about
+    all four relations, so "no" is the answer two times in three, and a model that answers "no" to every
+    left/right question stays there (docs/base.md: 8 of 310 such "yes" questions right after stage 3)."""
+
+    name = "relation"
+
+    def examples(self, data: PretrainData) -> list[tuple[int, str, str]]:
+        return [(i, q, a) for i, objs in enumerate(data.objects) if objs for q, a in relation_questions(objs)]

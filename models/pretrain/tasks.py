@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from jade.models.pretrain.task_binding import Binding
+from jade.models.pretrain.task_binding import Binding, Query, Relation
 from jade.models.pretrain.task_caption import Captioning
 from jade.models.pretrain.task_completion import Completion
 from jade.models.pretrain.task_dense import DenseCaption
@@ -16,5 +16,19 @@ from jade.models.pretrain.task_vqa import VQA
 
 TASKS = {
     t.name: t
-    for t in (ITC, ITM, Captioning, Completion, VQA, DenseCaption, Objects, Locate, Detect, Relate, Binding)
+    for t in (
+        ITC,
+        ITM,
+        Captioning,
+        Completion,
+        VQA,
+        DenseCaption,
+        Objects,
+        Locate,
+        Detect,
+        Relate,
+        Binding,
+        Query,
+        Relation,
+    )
 }

@@ -7,7 +7,7 @@ import yaml
 from safetensors.torch import load_file
 
 from jade.app.base import load_recipe, make_base, stage_configs
-from jade.models.pretrain.task_binding import binding_questions
+from jade.models.pretrain.task_binding import binding_questions, relation_questions
 from jade.models.pretrain.task_relate import relate_examples, relations
 from jade.pipeline.executor import LocalExecutor
 from jade.sampleworld.language import answer_question
@@ -74,6 +74,16 @@ def test_binding_asks_the_world_s_own_questions_with_true_answers():
     assert len(got) == 2 + 3 + 24
     for q, a in got:  # the world's own parser reads each question and agrees
         assert answer_question(q, graph) == a, q
+    # the `query` task: the same questions without the relations
+    assert binding_questions(objects, relate=False) == [(q, a) for q, a in got if not q.startswith("Is the")]
+    assert len(binding_questions(objects, relate=False)) == 2 + 3
+    # the `relation` task: yes and no balanced per pair, a side-by-side pair asked about left and right
+    rel = relation_questions(objects)
+    assert sum(a == "yes" for _, a in rel) == sum(a == "no" for _, a in rel)
+    for q, a in rel:
+        assert answer_question(q, graph) == a, q
+    assert ("Is the blue square to the right of the red square?", "yes") in rel
+    assert ("Is the blue square to the left of the red square?", "no") in rel
 
 
 RECIPE = {
