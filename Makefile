@@ -30,8 +30,8 @@ pretrain: setup ## multi-task pretraining on $(OUT)/dataset + evaluation: $(OUT)
 base: setup ## pretrain the sample world's tiny base: models/bases/<name> (see manifests/base.yaml) [SET="k=v ..."]
 	.venv/bin/jade base $(foreach s,$(SET),--set $(s))
 
-paper-table: setup ## the JADE ablation in miniature (data variants x mixing x 3 seeds): $(OUT)/paper_table.md [QUICK=1] [SETTINGS=abc]
-	$(PY) -m jade.app.paper_table $(OUT) $(if $(QUICK),--quick) $(if $(SETTINGS),--settings $(SETTINGS))
+paper-table: setup ## the JADE ablation in miniature (data variants x mixing x 3 seeds): $(OUT)/paper_table.md [QUICK=1] [SETTINGS=abc] [STEPS=N]
+	$(PY) -m jade.app.paper_table $(OUT) $(if $(QUICK),--quick) $(if $(SETTINGS),--settings $(SETTINGS)) $(if $(STEPS),--steps $(STEPS))
 
 test: setup ## the test suite CI runs (fast tier, about 4 minutes on 2 CPUs)
 	$(PY) -m pytest -q

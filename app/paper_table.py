@@ -79,6 +79,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--quick", action="store_true", help=f"shorter budget: {BUDGETS['quick']}")
     p.add_argument("--seeds", default="0,1,2")
     p.add_argument(
+        "--steps",
+        type=int,
+        help="pretraining steps per run instead of the budget's (the VQA fine-tune stays); the table then goes "
+        "to paper_table-steps<N>.md and its runs under paper_table-steps<N>/",
+    )
+    p.add_argument(
         "--settings",
         default="abcd",
         help="which rows to run, by letter: a (alt-text), b (+ filtered), c (+ unfiltered), d (b's mixings)",
@@ -86,7 +92,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--executor", choices=["local", "ray"], default="local")
     args = p.parse_args(argv)
     run_dir = Path(args.dir)
-    budget = BUDGETS["quick" if args.quick else "full"]
+    budget = dict(BUDGETS["quick" if args.quick else "full"])
+    name = "paper_table"
+    if args.steps:
+        if args.steps < 1:
+            p.error("--steps must be at least 1")
+        budget["steps"], name = args.steps, f"paper_table-steps{args.steps}"
     seeds = [int(s) for s in args.seeds.split(",")]
     executor = LocalExecutor() if args.executor == "local" else RayExecutor()
     t0, results = time.time(), {}
@@ -97,7 +108,7 @@ def main(argv: list[str] | None = None) -> int:
             results[label] = []
             for seed in seeds:
                 cfg = PretrainConfig(data=data, mixing=mixing, seed=seed, **budget)
-                out = run_dir / "paper_table" / f"{i}_{data}_{mixing}" / f"seed{seed}"
+                out = run_dir / name / f"{i}_{data}_{mixing}" / f"seed{seed}"
                 log.info("paper table: %s, seed %d", label, seed)
                 m = run_pretrain(run_dir, cfg, executor, out=out, fresh=True)
                 results[label].append({k: m.get(k) for k, _ in METRICS} | {"config": asdict(cfg)})
@@ -106,8 +117,8 @@ def main(argv: list[str] | None = None) -> int:
             executor.shutdown()
     command = "python -m jade.app.paper_table " + " ".join(argv if argv is not None else sys.argv[1:])
     md = render(results, budget, seeds, command, (time.time() - t0) / 60)
-    (run_dir / "paper_table.md").write_text(md)
-    (run_dir / "paper_table.json").write_text(json.dumps(results, indent=1))
+    (run_dir / f"{name}.md").write_text(md)
+    (run_dir / f"{name}.json").write_text(json.dumps(results, indent=1))
     print(md)
     return 0
 
