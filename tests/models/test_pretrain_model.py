@@ -74,6 +74,16 @@ def test_every_task_gives_a_finite_loss_with_gradients(tiny):
             for c in ("red", "green", "blue", "yellow")
         ],
     )
+    # a second object in the last scene, so the tasks about pairs (relation) have examples
+    data.objects[-1].append(
+        {
+            "bbox": (0.6, 0.1, 0.9, 0.4),
+            "color": "red",
+            "shape": "square",
+            "size": "small",
+            "position": "top right",
+        }
+    )
     model.train()
     for name, cls in TASKS.items():
         task = cls()
