@@ -70,6 +70,9 @@ class Query(Binding):
         ]
 
 
+_AXIS = {r: ("h" if r in ("to the left of", "to the right of") else "v") for r in RELATIONS}
+
+
 def relation_questions(objects: list[dict]) -> list[tuple[str, str]]:
     """The world's relation questions, yes and no balanced per ordered pair: every relation that holds from A
     to B (yes) and as many that do not (no; those of the axis the pair differs on first, so a pair side by
@@ -82,9 +85,8 @@ def relation_questions(objects: list[dict]) -> list[tuple[str, str]]:
                 continue
             held = relations(a, b)
             # not-held relations, the ones of an axis where the pair differs first (the harder "no")
-            axis = {r: ("h" if r in ("to the left of", "to the right of") else "v") for r in RELATIONS}
-            differs = {axis[r] for r in held}
-            wrong = sorted((r for r in RELATIONS if r not in held), key=lambda r: axis[r] not in differs)
+            differs = {_AXIS[r] for r in held}
+            wrong = sorted((r for r in RELATIONS if r not in held), key=lambda r: _AXIS[r] not in differs)
             for r, answer in [(r, "yes") for r in held] + [(r, "no") for r in wrong[: max(len(held), 1)]]:
                 out.append((f"Is the {a['color']} {a['shape']} {r} the {b['color']} {b['shape']}?", answer))
     return out
