@@ -78,15 +78,9 @@ def stage_configs(raw: dict, cfg: PretrainConfig) -> list[PretrainConfig]:
         prev = out[-1]
         world = prev.world or WorldSpec()
         drawn = world.first_scene + -(-prev.steps // world.chunk_steps) * world.chunk_images
-        d = {
-            **d,
-            **change,
-            "world": {**d["world"], **(change.get("world") or {}), "first_scene": drawn},
-            "arch": {
-                **d["arch"],
-                **(change.get("arch") or {}),
-            },  # e.g. a deeper decoder (models/pretrain/grow.py)
-        }
+        # nested settings merge key by key (`arch`: e.g. a deeper decoder, models/pretrain/grow.py)
+        d = {**d, **change, **{key: {**d[key], **(change.get(key) or {})} for key in ("world", "arch")}}
+        d["world"]["first_scene"] = drawn
         out.append(build(PretrainConfig, d, f"stages[{k - 2}]"))
     return out
 

@@ -16,6 +16,7 @@ import re
 from pathlib import Path
 
 import torch
+from safetensors import safe_open
 from safetensors.torch import load_file, load_model
 
 _LAYER = re.compile(r"^(.*\.language_model\.(?:model\.)?layers\.)(\d+)\.(.*)$")
@@ -59,13 +60,14 @@ def grown_state(state: dict[str, torch.Tensor], new_layers: int) -> dict[str, to
 def load_grown(model: torch.nn.Module, path: str | Path) -> int:
     """Load ``path`` (safetensors) into ``model``, growing the decoder if the model has more layers than the
     file; returns the number of layers the file had. Anything else that does not match is an error."""
-    state = load_file(str(path))
     want = model.state_dict()
-    n_file = len({int(m.group(2)) for k in state if (m := _LAYER.match(k))})
+    with safe_open(str(path), "pt") as f:  # the header only: the layer count decides how to load
+        n_file = len({int(m.group(2)) for k in f.keys() if (m := _LAYER.match(k))})
     n_model = len({int(m.group(2)) for k in want if (m := _LAYER.match(k))})
     if n_model == n_file:
         load_model(model, str(path))
         return n_file
+    state = load_file(str(path))
     missing, unexpected = model.load_state_dict(grown_state(state, n_model), strict=False)
     # a tied weight (the LM head and the embeddings) is saved once: it is loaded through its twin
     loaded = {want[k].data_ptr() for k in state if k in want}
