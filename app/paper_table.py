@@ -94,7 +94,7 @@ def main(argv: list[str] | None = None) -> int:
     run_dir = Path(args.dir)
     budget = dict(BUDGETS["quick" if args.quick else "full"])
     name = "paper_table"
-    if args.steps:
+    if args.steps is not None:  # --steps 0 is an error, not the default budget
         if args.steps < 1:
             p.error("--steps must be at least 1")
         budget["steps"], name = args.steps, f"paper_table-steps{args.steps}"
