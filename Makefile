@@ -27,7 +27,7 @@ generate: setup ## the whole factory for one manifest: DATA=sample|cc3m|path OUT
 pretrain: setup ## multi-task pretraining on $(OUT)/dataset + evaluation: $(OUT)/pretrain/ [SET="steps=600 ..."]
 	.venv/bin/jade pretrain $(OUT) $(foreach s,$(SET),--set $(s))
 
-base: setup ## pretrain the sample world's tiny base: models/bases/<name> (see manifests/base.yaml) [SET="k=v ..."]
+base: setup ## pretrain the sample world's tiny base: models/bases/<name> (recipe: manifests/bases/sampleworld-tiny.yaml) [SET="k=v ..."]
 	.venv/bin/jade base $(foreach s,$(SET),--set $(s))
 
 paper-table: setup ## the JADE ablation in miniature (data variants x mixing x 3 seeds): $(OUT)/paper_table.md [QUICK=1] [SETTINGS=abc] [STEPS=N]
