@@ -81,6 +81,24 @@ def check_region(region: dict, graph: dict | None) -> bool:
     )
 
 
+def check_rejection(check: str | None, graph: dict | None) -> str | None:
+    """For a pair rejected by a presupposition check (`check`: "<check question>? <the filter's answer>"):
+    ``held`` when the presupposition is true in the image (the rejection was the filter's mistake: "Is there
+    a red circle?" is yes, "How many red circles are there?" is 1), ``failed`` when it is not (a right
+    rejection), ``unverifiable`` when the check question names nothing the world's language knows;
+    None for a pair no check rejected."""
+    from jade.sampleworld.language import answer_question
+
+    if not check or "? " not in check:
+        return None
+    question = check.rsplit("? ", 1)[0] + "?"
+    true = answer_question(question, graph) if graph else None
+    if true is None:
+        return "unverifiable"
+    need = "yes" if question.lower().startswith("is there") else "1"
+    return "held" if normalize_answer(true) == need else "failed"
+
+
 def score(truth: dict, rows: list[dict], rejected: list[dict]) -> dict:
     """The report from the truth (key -> GQA scene graph), the published rows (key, qa, regions) and the
     rejected pairs (key, question, type, answer, reason). Pure: `evaluate_run` only reads the files."""
@@ -110,8 +128,11 @@ def score(truth: dict, rows: list[dict], rejected: list[dict]) -> dict:
             add(row["key"], qa, True, True)
         for r in row["regions"]:
             regions["right" if check_region(r, truth.get(row["key"])) else "wrong"] += 1
+    presupposed: Counter = Counter()  # pairs rejected by a presupposition check, by what the truth says
     for r in rejected:
         add(r["key"], r, False, r["reason"] not in NOT_ANSWERED)
+        if (held := check_rejection(r.get("check"), truth.get(r["key"]))) is not None:
+            presupposed[held] += 1
 
     images = len(rows)
 
@@ -146,6 +167,8 @@ def score(truth: dict, rows: list[dict], rejected: list[dict]) -> dict:
         "region_precision": _precision(regions),
         "regions_per_image": _ratio(sum(regions.values()), images),
         "by_type": {t: numbers(f".{t}") for t in QUESTION_TYPES},
+        # pairs rejected by a presupposition check: "held" ones were rejected by the filter's mistake
+        "check_rejections": {k: presupposed[k] for k in ("held", "failed", "unverifiable")},
     }
 
 
@@ -252,7 +275,9 @@ def evaluate_run(run_dir: str | Path) -> dict:
     rejected = [
         r
         for f in sorted(run.rejected.glob("*.parquet"))
-        for r in pq.read_table(f, columns=["key", "question", "type", "answer", "reason"]).to_pylist()
+        for r in pq.read_table(
+            f, columns=["key", "question", "type", "answer", "reason", "check"]
+        ).to_pylist()
     ]
     # the truth is keyed by the world's own (img2dataset) keys: the rows' source keys
     by_key = {
@@ -313,6 +338,8 @@ def markdown(r: dict) -> str:
         f"{r['duplicates_not_checked']} duplicate questions "
         "(never answered) not checked",
         f"- images: {r['images']}; distinct questions over the whole run: {f(r['distinct_question_ratio_run'])}",
+        "- rejected by a presupposition check: {held} whose presupposition holds (the filter's mistake), "
+        "{failed} whose does not, {unverifiable} unverifiable".format(**r.get("check_rejections", {})),
         f"- dense-caption precision (IoU >= 0.5 and true attributes): {f(r['region_precision'])}",
         f"- regions per image: {f(r['regions_per_image'])}",
         "",

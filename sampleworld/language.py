@@ -156,6 +156,23 @@ def _count_color(ts, rng, _):
     )
 
 
+def _count_cs(ts, rng, _):
+    if rng.random() < 0.7:
+        t = rng.choice(ts)
+        c, s = t.color, t.shape
+    else:
+        c, s = rng.choice(COLOR_NAMES), rng.choice(SHAPES)
+    found = _pick(ts, color=c, shape=s)
+    return QA(
+        f"How many {c} {s}s are there?",
+        str(len(found)),
+        "number",
+        "count_cs",
+        tuple(found),
+        {"color": c, "shape": s},
+    )
+
+
 def _count_all(ts, rng, _):
     return QA("How many objects are there?", str(len(ts)), "number", "count_all", tuple(ts), {})
 
@@ -184,8 +201,18 @@ TEMPLATES = {
 }
 
 
-def sample_question_records(scene: Scene | dict, rng: random.Random, n: int, qtypes=QTYPES) -> list[QA]:
-    """Up to ``n`` distinct questions about the scene; yes/no answers are drawn half yes, half no."""
+# VQA v2 counts objects named by colour and shape too ("How many red circles are there?"), as the real VQA v2
+# does ("How many white cars are there?"). Only the VQA writer asks them: the other writers, the base's scene
+# stream and `jade eval`'s probe questions draw from TEMPLATES, so their data are what they were.
+VQA_TEMPLATES = {**TEMPLATES, "number": (*TEMPLATES["number"], _count_cs)}
+
+
+def sample_question_records(
+    scene: Scene | dict, rng: random.Random, n: int, qtypes=QTYPES, templates=None
+) -> list[QA]:
+    """Up to ``n`` distinct questions about the scene; yes/no answers are drawn half yes, half no.
+    ``templates``: the templates per answer type (default `TEMPLATES`)."""
+    templates = TEMPLATES if templates is None else templates
     ts = things(scene)
     if not ts:
         return []
@@ -197,7 +224,7 @@ def sample_question_records(scene: Scene | dict, rng: random.Random, n: int, qty
             break
         qtype = rng.choices(allowed, weights)[0]
         want = rng.choice(("yes", "no")) if qtype == "yes/no" else None
-        for gen in rng.sample(TEMPLATES[qtype], len(TEMPLATES[qtype])):
+        for gen in rng.sample(templates[qtype], len(templates[qtype])):
             qa = gen(ts, rng, want)
             if qa is not None and qa.question not in seen:
                 seen.add(qa.question)
@@ -207,10 +234,11 @@ def sample_question_records(scene: Scene | dict, rng: random.Random, n: int, qty
 
 
 def sample_questions(
-    scene: Scene | dict, rng: random.Random, n: int, qtypes=QTYPES
+    scene: Scene | dict, rng: random.Random, n: int, qtypes=QTYPES, templates=None
 ) -> list[tuple[str, str, str]]:
     """Up to ``n`` distinct ``(question, canonical answer, answer type)`` triples about the scene."""
-    return [(qa.question, qa.answer, qa.qtype) for qa in sample_question_records(scene, rng, n, qtypes)]
+    records = sample_question_records(scene, rng, n, qtypes, templates)
+    return [(qa.question, qa.answer, qa.qtype) for qa in records]
 
 
 # --- parser ---

@@ -12,7 +12,7 @@ from collections import Counter
 from pathlib import Path
 
 from .files import dump_json, write_bytes
-from .language import COLOR_NAMES, sample_questions
+from .language import COLOR_NAMES, VQA_TEMPLATES, sample_questions
 from .scene import POSITIONS, SHAPES, SIZES, item_rng, make_scene, object_ids, render_jpeg, scene_graph
 from .vg import NUMBER_WORDS
 
@@ -106,7 +106,9 @@ def write_vqa(root: Path, cfg) -> dict:
             write_bytes(root / "coco" / split / f"COCO_{split}_{image_id:012d}.jpg", render_jpeg(scene))
             truth[str(image_id)] = scene_graph(scene, object_ids(FIRST_OBJECT_ID + 10 * image_id, scene))
             rng = item_rng(cfg.seed, name, i, "qa")
-            for j, (q, a, t) in enumerate(sample_questions(scene, rng, cfg.qas_per_image)):
+            for j, (q, a, t) in enumerate(
+                sample_questions(scene, rng, cfg.qas_per_image, templates=VQA_TEMPLATES)
+            ):
                 qid = image_id * 1000 + j
                 questions.append({"image_id": image_id, "question": q, "question_id": qid})
                 answers = annotator_answers(a, t, rng)

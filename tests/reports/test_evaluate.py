@@ -125,6 +125,26 @@ def test_scores_by_hand():
     assert r["regions_per_image"] == pytest.approx(2.0)
 
 
+def test_check_rejections_by_hand():
+    """Pairs rejected by a presupposition check: did the presupposition hold in the image (the filter's
+    mistake), fail (a right rejection), or name nothing the world knows?"""
+
+    def rej(key, q, check, reason="not one object"):
+        return {"key": key, **_qa(q, "yes", "yes/no"), "reason": reason, "check": check}
+
+    rejected = [
+        rej("a", "Is the red circle large?", "How many red circles are there? 2"),  # one red circle: held
+        rej("b", "Is the green triangle small?", "How many green triangles are there? 2"),  # two: failed
+        rej("a", "Is the blue square small?", "Is there a blue square? no", "no such object"),  # held
+        rej("a", "Is the green square small?", "Is there a green square? no", "no such object"),  # failed
+        rej("b", "Is the flurb small?", "How many flurbs are there? 0", "no such object"),  # unverifiable
+        rej("a", "Is the circle red?", None, "answer mismatch"),  # no check: not counted
+    ]
+    r = score(TRUTH, ROWS, rejected)
+    assert r["check_rejections"] == {"held": 2, "failed": 2, "unverifiable": 1}
+    assert score(TRUTH, ROWS, REJECTED)["check_rejections"] == {"held": 0, "failed": 0, "unverifiable": 0}
+
+
 def test_scores_by_type_by_hand():
     b = score(TRUTH, ROWS, REJECTED)["by_type"]
     yn, num, other = b["yes/no"], b["number"], b["other"]

@@ -8,6 +8,8 @@ from collections import Counter
 import pytest
 
 from jade.sampleworld.language import (
+    TEMPLATES,
+    VQA_TEMPLATES,
     answer_question,
     caption_matches,
     question_answer_type,
@@ -23,16 +25,35 @@ def _graph(i, lo=1, hi=4):
     return scene, scene_graph(scene, object_ids(1000 + 10 * i, scene))
 
 
-def test_parser_agrees_with_generator_on_scenes_and_graphs():
+@pytest.mark.parametrize("templates", [TEMPLATES, VQA_TEMPLATES], ids=["default", "vqa"])
+def test_parser_agrees_with_generator_on_scenes_and_graphs(templates):
     types = Counter()
     for i in range(300):
         scene, graph = _graph(i)
         for source in (scene, graph):
-            for q, a, t in sample_questions(source, random.Random(i), 8):
+            for q, a, t in sample_questions(source, random.Random(i), 8, templates=templates):
                 assert answer_question(q, graph) == a, (q, a, graph)
                 assert question_answer_type(q) == t
                 types[t] += 1
     assert set(types) == {"yes/no", "number", "other"}
+
+
+def test_vqa_alone_counts_by_colour_and_shape_and_the_default_draw_is_unchanged():
+    """VQA v2's extra template (count_cs) is asked only by the VQA writer, with answers 0, 1 and more; the
+    default draw (VG, GQA, the base's stream, the probe questions) is the same question for question."""
+    vqa, answers = Counter(), Counter()
+    for i in range(300):
+        _, graph = _graph(i)
+        default = sample_question_records(graph, random.Random(i), 6)
+        assert default == sample_question_records(graph, random.Random(i), 6, templates=TEMPLATES)
+        assert "count_cs" not in {qa.template for qa in default}
+        for qa in sample_question_records(graph, random.Random(i), 6, templates=VQA_TEMPLATES):
+            vqa[qa.template] += 1
+            if qa.template == "count_cs":
+                answers[qa.answer] += 1
+                assert qa.question.startswith("How many ") and len(qa.question.split()) == 6
+    assert vqa["count_cs"] > 30
+    assert {"0", "1"} <= set(answers) and sum(v for a, v in answers.items() if int(a) > 1) > 0
 
 
 def test_yes_no_is_balanced_and_templates_all_used():
