@@ -91,6 +91,24 @@ def failure(expect: str, answer: str) -> str:
     return FAILED["yes"] if expect == "1" and answer.strip() in ("0", "zero", "none") else FAILED[expect]
 
 
+def record(check: str, answer: str | None) -> str:
+    """A failed check as a rejected row records it (`check`): the check question, then the filter's answer."""
+    return f"{check} {answer or '(no answer)'}"
+
+
+def parse_record(recorded: str | None) -> tuple[str, str] | None:
+    """(check question, the filter's answer) of a `record`; None for a row no check rejected."""
+    if not recorded or "? " not in recorded:
+        return None
+    question, answer = recorded.rsplit("? ", 1)
+    return question + "?", answer
+
+
+def need(check: str) -> str:
+    """The answer a check question of `checks` needs: yes to an existence question, 1 to a count."""
+    return "yes" if check.startswith("Is there ") else "1"
+
+
 def checks(question: str, mode: str = "unique") -> list[tuple[str, str]]:
     """(check question, the answer it needs) for every presupposition of ``question``: existence under
     ``exists``, a count of one under ``count`` (one question for both: there is one, and only one), both
@@ -98,7 +116,7 @@ def checks(question: str, mode: str = "unique") -> list[tuple[str, str]]:
     out: list[tuple[str, str]] = []
     for np in noun_phrases(question) if mode != "none" else []:
         if mode in ("exists", "unique"):
-            out.append((f"Is there {_an(np)} {np}?", "yes"))
+            out.append((q := f"Is there {_an(np)} {np}?", need(q)))
         if mode in ("count", "unique"):
-            out.append((f"How many {plural(np)} are there?", "1"))
+            out.append((q := f"How many {plural(np)} are there?", need(q)))
     return out

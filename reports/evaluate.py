@@ -82,21 +82,21 @@ def check_region(region: dict, graph: dict | None) -> bool:
 
 
 def check_rejection(check: str | None, graph: dict | None) -> str | None:
-    """For a pair rejected by a presupposition check (`check`: "<check question>? <the filter's answer>"):
-    ``held`` when the presupposition is true in the image (the rejection was the filter's mistake: "Is there
-    a red circle?" is yes, "How many red circles are there?" is 1), ``failed`` when it is not (a right
-    rejection), ``unverifiable`` when the check question names nothing the world's language knows;
-    None for a pair no check rejected."""
+    """For a pair rejected by a presupposition check (`check`: `models.presupposition.record`): ``held`` when
+    the presupposition is true in the image (the rejection was the filter's mistake: "Is there a red circle?"
+    is yes, "How many red circles are there?" is 1), ``failed`` when it is not (a right rejection),
+    ``unverifiable`` when the check question names nothing the world's language knows; None for a pair no
+    check rejected."""
+    from jade.models import presupposition
     from jade.sampleworld.language import answer_question
 
-    if not check or "? " not in check:
+    if (parsed := presupposition.parse_record(check)) is None:
         return None
-    question = check.rsplit("? ", 1)[0] + "?"
+    question = parsed[0]
     true = answer_question(question, graph) if graph else None
     if true is None:
         return "unverifiable"
-    need = "yes" if question.lower().startswith("is there") else "1"
-    return "held" if normalize_answer(true) == need else "failed"
+    return "held" if normalize_answer(true) == presupposition.need(question) else "failed"
 
 
 def score(truth: dict, rows: list[dict], rejected: list[dict]) -> dict:
@@ -339,7 +339,7 @@ def markdown(r: dict) -> str:
         "(never answered) not checked",
         f"- images: {r['images']}; distinct questions over the whole run: {f(r['distinct_question_ratio_run'])}",
         "- rejected by a presupposition check: {held} whose presupposition holds (the filter's mistake), "
-        "{failed} whose does not, {unverifiable} unverifiable".format(**r.get("check_rejections", {})),
+        "{failed} whose does not, {unverifiable} unverifiable".format(**r["check_rejections"]),
         f"- dense-caption precision (IoU >= 0.5 and true attributes): {f(r['region_precision'])}",
         f"- regions per image: {f(r['regions_per_image'])}",
         "",

@@ -208,11 +208,10 @@ VQA_TEMPLATES = {**TEMPLATES, "number": (*TEMPLATES["number"], _count_cs)}
 
 
 def sample_question_records(
-    scene: Scene | dict, rng: random.Random, n: int, qtypes=QTYPES, templates=None
+    scene: Scene | dict, rng: random.Random, n: int, qtypes=QTYPES, templates=TEMPLATES
 ) -> list[QA]:
     """Up to ``n`` distinct questions about the scene; yes/no answers are drawn half yes, half no.
-    ``templates``: the templates per answer type (default `TEMPLATES`)."""
-    templates = TEMPLATES if templates is None else templates
+    ``templates``: the templates per answer type."""
     ts = things(scene)
     if not ts:
         return []
@@ -234,7 +233,7 @@ def sample_question_records(
 
 
 def sample_questions(
-    scene: Scene | dict, rng: random.Random, n: int, qtypes=QTYPES, templates=None
+    scene: Scene | dict, rng: random.Random, n: int, qtypes=QTYPES, templates=TEMPLATES
 ) -> list[tuple[str, str, str]]:
     """Up to ``n`` distinct ``(question, canonical answer, answer type)`` triples about the scene."""
     records = sample_question_records(scene, rng, n, qtypes, templates)

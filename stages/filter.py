@@ -62,7 +62,7 @@ def verdict(pair: dict, rule: config.Filter) -> tuple[str | None, str | None]:
     for c in pair.get("checks") or []:
         if c["question"] in wanted and not answers_match(c["answer"] or "", c["expect"], "vqa"):
             reason = presupposition.failure(c["expect"], c["answer"] or "")
-            return reason, f"{c['question']} {c['answer'] or '(no answer)'}"
+            return reason, presupposition.record(c["question"], c["answer"])
     return None, None
 
 

@@ -3,7 +3,7 @@ that check them."""
 
 import pytest
 
-from jade.models.presupposition import checks, noun_phrases, plural
+from jade.models.presupposition import checks, need, noun_phrases, parse_record, plural, record
 
 
 @pytest.mark.parametrize(
@@ -48,3 +48,15 @@ def test_a_count_of_zero_is_no_such_object():
 
     assert failure("1", "0") == "no such object" and failure("1", "2") == "not one object"
     assert failure("yes", "no") == "no such object"
+
+
+def test_a_failed_check_is_recorded_and_read_back():
+    """The rejected row's `check` (filter stage) reads back as its question and answer (`jade eval`)."""
+    for check, want in checks("Is the red circle left of the big blue square?", "unique"):
+        assert need(check) == want
+        assert parse_record(record(check, "2")) == (check, "2")
+    assert parse_record(record("How many red circles are there?", None)) == (
+        "How many red circles are there?",
+        "(no answer)",
+    )
+    assert parse_record(None) is None and parse_record("") is None
