@@ -11,7 +11,7 @@ batched decoder over the model's forward:
    that cache. Under ``prefix`` (image and prompt bidirectional) they depend on the prompt, and each
    (image, prompt) prefills image and prompt together;
 3. each distinct (image, prompt) is prefilled once; its ``n`` samples share that prefill's key/value cache
-   (the cache rows are repeated, not recomputed);
+   (the cache rows are repeated, not recomputed), and a greedy request repeated in one call is decoded once;
 4. rows of any prompt lengths (from any images, greedy or sampled) decode together, up to `batch_size` rows
    a batch: each length group prefills without padding, then the shorter groups' caches are left-padded to
    the longest, and every decode step masks the pads and gives each row its own position, so a batch
@@ -166,14 +166,25 @@ class HFBackend:
         out: list[list[Completion | None]] = [[None] * (1 if r.greedy else r.n) for r in requests]
         ids = self._prompt_ids(sorted({r.prompt for r in requests}))
         # One prefill unit per distinct (image, prompt, sampling settings); its samples share its cache.
+        # A greedy answer depends only on (image, prompt, token limit): a repeated greedy request (two questions
+        # of an image that ask the filter the same presupposition check) is decoded once and copied.
         units: dict[tuple, _Unit] = {}
+        same: dict[int, int] = {}  # repeated greedy request -> the request whose row decodes it
         for i, r in enumerate(requests):
-            key = (r.image, r.prompt, r.greedy, r.top_k, r.temperature, r.seed, r.max_new_tokens)
+            if r.greedy:
+                key: tuple = (r.image, r.prompt, r.max_new_tokens)
+            else:
+                key = (r.image, r.prompt, r.top_k, r.temperature, r.seed, r.max_new_tokens)
             unit = units.setdefault(key, _Unit(r.image, ids[r.prompt], []))
+            if r.greedy and unit.rows:
+                same[i] = unit.rows[0][0]
+                continue
             unit.rows += [(i, j) for j in range(1 if r.greedy else r.n)]
         for batch in self._batches(list(units.values())):
             for (i, j), comp in self._decode(prepared, batch, requests):
                 out[i][j] = comp
+        for i, first in same.items():
+            out[i][0] = out[first][0]
         return out  # type: ignore[return-value]
 
     def _batches(self, units: list[_Unit]) -> list[list[_Unit]]:
