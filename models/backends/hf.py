@@ -11,7 +11,8 @@ batched decoder over the model's forward:
    that cache. Under ``prefix`` (image and prompt bidirectional) they depend on the prompt, and each
    (image, prompt) prefills image and prompt together;
 3. each distinct (image, prompt) is prefilled once; its ``n`` samples share that prefill's key/value cache
-   (the cache rows are repeated, not recomputed), and a greedy request repeated in one call is decoded once;
+   (the cache rows are repeated, not recomputed); the greedy requests of one (image, prompt) are decoded
+   once, with the largest token limit, and each gets its own limit's prefix;
 4. rows of any prompt lengths (from any images, greedy or sampled) decode together, up to `batch_size` rows
    a batch: each length group prefills without padding, then the shorter groups' caches are left-padded to
    the longest, and every decode step masks the pads and gives each row its own position, so a batch
@@ -166,25 +167,32 @@ class HFBackend:
         out: list[list[Completion | None]] = [[None] * (1 if r.greedy else r.n) for r in requests]
         ids = self._prompt_ids(sorted({r.prompt for r in requests}))
         # One prefill unit per distinct (image, prompt, sampling settings); its samples share its cache.
-        # A greedy answer depends only on (image, prompt, token limit): a repeated greedy request (two questions
-        # of an image that ask the filter the same presupposition check) is decoded once and copied.
+        # Greedy decoding is deterministic, so the greedy answers to one (image, prompt) with any token limits
+        # are prefixes of the answer with the largest limit (the filter's presupposition checks, asked with 3
+        # tokens, are often questions it also answers with 8): that one is decoded, and each request gets its
+        # own limit's prefix of it.
         units: dict[tuple, _Unit] = {}
-        same: dict[int, int] = {}  # repeated greedy request -> the request whose row decodes it
+        greedy: dict[tuple, list[int]] = defaultdict(list)  # (image, prompt) -> its greedy requests
         for i, r in enumerate(requests):
             if r.greedy:
-                key: tuple = (r.image, r.prompt, r.max_new_tokens)
+                key: tuple = (r.image, r.prompt)
+                greedy[key].append(i)
+                units.setdefault(key, _Unit(r.image, ids[r.prompt], []))
             else:
                 key = (r.image, r.prompt, r.top_k, r.temperature, r.seed, r.max_new_tokens)
-            unit = units.setdefault(key, _Unit(r.image, ids[r.prompt], []))
-            if r.greedy and unit.rows:
-                same[i] = unit.rows[0][0]
-                continue
-            unit.rows += [(i, j) for j in range(1 if r.greedy else r.n)]
+                unit = units.setdefault(key, _Unit(r.image, ids[r.prompt], []))
+                unit.rows += [(i, j) for j in range(r.n)]
+        same: dict[int, list[int]] = {}  # the greedy request decoded -> the others of its (image, prompt)
+        for key, members in greedy.items():
+            lead = max(members, key=lambda i: requests[i].max_new_tokens)  # the first of the longest
+            units[key].rows = [(lead, 0)]
+            same[lead] = [i for i in members if i != lead]
         for batch in self._batches(list(units.values())):
-            for (i, j), comp in self._decode(prepared, batch, requests):
-                out[i][j] = comp
-        for i, first in same.items():
-            out[i][0] = out[first][0]
+            for (i, j), toks, lps in self._decode(prepared, batch, requests):
+                out[i][j] = self._completion(toks, lps)
+                for k in same.get(i, ()):
+                    limit = requests[k].max_new_tokens
+                    out[k][0] = self._completion(toks[:limit], lps[:limit])
         return out  # type: ignore[return-value]
 
     def _batches(self, units: list[_Unit]) -> list[list[_Unit]]:
@@ -322,7 +330,7 @@ class HFBackend:
             ).logits[:, -1]
         for row, toks, lps in zip(rows, tokens.tolist(), logps.tolist(), strict=True):
             n = next((j for j, t in enumerate(toks) if t < 0), len(toks))
-            yield row, self._completion(toks[:n], lps[:n])
+            yield row, toks[:n], lps[:n]  # the tokens it generated and their log-probabilities
 
     def _completion(self, toks: list[int], lps: list[float]) -> Completion:
         """Text up to the first EOS; score exp(mean log-prob) of those tokens (of the EOS if there are none)."""

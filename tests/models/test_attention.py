@@ -176,6 +176,44 @@ def test_prompts_of_different_lengths_in_one_batch_equal_transformers_generate(m
     assert [c.score for c in out[-1]] == pytest.approx([c.score for c in alone], rel=1e-5)
 
 
+def test_greedy_requests_of_one_image_and_prompt_are_decoded_once(model):
+    """Greedy requests that repeat an (image, prompt) with other token limits (the filter's check "How many
+    red circles are there?" with 3 tokens beside the same question answered with 8) are decoded once, with the
+    largest limit, and each answer is its own limit's prefix: equal to `transformers.generate` at that limit."""
+    m, proc = model
+    engine = HFBackend(m, proc, batch_size=64, attention="image")
+    reqs = [
+        Request(0, "answer en what color is the square?", 8),
+        Request(0, "answer en what color is the square?", 2),
+        Request(0, "answer en what color is the square?", 8, seed=5, top_k=3),  # no part of a greedy answer
+        Request(1, "answer en what color is the square?", 3),
+        Request(1, "answer en what color is the square?", 8),
+        Request(2, "dense caption", 4),
+    ]
+    rows = []
+    decode = engine._decode
+
+    def counting(prepared, units, requests):
+        rows.extend(row for u in units for row in u.rows)
+        yield from decode(prepared, units, requests)
+
+    engine._decode = counting
+    out = [c[0] for c in engine.generate(IMAGES, reqs)]
+    assert sorted(rows) == [(0, 0), (4, 0), (5, 0)]  # one row per (image, prompt), the longest limit's
+    ref = []
+    for r in reqs:
+        enc = example_batch(proc, [IMAGES[r.image]], [r.prompt], None, "cpu", "image")
+        gen = m.generate(**enc, max_new_tokens=r.max_new_tokens, do_sample=False)
+        ref.append(
+            proc.tokenizer.decode(gen[0, enc["input_ids"].shape[1] :], skip_special_tokens=True).strip()
+        )
+    assert [c.text for c in out] == ref
+    assert ref[1] != ref[0] and ref[0].startswith(ref[1])  # the 2-token answer really is a shorter prefix
+    assert ref[3] != ref[4] and ref[4].startswith(ref[3])
+    alone = [engine.generate(IMAGES, [r])[0][0] for r in reqs]
+    assert [c.score for c in out] == pytest.approx([c.score for c in alone], rel=1e-5)
+
+
 def _unit(engine, r):
     from jade.models.backends.hf import _Unit
 

@@ -121,29 +121,3 @@ def test_top_1_sampling_is_greedy(backend):
     greedy = backend.generate(IMAGES, [Request(1, "question number", 5)])[0][0].text
     top1 = backend.generate(IMAGES, [Request(1, "question number", 5, n=3, greedy=False, top_k=1, seed=5)])[0]
     assert [c.text for c in top1] == [greedy] * 3
-
-
-def test_a_repeated_greedy_request_is_decoded_once(backend, plain):
-    reqs = [Request(i % 3, p, max_new_tokens=5) for i, p in enumerate(TEXTS[:6])]
-    repeated = reqs + [
-        reqs[1],
-        reqs[4],
-        Request(1, TEXTS[1], 5, seed=9, top_k=7),
-    ]  # seed/top-K: no part of greedy
-    rows = []
-    decode = backend._decode
-
-    def counting(prepared, units, requests):
-        rows.extend(row for u in units for row in u.rows)
-        yield from decode(prepared, units, requests)
-
-    backend._decode = counting
-    try:
-        out = backend.generate(IMAGES, repeated)
-    finally:
-        del backend._decode
-    assert len(rows) == len(reqs)  # one decode row per distinct (image, prompt, limit)
-    ref = plain.generate(IMAGES, repeated)
-    assert [c[0].text for c in out] == [c[0].text for c in ref]
-    assert [c[0].score for c in out] == pytest.approx([c[0].score for c in ref], rel=1e-4)
-    assert out[6][0] == out[1][0] and out[7][0] == out[4][0] and out[8][0] == out[1][0]
