@@ -24,6 +24,7 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 
+from jade.models import presupposition
 from jade.models.attention import rule_of
 from jade.models.tasks import iou
 from jade.models.vqa_normalize import normalize_answer
@@ -87,7 +88,6 @@ def check_rejection(check: str | None, graph: dict | None) -> str | None:
     is yes, "How many red circles are there?" is 1), ``failed`` when it is not (a right rejection),
     ``unverifiable`` when the check question names nothing the world's language knows; None for a pair no
     check rejected."""
-    from jade.models import presupposition
     from jade.sampleworld.language import answer_question
 
     if (parsed := presupposition.parse_record(check)) is None:
