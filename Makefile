@@ -8,7 +8,7 @@ export TOKENIZERS_PARALLELISM := false
 export PIP_CONSTRAINT := $(CURDIR)/constraints.txt
 
 
-.PHONY: help setup generate base pretrain test test-slow test-gpu bench lint format submit paper-table
+.PHONY: help setup browser generate base pretrain test test-slow test-gpu bench lint format submit paper-table
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk -F':.*?## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -33,7 +33,10 @@ base: setup ## pretrain the sample world's tiny base: models/bases/<name> (recip
 paper-table: setup ## the JADE ablation in miniature (data variants x mixing x 3 seeds): $(OUT)/paper_table.md [QUICK=1] [SETTINGS=abc] [STEPS=N]
 	$(PY) -m jade.app.paper_table $(OUT) $(if $(QUICK),--quick) $(if $(SETTINGS),--settings $(SETTINGS)) $(if $(STEPS),--steps $(STEPS))
 
-test: setup ## the test suite CI runs (fast tier, about 4 minutes on 2 CPUs)
+browser: ## headless Chromium for the gallery test (apt-get as root or with sudo; else it says how)
+	@bash tests/install_browser.sh
+
+test: setup browser ## the test suite CI runs (fast tier, about 4 minutes on 2 CPUs)
 	$(PY) -m pytest -q
 
 test-slow: setup ## the slow tier: fault tolerance on Ray, job submission to a local head (about 5 minutes)
@@ -62,9 +65,23 @@ test-vllm: setup setup-vllm ## vLLM against hf on a CPU: greedy answers, top-K d
 bench: setup ## the benchmarks (factory vs per-question loop vs vLLM, per attention rule; ingest; scaling): runs/bench/bench.json [THREADS=n]
 	$(PY) -m bench --out runs/bench $(if $(THREADS),--threads $(THREADS))
 
-submit: setup ## the run as a Ray job: DATA=cc3m ADDRESS=http://HEAD:8265 OUT=/shared/runs/cc3m [SET="k=v ..."]
+# A cluster for `make submit` (docs/cluster.md): each node started with the project's environment first on the
+# PATH that Ray hands to its jobs, so the job's `python` is this venv's, whatever PATH the shell had.
+.PHONY: ray-head ray-worker
+ray-head: setup ## start this machine as a Ray head for make submit [RAY_ARGS="--port=6379 ..."]
+	PATH="$(CURDIR)/.venv/bin:$$PATH" .venv/bin/ray start --head --dashboard-host=0.0.0.0 $(RAY_ARGS)
+
+ray-worker: setup ## join this machine to a Ray head: HEAD=host:6379 [RAY_ARGS=...]
+	@test -n "$(HEAD)" || { echo "make ray-worker: give HEAD=host:6379 (the head's address)"; exit 2; }
+	PATH="$(CURDIR)/.venv/bin:$$PATH" .venv/bin/ray start --address=$(HEAD) $(RAY_ARGS)
+
+.PHONY: bench-scale
+bench-scale: setup ## the CC3M-shaped scaling benchmark (33 and 332 shards, tiny models): runs/bench/scale.json
+	$(PY) -m bench.scale --out runs/bench
+
+submit: setup ## the run as a Ray job: DATA=cc3m ADDRESS=http://HEAD:8265 OUT=/shared/runs/cc3m [SET="k=v ..."] [WAIT=1]
 	@test -n "$(ADDRESS)" || { echo "make submit: give ADDRESS=http://HEAD:8265 (the head's dashboard)"; exit 2; }
-	$(PY) -m jade.app.submit $(DATA) --address $(ADDRESS) --out $(OUT) $(foreach s,$(SET),--set $(s))
+	$(PY) -m jade.app.submit $(DATA) --address $(ADDRESS) --out $(OUT) $(foreach s,$(SET),--set $(s)) $(if $(WAIT),--wait)
 
 lint: setup ## ruff check + format check, mypy on pipeline/ and stages/
 	.venv/bin/ruff check . && .venv/bin/ruff format --check . && .venv/bin/mypy

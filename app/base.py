@@ -22,11 +22,13 @@ from pathlib import Path
 
 import yaml
 
+from jade.app.manifest import BASES_DIR, MANIFEST_DIR
 from jade.models import factory
 from jade.models.pretrain.config import PretrainConfig, WorldSpec
 from jade.models.pretrain.loop import PretrainJob, load_checkpoint, pretrain_loop
-from jade.pipeline.config import BASES_DIR, MANIFEST_DIR, TrainResources, apply_overrides
+from jade.pipeline.config import apply_overrides
 from jade.pipeline.executor import Executor
+from jade.pipeline.resources import TrainResources
 from jade.pipeline.rundir import atomic_dir, atomic_write_json, read_json
 from jade.typed import ConfigError, build
 

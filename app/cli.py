@@ -5,18 +5,25 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import sys
+import threading
 from pathlib import Path
 
 from jade.formats.errors import FormatError
-from jade.pipeline.config import ManifestError
 from jade.pipeline.logs import console_logging
-from jade.pipeline.rundir import RunDir, RunLockedError, read_json
+from jade.pipeline.progress import Interrupted, stop_reason
+from jade.pipeline.rundir import RunDir, RunDirError, RunLockedError, read_json
+from jade.typed import ConfigError as ManifestError
 
 # Exit codes of `jade run` (docs/runs.md): 0 done (shards with no usable image are named on stderr), 1 shards
 # failed (run again to retry them), 2 invalid manifest or input, 3 the run directory is held by another run,
-# 4 done but no image at all was usable (the dataset is empty).
+# 4 done but no image at all was usable (the dataset is empty), 128 + N stopped by signal N (130: Ctrl-C).
 EXIT_FAILED_SHARDS, EXIT_INVALID, EXIT_LOCKED, EXIT_EMPTY = 1, 2, 3, 4
+
+
+def _on_sigterm(signum, frame) -> None:
+    raise Interrupted("SIGTERM")
 
 
 def _setup_env(verbose: bool = False) -> None:
@@ -44,14 +51,24 @@ def cmd_run(args: argparse.Namespace) -> int:
     except FormatError as e:  # a malformed annotation file: the message names the file and position
         print(f"jade: unreadable input: {e}", file=sys.stderr)
         return EXIT_INVALID
+    except RunDirError as e:
+        print(f"jade: {e}", file=sys.stderr)
+        return EXIT_INVALID
     except RunLockedError as e:
         print(f"jade: {e}", file=sys.stderr)
         return EXIT_LOCKED
+    except (Interrupted, KeyboardInterrupt) as e:
+        print(
+            f"jade: stopped ({stop_reason(e)}); what was committed is kept: run the same command again to "
+            "go on from there",
+            file=sys.stderr,
+        )
+        return 128 + (signal.SIGTERM if isinstance(e, Interrupted) else signal.SIGINT)
     finally:
         executor.shutdown()
     stats = summaries.get("publish", {}).get("stats")
     if stats:
-        from jade.stages.publish import COUNTS
+        from jade.reports.stats import COUNTS
 
         print(json.dumps({k: stats[k] for k in (*COUNTS, "keep_rate")}, indent=2))
     failed = {shard: f for s in summaries.values() for shard, f in (s.get("failed_shards") or {}).items()}
@@ -114,7 +131,8 @@ def cmd_gallery(args: argparse.Namespace) -> int:
 def cmd_refilter(args: argparse.Namespace) -> int:
     from jade.app.refilter import RefilterError, refilter
 
-    before = read_json(RunDir(args.dir).stats_json) or {}
+    stats_json = RunDir(args.dir).root / "stats.json"
+    before = read_json(stats_json) or {}
     try:
         refilter(args.dir, args.set)
     except (ManifestError, RefilterError) as e:
@@ -123,7 +141,7 @@ def cmd_refilter(args: argparse.Namespace) -> int:
     except RunLockedError as e:
         print(f"jade refilter: {e}", file=sys.stderr)
         return EXIT_LOCKED
-    after = read_json(RunDir(args.dir).stats_json) or {}
+    after = read_json(stats_json) or {}
     keys = ("qa_kept", "qa_rejected", "keep_rate", "rejected_by_reason")
     print(
         json.dumps(
@@ -141,8 +159,9 @@ def cmd_refilter(args: argparse.Namespace) -> int:
 def cmd_pretrain(args: argparse.Namespace) -> int:
     from jade.app.pretrain import run_pretrain
     from jade.models.pretrain.config import PretrainConfig
-    from jade.pipeline.config import TrainResources, apply_overrides
+    from jade.pipeline.config import apply_overrides
     from jade.pipeline.executor import LocalExecutor, RayExecutor
+    from jade.pipeline.resources import TrainResources
 
     # The run's own `pretrain:` settings (its manifest, in run.json), then --set (pretrain.KEY or KEY)
     raw = ((read_json(RunDir(args.dir).run_json) or {}).get("manifest") or {}).get("pretrain") or {}
@@ -256,7 +275,13 @@ def main(argv: list[str] | None = None) -> int:
     if not Path(getattr(args, "dir", ".")).exists():
         print(f"jade: no such directory: {args.dir}", file=sys.stderr)
         return 2
-    return args.fn(args)
+    if threading.current_thread() is not threading.main_thread():
+        return args.fn(args)
+    before = signal.signal(signal.SIGTERM, _on_sigterm)  # stop like Ctrl-C: each stage says where it stopped
+    try:
+        return args.fn(args)
+    finally:
+        signal.signal(signal.SIGTERM, before)
 
 
 if __name__ == "__main__":

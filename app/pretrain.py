@@ -18,7 +18,7 @@ from jade.models.pretrain.config import PretrainConfig
 from jade.models.pretrain.data import load_split
 from jade.models.pretrain.evaluate import evaluate
 from jade.models.pretrain.loop import CKPT, PretrainJob, load_checkpoint, pretrain_loop
-from jade.pipeline.config import TrainResources
+from jade.pipeline.resources import TrainResources
 from jade.pipeline.rundir import atomic_write_json
 
 log = logging.getLogger("jade")

@@ -1,9 +1,9 @@
 """`jade refilter DIR --set filter.KEY=VALUE ...`: re-apply a changed filter rule to a finished run.
 
-The run's own resolved manifest (run.json) plus the new `filter.*` settings give new fingerprints; the filter
-stage then re-applies the rule to the stored answers of both models (`_work/filter/answers/`) and publish
-rewrites dataset/, rejected/, stats.json and the card. Neither model is loaded: a shard whose filter answers
-are missing fails with an error saying so, never a reason to run the model. Because the same runner records
+The run's own resolved manifest (run.json) plus the new `filter.*` settings give new fingerprints; it runs the
+stages `filter` (the rule, over the stored answers of both models: the `answer` stage's) and `publish`, which
+rewrites dataset/, rejected/, stats.json and the card. Neither model is loaded: the `answer` stage is not
+run, and a run whose answers are not all stored is refused, saying so. Because the same runner records
 the new fingerprints in run.json and _state/, `jade status` shows the run done, and a later `jade run` with
 the same settings skips everything.
 """
@@ -12,12 +12,16 @@ from __future__ import annotations
 
 import copy
 
-from jade.app.runner import STAGES, describe_run, stage_fingerprints
+from jade.app.manifest import Manifest, ManifestError
+from jade.app.runner import build_stages, describe_run, stage_fingerprints
 from jade.formats.samples import ShardRef
 from jade.pipeline import runner
-from jade.pipeline.config import Manifest, ManifestError, apply_overrides
+from jade.pipeline.config import apply_overrides
 from jade.pipeline.executor import LocalExecutor
 from jade.pipeline.rundir import RunDir, RunLock, atomic_write_json, read_json
+from jade.stages.answers import Answers
+from jade.stages.filter import Filter
+from jade.stages.publish import Publish
 from jade.typed import build
 
 RULE_KEYS = ("normalization", "match", "min_score", "presupposition")
@@ -45,8 +49,15 @@ def refilter(run_dir: str, sets: list[str]) -> dict:
             f"{run_dir}: run.json was written by another version of the stages; `jade run` it"
         )
     found = [ShardRef(**s) for s in meta.get("shards", [])]
-    if not runner.plan(STAGES, old, run, found).shard_fps["generate"].keys() >= {s.shard_id for s in found}:
-        raise RefilterError(f"{run_dir}: generate has not finished; finish the run with `jade run` first")
+    fps = runner.plan(build_stages(old), run, found).shard_fps[Answers.name]
+    unanswered = [
+        s.shard_id for s in found if not run.done(Answers.name, fps.get(s.shard_id, ""), s.shard_id)
+    ]
+    if unanswered:
+        raise RefilterError(
+            f"{run_dir}: the filter model has not answered shard(s) {', '.join(unanswered)}; finish the run "
+            "with `jade run` first"
+        )
     new = build(Manifest, apply_overrides(copy.deepcopy(meta["manifest"]), sets), "")
     overrides = [o for o in meta.get("overrides", []) if o.split("=", 1)[0] not in keys] + list(sets)
     with RunLock(run):
@@ -55,9 +66,9 @@ def refilter(run_dir: str, sets: list[str]) -> dict:
             describe_run(new, stage_fingerprints(new), meta.get("manifest_source", ""), overrides, found),
         )
         summaries = runner.execute(
-            STAGES, new, run, found, LocalExecutor(), ["filter", "publish"], allow_models=False
+            build_stages(new), run, found, LocalExecutor(), [Filter.name, Publish.name]
         )
-    failed = summaries["filter"].get("failed_shards")
+    failed = summaries[Filter.name].get("failed_shards")
     if failed:
         raise RefilterError(
             f"{run_dir}: " + "; ".join(f"{s}: {f['error']}" for s, f in sorted(failed.items()))

@@ -1,13 +1,17 @@
-"""The factory as an application: its stages in data-flow order, and `run_manifest`, which `jade run` and
-`make generate` call: load and check the manifest (every path and glob before any work), write the sample
-world when the manifest has one, lock the run directory, record the run (run.json) and execute the stages."""
+"""The factory as an application: its stages in data-flow order, assembled from a manifest (`build_stages`:
+each stage gets its settings, its resources and the outputs of the stages it reads), and `run_manifest`, which
+`jade run` and `make generate` call: load and check the manifest (every path and glob before any work), write
+the sample world when the manifest has one, lock the run directory, record the run (run.json) and execute the
+stages."""
 
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import os
 import platform
+import socket
 import subprocess
 import sys
 from importlib import metadata
@@ -15,50 +19,139 @@ from pathlib import Path
 
 import fsspec
 
+from jade.app.manifest import ROLES, Manifest, ManifestError, load_manifest
 from jade.formats import shards
 from jade.formats.samples import ShardRef
+from jade.models.tasks import QUESTION_TYPES
 from jade.pipeline import runner
-from jade.pipeline.config import Manifest, ManifestError, load_manifest
 from jade.pipeline.executor import Executor, RayExecutor
 from jade.pipeline.logs import run_log
+from jade.pipeline.resources import StageResources
 from jade.pipeline.rundir import RunDir, RunLock, atomic_write_json, fingerprint, read_json
-from jade.stages.dedupe import Dedupe
-from jade.stages.examples import Examples
+from jade.pipeline.stage import Stage
+from jade.reports.card import CardInfo
+from jade.sampleworld import WORLD_FOLDER
+from jade.stages.answers import Answers, AnswerSettings
+from jade.stages.dedupe import Dedupe, DedupeSettings
+from jade.stages.examples import Examples, ExamplesSettings
 from jade.stages.filter import Filter
-from jade.stages.finetune import Finetune
-from jade.stages.generate import Generate
-from jade.stages.ingest import Ingest
-from jade.stages.publish import Publish
+from jade.stages.finetune import Finetune, FinetuneSettings
+from jade.stages.generate import Generate, GenerateSettings
+from jade.stages.ingest import Ingest, IngestSettings
+from jade.stages.publish import Publish, PublishSettings
+
+__all__ = [
+    "STAGE_NAMES",
+    "build_stages",
+    "card_info",
+    "check_paths",
+    "describe_run",
+    "ensure_world",
+    "execute",
+    "manifest_env",
+    "run_manifest",
+    "stage_fingerprints",
+]
 
 log = logging.getLogger("jade")
-STAGES = [
-    Examples(),
-    Finetune("generator"),
-    Finetune("filter"),
-    Ingest(),
-    Dedupe(),
-    Generate(),
-    Filter(),
-    Publish(),
-]
-STAGE_NAMES = [st.name for st in STAGES]
+
+
+def build_stages(m: Manifest) -> list[Stage]:
+    """The factory's stages for manifest ``m``, in data-flow order, each handed what it reads."""
+    res, threads, trust = m.resources, m.resources.threads, m.models.trust_remote_code
+    sources = {k: dataclasses.asdict(v) for k in ("vg", "gqa", "vqa") if (v := getattr(m.sources, k))}
+    roles = {r: {"tasks": getattr(m.models, r).tasks, "data": getattr(m.models, r).data} for r in ROLES}
+    world = m.world()
+    examples = Examples(
+        ExamplesSettings(sources, roles, dataclasses.asdict(world) if world else None), res.ingest
+    )
+    finetune = {
+        r: Finetune(
+            r,
+            FinetuneSettings(getattr(m.models, r), m.models.family, m.seed),
+            Examples.output(r),
+            res.train,
+            threads,
+            trust,
+        )
+        for r in ROLES
+    }
+    generator, filter_model = (Finetune.checkpoint(r) for r in ROLES)
+    g = m.generate
+    return [
+        examples,
+        *finetune.values(),
+        Ingest(IngestSettings(m.ingest.min_image_size), res.ingest),
+        Dedupe(
+            DedupeSettings(m.ingest.dedupe),
+            Ingest.SAMPLES,
+            StageResources(actors=1, num_cpus=res.ingest.num_cpus),
+        ),
+        Generate(
+            GenerateSettings(g, m.seed),
+            Dedupe.SAMPLES,
+            generator,
+            res.generate,
+            res.generate.decode_rows,
+            trust,
+        ),
+        Answers(
+            AnswerSettings(g.backend, g.max_new_tokens.answer),
+            Generate.OUTPUT,
+            filter_model,
+            res.filter,
+            res.filter.decode_rows,
+            trust,
+        ),
+        Filter(m.filter, Generate.OUTPUT, Answers.OUTPUT, res.ingest),
+        Publish(
+            PublishSettings(m.publish.embed_images, m.publish.rows_per_file, m.seed),
+            samples=Dedupe.SAMPLES,
+            kept=Filter.KEPT,
+            rejected=Filter.REJECTED,
+            models={r: Finetune.checkpoint(r) for r in ROLES},
+            resources=res.ingest,
+            card=card_info(m),
+        ),
+    ]
+
+
+def card_info(m: Manifest) -> CardInfo:
+    """What the dataset card says of the run."""
+    g, f = m.generate, m.filter
+    questions = {t: g.questions[t] for t in QUESTION_TYPES if t in g.questions}
+    return CardInfo(
+        name=m.name,
+        models={r: getattr(m.models, r).base or f"from scratch ({m.models.family})" for r in ROLES},
+        settings=[
+            f"seed {m.seed}; backend `{g.backend}`; top-K {g.top_k}, temperature {g.temperature}",
+            f"dense-caption samples per image: {g.captions} (near-duplicate boxes above IoU {g.box_dedup_iou} "
+            "removed)",
+            f"question samples per image by type: {json.dumps(questions)}",
+            f"filter: normalization `{f.normalization}`, match `{f.match}`, min score {f.min_score}",
+        ],
+    )
 
 
 def stage_fingerprints(m: Manifest) -> dict[str, str]:
-    return runner.stage_fingerprints(STAGES, m)
+    return runner.stage_fingerprints(build_stages(m))
+
+
+STAGE_NAMES = [st.name for st in build_stages(Manifest())]
 
 
 def manifest_env(run: RunDir) -> dict[str, str]:
     """The environment a manifest's ${VAR}s read: the process's, plus ${SAMPLE_WORLD} (the run's world)
     unless set (``load_manifest`` adds ${JADE_BASES})."""
     env = dict(os.environ)
-    env.setdefault("SAMPLE_WORLD", str(run.world))
+    env.setdefault("SAMPLE_WORLD", str(run.root / WORLD_FOLDER))
     return env
 
 
 def check_paths(m: Manifest, later: str | None = None) -> list[ShardRef]:
     """Every file and folder the manifest names exists (an error names the key and the path); returns the
     image shards. Paths under ``later`` (the sample world, not written yet) are left for a second call."""
+    m.check_sources()
 
     def need(path: str | None, key: str) -> None:
         if not path:
@@ -69,10 +162,6 @@ def check_paths(m: Manifest, later: str | None = None) -> list[ShardRef]:
         if not fs.exists(p):
             raise ManifestError(f"{key}: no such file or folder: {path}")
 
-    for role in ("generator", "filter"):
-        for src in getattr(m.models, role).data:
-            if getattr(m.sources, src) is None:
-                raise ManifestError(f"models.{role}.data names {src!r} but sources.{src} is missing")
     if m.sources.vg:
         need(m.sources.vg.image_data, "sources.vg.image_data")
         need(m.sources.vg.regions, "sources.vg.regions")
@@ -87,7 +176,7 @@ def check_paths(m: Manifest, later: str | None = None) -> list[ShardRef]:
     if m.sources.vqa:
         for k in ("questions", "annotations", "images"):
             need(getattr(m.sources.vqa, k), f"sources.vqa.{k}")
-    for role in ("generator", "filter"):
+    for role in ROLES:
         base = getattr(m.models, role).base
         if base and (base.startswith((".", "/", "~")) or os.path.sep in base and Path(base).exists()):
             need(base, f"models.{role}.base")
@@ -106,16 +195,14 @@ def check_paths(m: Manifest, later: str | None = None) -> list[ShardRef]:
 
 
 def ensure_world(m: Manifest, run: RunDir) -> None:
-    from jade.sampleworld import WorldConfig, write_world
+    from jade.sampleworld import write_world
 
-    sw = dataclasses.asdict(m.sample_world)
-    sw["seed"] = m.seed if sw["seed"] is None else sw["seed"]
-    cfg = WorldConfig(**sw)
-    meta = read_json(run.world / "world.json") or {}
+    cfg, folder = m.world(), run.root / WORLD_FOLDER
+    meta = read_json(folder / "world.json") or {}
     if meta.get("config") == dataclasses.asdict(cfg):
         return
-    log.info("sample world: writing %s", run.world)
-    write_world(run.world, cfg)
+    log.info("sample world: writing %s", folder)
+    write_world(folder, cfg)
 
 
 def run_manifest(
@@ -134,9 +221,10 @@ def run_manifest(
     except ValueError as e:
         raise ManifestError(f"--out: {e}") from None
     m = load_manifest(manifest, overrides, manifest_env(run))
-    check_paths(m, later=str(run.world) if m.sample_world is not None else None)
+    check_paths(m, later=str(run.root / WORLD_FOLDER) if m.sample_world is not None else None)
     with RunLock(run):
         handler = run_log(run.root / "_logs" / "run.log")  # everything, Ray's messages included
+        log.info("jade run: started in %s (host %s, pid %d)", run.root, socket.gethostname(), os.getpid())
         try:
             if m.sample_world is not None:
                 ensure_world(m, run)
@@ -158,8 +246,10 @@ def execute(
 ) -> dict:
     """Record the run (run.json) and run its stages in order, skipping what is done."""
     run.root.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(run.run_json, describe_run(m, stage_fingerprints(m), source, overrides, found))
-    return runner.execute(STAGES, m, run, found, executor or RayExecutor(), only)
+    stages = build_stages(m)
+    fps = runner.stage_fingerprints(stages)
+    atomic_write_json(run.run_json, describe_run(m, fps, source, overrides, found))
+    return runner.execute(stages, run, found, executor or RayExecutor(), only, m.resources.threads)
 
 
 def describe_run(m: Manifest, fps: dict, manifest: str, overrides: list[str], found: list[ShardRef]) -> dict:

@@ -8,12 +8,14 @@ from __future__ import annotations
 import copy
 import time
 
-from jade.app.runner import STAGES
+from jade.app.manifest import Manifest
+from jade.app.runner import build_stages
 from jade.formats.samples import ShardRef
-from jade.pipeline.config import Manifest
 from jade.pipeline.progress import fmt_eta, stage_progress
 from jade.pipeline.rundir import RunDir, read_json
-from jade.pipeline.runner import is_shard_stage, plan
+from jade.pipeline.runner import plan
+from jade.pipeline.stage import ShardStage
+from jade.stages.publish import Publish
 from jade.typed import build
 
 
@@ -33,7 +35,8 @@ def status_lines(run_dir: str, shards: bool = False) -> list[str]:
         raise FileNotFoundError(f"{run_dir} is not a run directory (no run.json)")
     m = build(Manifest, copy.deepcopy(meta["manifest"]), "")
     found = [ShardRef(**s) for s in meta.get("shards", [])]
-    ctx = plan(STAGES, m, run, found)
+    stages = build_stages(m)
+    ctx = plan(stages, run, found)
     holder = read_json(run.root / ".lock")
     since = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(holder.get("since", 0))) if holder else ""
     lines = [
@@ -44,9 +47,9 @@ def status_lines(run_dir: str, shards: bool = False) -> list[str]:
             else "not running"
         )
     ]
-    for st in STAGES:
+    for st in stages:
         fp = ctx.fp(st.name)
-        if not is_shard_stage(st):
+        if not isinstance(st, ShardStage):
             lines.append(f"{st.name:20s} {'done' if run.done(st.name, fp) else 'pending'}")
             continue
         fps = ctx.shard_fps[st.name]
@@ -60,7 +63,7 @@ def status_lines(run_dir: str, shards: bool = False) -> list[str]:
             line += f", {prog['images_per_s']:.1f} images/s, {fmt_eta(prog['eta_s'])}"
         if failed:
             line += ", failed: " + ", ".join(sorted(failed))
-        empty = sorted(s for s, r in recs.items() if st.name == "publish" and r.get("images") == 0)
+        empty = sorted(s for s, r in recs.items() if st.name == Publish.name and r.get("images") == 0)
         if empty:
             line += ", no usable image in: " + ", ".join(empty)
         lines.append(line)

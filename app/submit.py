@@ -8,6 +8,11 @@ and you can reach (a shared mount); a relative OUT is made absolute against the 
 
 With `RAY_AUTH_MODE=token`, the client sends the token from `RAY_AUTH_TOKEN`, `RAY_AUTH_TOKEN_PATH` or
 `~/.ray/auth_token` (Ray's own lookup order).
+
+After submitting, it waits until the job has started the run (its log shows `STARTED`, which `jade run` prints
+once its code and the manifest are loaded and the run directory is locked), or, with `--wait`, until the job
+ends. A job that fails before that (a node without the project's environment, an invalid manifest, OUT not
+writable) makes it print the job's last log lines and exit 1.
 """
 
 from __future__ import annotations
@@ -20,12 +25,14 @@ import sys
 import time
 from pathlib import Path
 
-from jade.pipeline.config import ManifestError, resolve_manifest_path
+from jade.app.manifest import ManifestError, resolve_manifest_path
 
 ROOT = Path(__file__).resolve().parent.parent
 EXCLUDES = [".venv", "runs", ".git", "**/__pycache__", "*.egg-info", ".pytest_cache", ".ruff_cache", "build"]
 PASS_ENV = ("HF_HUB_OFFLINE", "TOKENIZERS_PARALLELISM", "HF_HOME", "JADE_FAULT")
 TERMINAL = ("SUCCEEDED", "FAILED", "STOPPED")
+STARTED = "jade run: started"  # what `jade run` logs once it holds the run directory (app.runner)
+LOG_LINES = 30  # of a failed job, shown
 
 
 def entrypoint_argv(data: str, out: str, sets: list[str] | None = None) -> list[str]:
@@ -63,17 +70,27 @@ def submit(
     )
 
 
-def wait(address: str, job_id: str, timeout: float = 3600.0, poll: float = 2.0) -> str:
-    """Wait for the job to end; returns its final status (SUCCEEDED, FAILED or STOPPED)."""
+def wait(
+    address: str, job_id: str, until_started: bool = False, timeout: float = 3600.0, poll: float = 2.0
+) -> tuple[str, str]:
+    """Wait for the job to end, or (``until_started``) only until its log shows that the run started: returns
+    (its status then, its log)."""
     from ray.job_submission import JobSubmissionClient
 
     client = JobSubmissionClient(address)
     deadline = time.time() + timeout
-    while (status := str(client.get_job_status(job_id)).split(".")[-1]) not in TERMINAL:
+    while True:
+        status = str(client.get_job_status(job_id)).split(".")[-1]
+        logs = client.get_job_logs(job_id) if status in TERMINAL or until_started else ""
+        if status in TERMINAL or (until_started and STARTED in logs):
+            return status, logs
         if time.time() > deadline:
             raise TimeoutError(f"job {job_id} still {status} after {timeout:.0f}s")
         time.sleep(poll)
-    return status
+
+
+def tail(logs: str, n: int = LOG_LINES) -> str:
+    return "\n".join(logs.rstrip().splitlines()[-n:])
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -87,7 +104,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", help="run directory on shared storage (default runs/<manifest name>)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a manifest key")
     p.add_argument("--job-id", help="submission id (default: chosen by Ray)")
-    p.add_argument("--wait", action="store_true", help="wait for the job and exit with its status")
+    p.add_argument("--wait", action="store_true", help="wait for the job to end and exit with its status")
+    p.add_argument(
+        "--timeout", type=float, default=3600.0, help="seconds to wait for the run to start (or, --wait, end)"
+    )
     args = p.parse_args(argv)
     if not args.address:
         p.error("give --address http://HEAD:8265 (or set RAY_ADDRESS)")
@@ -106,10 +126,11 @@ def main(argv: list[str] | None = None) -> int:
         f"  stop it:         ray job stop --address {addr} {job_id}\n"
         f"  its progress:    jade status {shlex.quote(out)}   (where OUT is mounted)"
     )
-    if args.wait:
-        status = wait(args.address, job_id)
-        print(f"job {job_id}: {status}")
-        return 0 if status == "SUCCEEDED" else 1
+    status, logs = wait(args.address, job_id, until_started=not args.wait, timeout=args.timeout)
+    if status in ("FAILED", "STOPPED") or (args.wait and status != "SUCCEEDED"):
+        print(f"job {job_id}: {status}; its last log lines:\n{tail(logs)}", file=sys.stderr)
+        return 1
+    print(f"job {job_id}: {status}" + ("" if args.wait else " (the run has started)"))
     return 0
 
 

@@ -30,18 +30,19 @@ from pathlib import Path
 import torch
 
 from bench.generate import Factory, Naive, bench_manifest, factory_outputs, run_naive
-from jade.models.backends.hf import HFBackend, _Unit
+from jade.models.backends.hf import HFBackend, Unit
 from jade.pipeline.rundir import RunDir
+from jade.stages.finetune import Finetune
 
 
 class PerLength(HFBackend):
     """The engine with the batching it had before issue 14: one batch per prompt length."""
 
-    def _batches(self, units: list[_Unit]) -> list[list[_Unit]]:
-        by_len: dict[int, list[_Unit]] = defaultdict(list)
+    def _batches(self, units: list[Unit]) -> list[list[Unit]]:
+        by_len: dict[int, list[Unit]] = defaultdict(list)
         for u in units:
             by_len[len(u.ids)].append(u)
-        batches: list[list[_Unit]] = []
+        batches: list[list[Unit]] = []
         for _, group in sorted(by_len.items()):
             batches += super()._batches(group)
         return batches
@@ -70,14 +71,14 @@ def main(argv: list[str] | None = None) -> int:
             if cls is not None:
                 b = cls(b.model, b.processor, batch_size=n, attention=b.attention)
             b.batch_size = n
-            if name == "filter":
-                w._backend = b
-            else:
-                w.backend = b
+            w.backend = b
 
     fac()
     ref = factory_outputs(root)
-    gen, fil = Naive(RunDir(root).checkpoint("generator")), Naive(RunDir(root).checkpoint("filter"))
+    gen, fil = (
+        Naive(RunDir(root).path(Finetune.checkpoint("generator"))),
+        Naive(RunDir(root).path(Finetune.checkpoint("filter"))),
+    )
     configs = {
         "per prompt length, 32 rows (before issue 14)": (PerLength, 32),
         "mixed lengths, 32 rows": (None, 32),

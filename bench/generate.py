@@ -3,9 +3,9 @@ and vLLM beside them, on the same checkpoints and images, under each attention r
 
 Three paths run side by side in this one process:
 
-- factory: the generate and filter stages' own shard workers (`stages.generate.Generate().worker(...)`,
-  `stages.filter.Filter().worker(...)`) with the hf engine, exactly as a run uses them (their tables written
-  with `pipeline.shardmap.commit`);
+- factory: the shard workers of the two model stages, generate (the generator) and answer (the filter
+  model), built by `app.runner.build_stages` from the sample manifest, with the hf engine, exactly as a run
+  uses them (their tables written with `pipeline.shardmap.commit`);
 - naive: for each image, one `model.generate` call per sampled prompt (the caption prompt and one per
   question type, ``num_return_sequences=n``), then one greedy call per question with the generator and one
   with the filter model, and one per presupposition check the filter stage asks (`models.presupposition`),
@@ -52,20 +52,23 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import torch
 
-from jade.app.runner import manifest_env, run_manifest
+from jade.app.manifest import load_manifest
+from jade.app.runner import build_stages, manifest_env, run_manifest
 from jade.formats.run_tables import load_images
 from jade.formats.samples import ShardRef
 from jade.models import attention, factory, presupposition, tasks
-from jade.models.backends.hf import _vision_tower
+from jade.models.backends.hf import vision_tower
 from jade.models.specs import Architecture
 from jade.models.train import example_batch
-from jade.pipeline.config import load_manifest
 from jade.pipeline.executor import LocalExecutor
 from jade.pipeline.rundir import RunDir, fingerprint
 from jade.pipeline.shardmap import commit
 from jade.pipeline.stage import Runtime
-from jade.stages.filter import CHECK_TOKENS, Filter
-from jade.stages.generate import Generate, usable_keys
+from jade.sampleworld import WORLD_FOLDER
+from jade.stages.answers import CHECK_TOKENS, Answers
+from jade.stages.dedupe import Dedupe
+from jade.stages.finetune import Finetune
+from jade.stages.generate import Generate
 
 log = logging.getLogger("jade")
 RULES = attention.RULES
@@ -118,7 +121,7 @@ def rule_run(base: Path, dest: Path, models: Path) -> Path:
         base, dest, ignore=shutil.ignore_patterns("checkpoints", "_lock*", "*.lock"), symlinks=True
     )
     for role in ("generator", "filter"):
-        ckpt = RunDir(dest).checkpoint(role)
+        ckpt = RunDir(dest).path(Finetune.checkpoint(role))
         ckpt.parent.mkdir(parents=True, exist_ok=True)
         ckpt.symlink_to((models / role).resolve(), target_is_directory=True)
     return dest
@@ -128,13 +131,18 @@ def shards_of(root: Path) -> list[ShardRef]:
     return [ShardRef(**s) for s in json.loads(RunDir(root).run_json.read_text())["shards"]]
 
 
+def usable_keys(root: Path, shard_id: str) -> list[str]:
+    return RunDir(root).read_table(Dedupe.SAMPLES, shard_id, columns=["key"]).column(0).to_pylist()
+
+
 def usable(root: Path) -> list[str]:
-    return [k for s in shards_of(root) for k in usable_keys(RunDir(root), s.shard_id)]
+    return [k for s in shards_of(root) for k in usable_keys(root, s.shard_id)]
 
 
-def bench_manifest(root: Path):
+def bench_manifest(root: Path, backend: str = "hf"):
     """The sample manifest as a run of `root` reads it (its generate, filter and resources settings)."""
-    return load_manifest("sample", world_overrides(0), manifest_env(RunDir(root)))
+    sets = [*world_overrides(0), f"generate.backend={backend}"]
+    return load_manifest("sample", sets, manifest_env(RunDir(root)))
 
 
 # ------------------------------------------------------------------------------------------------- models
@@ -213,45 +221,34 @@ def given_models(out: Path, models: Path) -> dict[str, Path]:
 
 # ------------------------------------------------------------------------------------------------ factory
 class Factory:
-    """The generate and filter stages' shard workers on one run directory, built once (models loaded)."""
+    """The two model stages' shard workers on one run directory, built once (models loaded): ``generate`` (the
+    generator) and ``filter`` (the filter model: the answer stage)."""
+
+    STAGES = {"generate": Generate, "filter": Answers}
 
     def __init__(
         self, root: Path, threads: int, backend: str = "hf", stages: tuple[str, ...] = ("generate", "filter")
     ):
-        self.root, self.run, m = root, RunDir(root), bench_manifest(root)
-        gen, fil = Generate(), Filter()
-        gs, fs = gen.settings(m), fil.settings(m)
-        if backend != "hf":
-            gs = dataclasses.replace(gs, generate=dataclasses.replace(gs.generate, backend=backend))
-            fs = dataclasses.replace(fs, backend=backend)
-        self.settings = {"generate": gs, "filter": fs}
+        self.root, self.run = root, RunDir(root)
+        built = {type(st): st for st in build_stages(bench_manifest(root, backend))}
+        order = tuple(s.shard_id for s in shards_of(root))
         self.stages = {}
-        for st, res in ((gen, m.resources.generate), (fil, m.resources.filter)):
-            if st.name in stages:
-                rt = Runtime(
-                    batch_size=res.batch_size,
-                    decode_rows=res.decode_rows,
-                    threads=threads,
-                    run_fingerprints=(("finetune_filter", "bench"),),
-                    shard_order=tuple(s.shard_id for s in shards_of(root)),
-                )
-                worker = st.worker(self.run, self.settings[st.name], rt)
-                worker.backend  # noqa: B018 - load the model before any clock starts (the filter loads lazily)
-                self.stages[st.name] = (st, worker)
+        for name in stages:
+            st = built[self.STAGES[name]]
+            rt = Runtime(batch_size=st.resources.batch_size, threads=threads, shard_order=order)
+            self.stages[name] = (st, st.worker(self.run, rt))  # the model loads here, before any clock
 
     def backend(self, stage: str):
         return self.stages[stage][1].backend
 
     def clear(self) -> None:
-        """Nothing to skip on: no outputs, no records, no stored filter answers."""
-        for p in (
-            self.run.work("generate"),
-            self.run.work("filter"),
-            self.run.rejected,
-            self.run.state / "generate",
-            self.run.state / "filter",
-        ):
-            shutil.rmtree(p, ignore_errors=True)
+        """Nothing to skip on: no outputs and no records of the model stages."""
+        for st, _ in self.stages.values():
+            for shard in shards_of(self.root):
+                for g in st.owns(shard.shard_id):
+                    for p in self.run.root.glob(g):
+                        p.unlink()
+            shutil.rmtree(self.run.state / st.name, ignore_errors=True)
 
     def __call__(self) -> dict:
         """One pass of every stage over every shard; seconds and the engines' counters, per stage."""
@@ -295,7 +292,7 @@ def factory_outputs(root: Path) -> dict:
     """(key, question) -> (generator answer, filter answer, ((check question, filter answer), ...)) for every
     question the generator answered (the checks: what the question presupposes, `models.presupposition`)."""
     out = {}
-    for f in sorted((RunDir(root).work("filter") / "answers").glob("*.parquet")):
+    for f in sorted(Path(root).glob(Answers.OUTPUT.glob())):
         for p in pq.read_table(f).to_pylist():
             if p["status"] == "ok":
                 checks = tuple((c["question"], c["answer"]) for c in p.get("checks") or [])
@@ -313,7 +310,7 @@ class Naive:
         self.tok = self.proc.tokenizer
         self.eos = {self.tok.eos_token_id, self.tok.pad_token_id}
         self.vision_rows = self.prefill_tokens = self.image_prefills = self.decoded_tokens = 0
-        _vision_tower(self.model).register_forward_hook(self._count)
+        vision_tower(self.model).register_forward_hook(self._count)
 
     def _count(self, module, args, output):
         self.vision_rows += args[0].shape[0]
@@ -355,7 +352,7 @@ def run_naive(root: Path, gen: Naive, fil: Naive, wanted: dict) -> dict:
     before = {"generator": gen.counters(), "filter": fil.counters()}
     t0, c0 = time.perf_counter(), time.process_time()
     for shard in shards_of(root):
-        for key, img, _ in load_images(shard, set(usable_keys(RunDir(root), shard.shard_id))):
+        for key, img, _ in load_images(shard, set(usable_keys(root, shard.shard_id))):
             images += 1
             if s.captions:
                 gen(img, tasks.CAPTION_PROMPT, mt.caption, s.captions, s.top_k, s.temperature)
@@ -405,9 +402,12 @@ def compare(mine: dict, theirs: dict) -> tuple[bool, list[dict]]:
 
 def bench_rule(root: Path, threads: int, rounds: int) -> dict:
     """The factory and the naive loop on one run directory (one rule), interleaved rounds, best of each."""
-    rule = attention.rule_of(RunDir(root).checkpoint("generator"))
+    rule = attention.rule_of(RunDir(root).path(Finetune.checkpoint("generator")))
     fac = Factory(root, threads)
-    gen, fil = Naive(RunDir(root).checkpoint("generator")), Naive(RunDir(root).checkpoint("filter"))
+    gen, fil = (
+        Naive(RunDir(root).path(Finetune.checkpoint("generator"))),
+        Naive(RunDir(root).path(Finetune.checkpoint("filter"))),
+    )
     fast_runs, naive_runs = [], []
     for r in range(rounds):  # interleaved: the machine's other load hits both alike
         fast_runs.append(fac())
@@ -668,7 +668,7 @@ def run(
     if models:
         dirs, weights = given_models(out, Path(models)), f"trained checkpoints from {models}"
     else:
-        dirs = random_models(out, RunDir(base1).world, arch)
+        dirs = random_models(out, base1 / WORLD_FOLDER, arch)
         weights = (
             f"random, normal std {WEIGHT_STD} on every 2-D weight, the EOS embedding {EOS_SCALE} x a random "
             "unit vector (generator seed 0, filter seed 1)"

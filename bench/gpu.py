@@ -29,7 +29,7 @@ from jade.models import attention as attention_rules
 from jade.models import factory
 from jade.models.backends.base import Request
 from jade.models.backends.hf import HFBackend
-from jade.pipeline.config import Architecture
+from jade.models.specs import Architecture
 
 # (vision: hidden, layers, heads, mlp; text: hidden, layers, heads, kv heads, head_dim, mlp; image, patch, vocab)
 SIZES = {

@@ -34,35 +34,37 @@ from bench.generate import (
     rule_run,
     shards_of,
 )
-from jade.pipeline.config import StageResources
+from jade.app.runner import build_stages
 from jade.pipeline.executor import RayExecutor
+from jade.pipeline.resources import StageResources
 from jade.pipeline.rundir import RunDir
 from jade.pipeline.shardmap import ShardTask
 from jade.pipeline.stage import Runtime
+from jade.sampleworld import WORLD_FOLDER
 from jade.stages.generate import Generate
 
 log = logging.getLogger("jade")
 
 
-def time_pool(ex: RayExecutor, root: Path, settings, actors: int, num_gpus: float = 0.0) -> dict:
-    run, stage = RunDir(root), Generate()
+def time_pool(ex: RayExecutor, root: Path, stage: Generate, actors: int, num_gpus: float = 0.0) -> dict:
+    run = RunDir(root)
     tag = f"scaling-{actors}-{'gpu' if num_gpus else 'cpu'}"
-    shutil.rmtree(run.state / "generate", ignore_errors=True)  # fresh: nothing to skip
+    shutil.rmtree(run.state / stage.name, ignore_errors=True)  # fresh: nothing to skip
     res = StageResources(actors=actors, num_cpus=0.5, num_gpus=num_gpus, batch_size=16)
     threads = max(1, (os.cpu_count() or 1) // 2)  # the same actor in both pools: only their number changes
     shards = shards_of(root)
     runtime = Runtime(
         batch_size=res.batch_size, threads=threads, shard_order=tuple(s.shard_id for s in shards)
     )
-    items = [{"stage": "generate", "shard_id": s.shard_id, "shard": asdict(s), "fp": tag} for s in shards]
+    items = [{"stage": stage.name, "shard_id": s.shard_id, "shard": asdict(s), "fp": tag} for s in shards]
     t0 = time.perf_counter()
-    results = ex.map_shards(ShardTask(stage, str(root), settings, runtime), items, res)
+    results = ex.map_shards(ShardTask(stage, str(root), runtime), items, res, name=stage.name)
     secs = time.perf_counter() - t0
     if errors := [r for r in results if r.get("error")]:
         raise RuntimeError(f"bench.scaling: {errors[0]['shard']}: {errors[0]['error']}")
     images = sum(r["images"] for r in results)
     # Steady state, without starting actors and loading models: from the first shard's start to the last end.
-    recs = [run.done("generate", tag, r["shard"]) for r in results]
+    recs = [run.done(stage.name, tag, r["shard"]) for r in results]
     busy = max(r["finished_at"] for r in recs) - min(
         r["finished_at"] - s["seconds"] for r, s in zip(recs, results, strict=True)
     )
@@ -92,9 +94,9 @@ def run(out: Path, quick: bool = False, models: str | None = None) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     images = 16 if quick else 128
     base = make_base(out, "scaling-base", images)
-    dirs = given_models(out, Path(models)) if models else random_models(out, RunDir(base).world)
+    dirs = given_models(out, Path(models)) if models else random_models(out, base / WORLD_FOLDER)
     root = rule_run(base, out / "scaling", dirs[HEADLINE])
-    settings = Generate().settings(bench_manifest(root))
+    stage = next(st for st in build_stages(bench_manifest(root)) if isinstance(st, Generate))
     ex = RayExecutor(num_cpus=os.cpu_count())
     try:
         report: dict = {
@@ -104,7 +106,7 @@ def run(out: Path, quick: bool = False, models: str | None = None) -> dict:
             "rule": HEADLINE,
         }
         # Alternating rounds, the best of each pool size: the machine's other load hits both alike.
-        runs = [time_pool(ex, root, settings, n) for _ in range(report["rounds"]) for n in (1, 2)]
+        runs = [time_pool(ex, root, stage, n) for _ in range(report["rounds"]) for n in (1, 2)]
         one = max((r for r in runs if r["actors"] == 1), key=lambda r: r["images_per_s"])
         two = max((r for r in runs if r["actors"] == 2), key=lambda r: r["images_per_s"])
         report.update(
@@ -115,7 +117,7 @@ def run(out: Path, quick: bool = False, models: str | None = None) -> dict:
             seconds_all_rounds={n: [r["seconds"] for r in runs if r["actors"] == n] for n in (1, 2)},
         )
         if report["gpus"]:
-            g1, g2 = time_pool(ex, root, settings, 1, 1.0), time_pool(ex, root, settings, 2, 0.5)
+            g1, g2 = time_pool(ex, root, stage, 1, 1.0), time_pool(ex, root, stage, 2, 0.5)
             report["gpu"] = {
                 "one_actor": g1,
                 "two_actors": g2,

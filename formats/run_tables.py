@@ -4,7 +4,8 @@ write them and the ones that read them, and reading a shard's images back by key
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
+from dataclasses import asdict, dataclass
 
 import pyarrow as pa
 from PIL import Image
@@ -12,6 +13,26 @@ from PIL import Image
 from .images import decode_image
 from .samples import ShardRef
 from .shards import iter_shard
+
+__all__ = [
+    "ANSWERS",
+    "CHECK",
+    "EXAMPLE",
+    "FAILURE",
+    "FILTERED",
+    "Failure",
+    "GENERATED",
+    "GENERATED_QA",
+    "KEPT_QA",
+    "REGION",
+    "REJECTED",
+    "Rejection",
+    "SAMPLE",
+    "failures_table",
+    "load_images",
+    "reason_category",
+    "rejected_table",
+]
 
 # training examples of a role (_work/examples/<role>.parquet)
 EXAMPLE = pa.schema(
@@ -103,10 +124,41 @@ ANSWERS = pa.schema(
 )
 
 
-def failures_table(rows: list[tuple]) -> pa.Table:
-    """(source, shard, key, url, stage, reason) tuples -> a FAILURE table."""
-    cols = list(zip(*rows, strict=True)) if rows else [[] for _ in FAILURE]
-    return pa.table({f.name: list(c) for f, c in zip(FAILURE, cols, strict=True)}, schema=FAILURE)
+@dataclass(frozen=True)
+class Failure:
+    """An input that could not be used, and why: one row of failures/*.parquet (`FAILURE`)."""
+
+    source: str  # "images" (an image shard), or the annotation source ("vg", "gqa", "vqa")
+    shard: str
+    key: str
+    url: str | None
+    stage: str  # the stage that found it
+    reason: str
+
+
+@dataclass(frozen=True)
+class Rejection:
+    """A QA pair the filter rejected, with both answers and the reason: one row of rejected/*.parquet."""
+
+    key: str
+    shard: str
+    question: str
+    type: str
+    answer: str | None
+    filter_answer: str | None
+    reason: str
+    question_score: float | None
+    answer_score: float | None
+    filter_score: float | None
+    check: str | None  # the presupposition check that failed, with the filter's answer
+
+
+def failures_table(rows: Iterable[Failure]) -> pa.Table:
+    return pa.Table.from_pylist([asdict(r) for r in rows], schema=FAILURE)
+
+
+def rejected_table(rows: Iterable[Rejection]) -> pa.Table:
+    return pa.Table.from_pylist([asdict(r) for r in rows], schema=REJECTED)
 
 
 def reason_category(reason: str) -> str:

@@ -8,6 +8,14 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+__all__ = [
+    "FORMATS",
+    "Sample",
+    "ShardRef",
+    "caption_or_none",
+    "failure_reason",
+]
+
 FORMATS = {"webdataset": (".tar",), "parquet": (".parquet",)}
 
 

@@ -15,6 +15,24 @@ import fsspec
 
 from .common import CountingReader, ReadStats, iter_json_items, require_dict
 
+__all__ = [
+    "IMAGE_FIELDS",
+    "IMAGE_SUFFIXES",
+    "ImageDataReader",
+    "ImageIndex",
+    "QAReader",
+    "QA_FIELDS",
+    "REGION_FIELDS",
+    "RawListReader",
+    "RegionReader",
+    "iter_attributes",
+    "iter_image_data",
+    "iter_objects",
+    "iter_qas",
+    "iter_regions",
+    "iter_relationships",
+]
+
 REGION_FIELDS = ("region_id", "x", "y", "width", "height", "phrase")
 QA_FIELDS = ("qa_id", "question", "answer")
 IMAGE_FIELDS = ("image_id", "width", "height", "url", "coco_id", "flickr_id")

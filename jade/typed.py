@@ -1,6 +1,12 @@
 """Typed configuration: build a dataclass from plain data (YAML, JSON, ``--set``), once, with errors that name
 the offending key by its dotted path (``generate.top_k``). Manifests, the pretrainer's settings and training
-jobs all load through `build` (datatrove's typed, validated-once configs)."""
+jobs all load through `build` (datatrove's typed, validated-once configs).
+
+Values are checked where they are read, not only their types: a field declared with `ranged` carries its
+bounds (``steps: int = ranged(600, ge=1)``) and `build` refuses a value outside them, naming the key. A field
+declared with `since` (an option added after runs were made with the code before it) is left out of the
+settings' fingerprint while it holds its default, so adding an option re-runs nothing that it does not change.
+"""
 
 from __future__ import annotations
 
@@ -25,6 +31,9 @@ def build(cls: type, data: Any, at: str) -> Any:
             where = f"{at}.{key}" if at else str(key)
             raise ConfigError(f"{where}: unknown key (known: {', '.join(sorted(names))})")
     kwargs = {k: _coerce(hints[k], v, f"{at}.{k}" if at else k) for k, v in data.items()}
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    for k, v in kwargs.items():
+        check_range(v, fields[k].metadata, f"{at}.{k}" if at else k)
     try:
         obj = cls(**kwargs)
     except ConfigError:
@@ -72,6 +81,50 @@ def _coerce(tp: Any, value: Any, at: str) -> Any:
     if tp in (int, float, str) and (not isinstance(value, tp) or isinstance(value, bool)):
         raise ConfigError(f"{at}: expected {tp.__name__}, got {type(value).__name__} {value!r}")
     return value
+
+
+def ranged(
+    default: Any = dataclasses.MISSING,
+    *,
+    ge: float | None = None,
+    gt: float | None = None,
+    le: float | None = None,
+    lt: float | None = None,
+    since: str | None = None,
+) -> Any:
+    """A dataclass field whose value must lie in the given bounds (None is always allowed where the type is
+    optional). ``since``: see `since`."""
+    meta: dict[str, Any] = {
+        k: v for k, v in (("ge", ge), ("gt", gt), ("le", le), ("lt", lt)) if v is not None
+    }
+    if since:
+        meta["since"] = since
+    return dataclasses.field(default=default, metadata=meta)
+
+
+def since(
+    version: str, default: Any = dataclasses.MISSING, *, default_factory: Any = dataclasses.MISSING
+) -> Any:
+    """A field added in ``version``: fingerprinted only when it differs from its default (`rundir.fingerprint`)."""
+    return dataclasses.field(default=default, default_factory=default_factory, metadata={"since": version})
+
+
+_BOUNDS = {
+    "ge": (lambda v, b: v >= b, "at least"),
+    "gt": (lambda v, b: v > b, "greater than"),
+    "le": (lambda v, b: v <= b, "at most"),
+    "lt": (lambda v, b: v < b, "less than"),
+}
+
+
+def check_range(value: Any, meta: Any, at: str) -> None:
+    """Refuse a number outside a `ranged` field's bounds, naming the key and the bounds."""
+    if value is None or isinstance(value, bool) or not isinstance(value, int | float):
+        return
+    for key, (ok, _) in _BOUNDS.items():
+        if key in meta and not ok(value, meta[key]):
+            bounds = ", ".join(f"{_BOUNDS[k][1]} {meta[k]}" for k in _BOUNDS if k in meta)
+            raise ConfigError(f"{at}: must be {bounds}, got {value!r}")
 
 
 def validate_choice(value: str, choices: tuple[str, ...], at: str) -> None:

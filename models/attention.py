@@ -20,6 +20,16 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+__all__ = [
+    "AttentionRuleError",
+    "DEFAULT",
+    "RULES",
+    "apply",
+    "check",
+    "rule_of",
+    "token_types",
+]
+
 if TYPE_CHECKING:  # no torch at import: manifests load this module to validate rules
     import torch
 

@@ -18,6 +18,16 @@ from transformers.models.siglip.image_processing_pil_siglip import SiglipImagePr
 from jade.models.specs import Architecture
 from jade.models.tokenizer import train_tokenizer
 
+__all__ = [
+    "JADE_META",
+    "build_model",
+    "build_processor",
+    "load",
+    "load_processor",
+    "read_meta",
+    "save",
+]
+
 JADE_META = "jade_model.json"  # written beside the weights: what the model is and how it was made
 
 
@@ -81,6 +91,11 @@ def load(path_or_id: str, trust_remote_code: bool = False, dtype: torch.dtype | 
     )
     model.eval()
     return model, processor
+
+
+def load_processor(path: str | Path):
+    """A saved processor (tokenizer + image processor); never remote code."""
+    return AutoProcessor.from_pretrained(str(path))
 
 
 def read_meta(path: str | Path) -> dict:

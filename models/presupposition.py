@@ -16,6 +16,19 @@ from __future__ import annotations
 
 import re
 
+__all__ = [
+    "FAILED",
+    "MODES",
+    "RELATIONS",
+    "checks",
+    "failure",
+    "need",
+    "noun_phrases",
+    "parse_record",
+    "plural",
+    "record",
+]
+
 # relation and verb phrases that end a noun phrase (longest first)
 RELATIONS = (
     "to the left of",

@@ -5,20 +5,28 @@ from __future__ import annotations
 
 from dataclasses import dataclass, fields
 
+from jade.typed import ranged
+
+__all__ = [
+    "Architecture",
+    "Training",
+]
+
 
 @dataclass
 class Architecture:
     """A from-scratch PaliGemma (SigLIP vision tower + Gemma decoder); used when `base` is not set."""
 
-    image_size: int = 48
-    patch_size: int = 16
-    vision_hidden: int = 128
-    vision_layers: int = 2
-    text_hidden: int = 192
-    text_layers: int = 2
-    head_dim: int = 16
-    kv_heads: int = 1  # key/value heads of the decoder (1: multi-query, as Gemma-2B)
-    vocab_size: int = 1000  # of the tokenizer trained offline, before PaliGemma's 1024 loc + 128 seg tokens
+    image_size: int = ranged(48, ge=1)
+    patch_size: int = ranged(16, ge=1)
+    vision_hidden: int = ranged(128, ge=1)
+    vision_layers: int = ranged(2, ge=1)
+    text_hidden: int = ranged(192, ge=1)
+    text_layers: int = ranged(2, ge=1)
+    head_dim: int = ranged(16, ge=1)
+    kv_heads: int = ranged(1, ge=1)  # key/value heads of the decoder (1: multi-query, as Gemma-2B)
+    # of the tokenizer trained offline, before PaliGemma's 1024 loc + 128 seg tokens
+    vocab_size: int = ranged(1000, ge=1)
 
     @classmethod
     def from_dict(cls, d: dict) -> Architecture:
@@ -28,9 +36,9 @@ class Architecture:
 
 @dataclass
 class Training:
-    steps: int = 600
-    batch_size: int = 32
-    lr: float = 1e-3
-    weight_decay: float = 0.01
-    warmup_steps: int = 50
-    max_examples: int | None = None  # cap on training examples (None: all)
+    steps: int = ranged(600, ge=1)
+    batch_size: int = ranged(32, ge=1)
+    lr: float = ranged(1e-3, gt=0)
+    weight_decay: float = ranged(0.01, ge=0)
+    warmup_steps: int = ranged(50, ge=0)
+    max_examples: int | None = ranged(None, ge=1)  # cap on training examples (None: all)

@@ -8,7 +8,25 @@ from __future__ import annotations
 
 import re
 
+__all__ = [
+    "ANSWER_PROMPT",
+    "CAPTION_PROMPT",
+    "LOC_BINS",
+    "QUESTION_PROMPT",
+    "QUESTION_TYPES",
+    "answer_prompt",
+    "box_to_tokens",
+    "caption_target",
+    "clean_text",
+    "iou",
+    "parse_box",
+    "parse_caption",
+    "question_prompt",
+    "strip_locs",
+]
+
 LOC_BINS = 1024
+QUESTION_TYPES = ("yes/no", "number", "other")  # VQA's answer types: what a question prompt asks for
 CAPTION_PROMPT = "dense caption"
 QUESTION_PROMPT = "question {qtype}"  # qtype in yes/no, number, other
 ANSWER_PROMPT = "answer en {question}"

@@ -28,6 +28,18 @@ from jade.models import attention as attention_rules
 from jade.models import factory
 from jade.models.specs import Architecture, Training
 
+__all__ = [
+    "ImageCache",
+    "ResumeState",
+    "TrainJob",
+    "adamw",
+    "clip_and_step",
+    "example_batch",
+    "lm_loss",
+    "lr_at",
+    "set_lr",
+    "train_loop",
+]
 log = logging.getLogger("jade")
 CHECKPOINT_EVERY = 200  # steps between resume checkpoints (TrainJob.checkpoint_every overrides)
 
@@ -140,9 +152,13 @@ def train_loop(
     world_size: int = 1,
     prepare_model: Callable | None = None,
     report: Callable[[dict], None] | None = None,
+    on_step: Callable[[int, torch.nn.Module, float], None] | None = None,
+    lr_schedule: Callable[[int], float] | None = None,
 ) -> dict:
     """Train per `job` and (rank 0) save the model to ``job.out_dir``. Returns the final metrics. Rank 0 also
-    writes its progress (step, loss, ETA) to ``job.out_dir + ".progress.json"`` for the driver to show."""
+    writes its progress (step, loss, ETA) to ``job.out_dir + ".progress.json"`` for the driver to show.
+    ``on_step(steps_done, model, loss_ema)`` is called after every step (to score a model along the way);
+    ``lr_schedule(step)`` replaces the warm-up + cosine schedule (`lr_at`)."""
     # Ray pins OMP threads to the worker's CPU share; use the cores we were given explicitly.
     torch.set_num_threads(int(job.threads or os.cpu_count() or 1))
     tcfg, seed, role = job.train, int(job.seed), job.meta.get("role", "")
@@ -151,7 +167,7 @@ def train_loop(
     if job.base:
         model, processor = factory.load(job.base, trust_remote_code=job.trust_remote_code)
     else:
-        processor = factory.AutoProcessor.from_pretrained(job.processor_dir)
+        processor = factory.load_processor(job.processor_dir)
         model = factory.build_model(job.arch, processor, seed=seed)
     model.train().to(device)
     resume = ResumeState(job, rank, world_size)
@@ -194,11 +210,13 @@ def train_loop(
             device,
             attention,
         )
-        set_lr(opt, lr_at(step, steps, int(tcfg.warmup_steps), tcfg.lr))
+        set_lr(opt, lr_schedule(step) if lr_schedule else lr_at(step, steps, int(tcfg.warmup_steps), tcfg.lr))
         loss = lm_loss(model, batch)
         loss.backward()
         clip_and_step(model, opt)
         ema = loss.item() if ema is None else 0.95 * ema + 0.05 * loss.item()
+        if on_step is not None:
+            on_step(step + 1, model, ema)
         if resume.due(step + 1, steps):
             barrier = torch.distributed.barrier if world_size > 1 else None
             resume.save(

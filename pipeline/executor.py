@@ -17,7 +17,18 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Protocol
 
-from jade.pipeline.config import StageResources, TrainResources
+from jade.pipeline.resources import StageResources, TrainResources
+
+__all__ = [
+    "Executor",
+    "Factory",
+    "LocalExecutor",
+    "RayExecutor",
+    "Sink",
+    "Worker",
+    "WorkerFactory",
+    "inject_fault",
+]
 
 log = logging.getLogger("jade")
 Worker = Callable[[dict], dict]  # one shard descriptor -> its summary (a failed one has "error")
@@ -31,10 +42,11 @@ class Executor(Protocol):
     name: str
 
     def map_shards(
-        self, factory: Factory, items: list[dict], res: StageResources, on_result: Sink = None
+        self, factory: Factory, items: list[dict], res: StageResources, on_result: Sink = None, name: str = ""
     ) -> list[dict]:
         """Build a worker with ``factory()`` on each of up to ``res.pool()`` workers and call it on every item;
-        each summary goes to ``on_result`` as it arrives; a worker that raises gives ``{"shard", "error"}``."""
+        each summary goes to ``on_result`` as it arrives; a worker that raises gives ``{"shard", "error"}``.
+        ``name``: the stage's, for messages."""
         ...
 
     def train(self, fn: Callable, job: Any, res: TrainResources, storage: Path) -> dict:
@@ -94,7 +106,7 @@ class LocalExecutor:
     name = "local"
 
     def map_shards(
-        self, factory: Factory, items: list[dict], res: StageResources, on_result: Sink = None
+        self, factory: Factory, items: list[dict], res: StageResources, on_result: Sink = None, name: str = ""
     ) -> list[dict]:
         if not items:
             return []
@@ -178,7 +190,7 @@ class RayExecutor:
     def check_gpus(self, wanted: float, what: str) -> None:
         if wanted and self.gpus() == 0:
             raise RuntimeError(
-                f"{what} asks for num_gpus={wanted} but the Ray cluster has no GPUs; set it to 0"
+                f"{what} asks for num_gpus={wanted} but the Ray cluster has no GPUs; set its num_gpus to 0"
             )
 
     def stage_gpus(self, res: StageResources) -> float:
@@ -189,7 +201,7 @@ class RayExecutor:
         return 1.0 if self.gpus() else 0.0
 
     def map_shards(
-        self, factory: Factory, items: list[dict], res: StageResources, on_result: Sink = None
+        self, factory: Factory, items: list[dict], res: StageResources, on_result: Sink = None, name: str = ""
     ) -> list[dict]:
         """Each shard summary as it arrives goes to `on_result` (progress). A worker process that dies is
         restarted and its shard retried by Ray Data (actor pools default to max_restarts=-1 and
@@ -199,7 +211,7 @@ class RayExecutor:
 
         self._init()
         num_gpus = self.stage_gpus(res)
-        self.check_gpus(num_gpus, f"resources.{items[0].get('stage', 'ingest')}" if items else "resources")
+        self.check_gpus(num_gpus, f"the resources of stage {name}" if name else "a stage's resources")
         if not items:
             return []
         ds = ray.data.from_items([{"item": json.dumps(it)} for it in items], override_num_blocks=len(items))

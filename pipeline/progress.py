@@ -68,6 +68,12 @@ class Bar:
             self.last = time.time()
             log.info("%s", text)
 
+    def stop(self, done: int, reason: str) -> None:
+        """The stage did not finish: say where it stopped and why (never "done")."""
+        if self.tty:
+            sys.stderr.write("\n")
+        log.warning("%s: stopped at %d/%d %s: %s", self.stage, done, self.total, self.unit, reason)
+
 
 class Progress:
     """Called with each shard summary as it arrives: shards done, images/s and the ETA of the stage, on the
@@ -94,6 +100,9 @@ class Progress:
             "%s: shard %s done (%d/%d), %s", self.stage, summary.get("shard"), finished, self.total, detail
         )
         self.bar.update(finished, detail, eta, final=finished == self.total)
+
+    def stop(self, exc: BaseException) -> None:
+        self.bar.stop(self.done + self.failed, stop_reason(exc))
 
 
 def stage_progress(run: RunDir, stage: str, fp: str, shard_fps: dict[str, str]) -> dict | None:
@@ -142,9 +151,27 @@ class TrainWatch:
         self._thread.start()
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, exc_type, exc, tb) -> None:
         self._stop.set()
         self._thread.join()
-        if self.bar is not None and self.seen is not None:
+        if exc_type is not None:
+            self._show(final=False)  # the last step the job reached
+            step = int(self.seen["step"]) if self.seen else 0
+            bar = self.bar or Bar(self.stage, int(self.seen["steps"]) if self.seen else 0, unit="steps")
+            bar.stop(step, stop_reason(exc))
+        elif self.bar is not None and self.seen is not None:
             self.seen["step"] = self.seen["steps"]
             self.bar.update(self.bar.total, "done", 0.0, final=True)
+
+
+class Interrupted(BaseException):
+    """The process was asked to stop (a signal): raised so that every stage on the way out says where it
+    stopped. A BaseException, like KeyboardInterrupt: no `except Exception` swallows it."""
+
+
+def stop_reason(exc: BaseException | None) -> str:
+    if isinstance(exc, Interrupted):
+        return str(exc)
+    if isinstance(exc, KeyboardInterrupt):
+        return "interrupted (Ctrl-C)"
+    return f"{type(exc).__name__}: {exc}"

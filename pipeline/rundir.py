@@ -20,6 +20,9 @@ import time
 from pathlib import Path
 from typing import Any
 
+import pyarrow as pa
+import pyarrow.parquet as pq
+
 from jade.atomic import (  # noqa: F401  (re-exported: stages write through the run directory's module)
     atomic_dir,
     atomic_parquet_writer,
@@ -29,16 +32,48 @@ from jade.atomic import (  # noqa: F401  (re-exported: stages write through the 
     replace_dir,
 )
 
+__all__ = [
+    "atomic_dir",
+    "atomic_parquet_writer",
+    "atomic_write_bytes",
+    "atomic_write_json",
+    "atomic_write_parquet",
+    "replace_dir",
+    "RunDir",
+    "RunDirError",
+    "RunLock",
+    "RunLockedError",
+    "fingerprint",
+    "plain",
+    "read_json",
+]
 
-def _plain(obj: Any) -> Any:
-    return (
-        dataclasses.asdict(obj) if dataclasses.is_dataclass(obj) and not isinstance(obj, type) else str(obj)
-    )
+
+def _default(f: dataclasses.Field) -> Any:
+    if f.default is not dataclasses.MISSING:
+        return f.default
+    return f.default_factory() if f.default_factory is not dataclasses.MISSING else dataclasses.MISSING
+
+
+def plain(obj: Any) -> Any:
+    """JSON-able data of ``obj``: dataclasses as dicts, without the fields added `since` an earlier version
+    while they hold their default (so a new option changes no fingerprint until it is used)."""
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        return {
+            f.name: plain(getattr(obj, f.name))
+            for f in dataclasses.fields(obj)
+            if not (f.metadata.get("since") and getattr(obj, f.name) == _default(f))
+        }
+    if isinstance(obj, dict):
+        return {k: plain(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [plain(v) for v in obj]
+    return obj
 
 
 def fingerprint(obj: Any) -> str:
     """Stable short hash of a JSON-able object or dataclass (canonical key order)."""
-    data = json.dumps(obj, sort_keys=True, default=_plain, separators=(",", ":")).encode()
+    data = json.dumps(plain(obj), sort_keys=True, default=str, separators=(",", ":")).encode()
     return hashlib.sha256(data).hexdigest()[:16]
 
 
@@ -50,7 +85,8 @@ def read_json(path: str | Path) -> Any | None:
 
 
 class RunDir:
-    """Paths of one run. Everything a stage hands to the next lives here."""
+    """Paths of one run. Everything a stage hands to the next lives here: a stage reads the files an earlier
+    stage declared (`path`, `read_table`), never a path string of its own making."""
 
     def __init__(self, root: str | Path):
         root = str(root)
@@ -64,18 +100,18 @@ class RunDir:
         self.root = Path(root).resolve()
 
     run_json = property(lambda self: self.root / "run.json")
-    dataset = property(lambda self: self.root / "dataset")
-    rejected = property(lambda self: self.root / "rejected")
-    failures = property(lambda self: self.root / "failures")
-    stats_json = property(lambda self: self.root / "stats.json")
     state = property(lambda self: self.root / "_state")
-    world = property(lambda self: self.root / "world")
 
-    def checkpoint(self, role: str) -> Path:
-        return self.root / "checkpoints" / role
+    def path(self, files: Any, shard: str | None = None) -> Path:
+        """Where a stage's declared output lives (`pipeline.stage.ShardFiles` of ``shard``, or `StageFiles`)."""
+        return self.root / (files.path(shard) if shard is not None else files.path)
+
+    def read_table(self, files: Any, shard: str, columns: list[str] | None = None) -> pa.Table:
+        """A shard's table of an earlier stage's declared output."""
+        return pq.read_table(self.path(files, shard), columns=columns)
 
     def work(self, stage: str) -> Path:
-        """Intermediate files of a stage (the hand-off to later stages)."""
+        """A stage's own scratch space (``_work/<its name>``), never read by another stage."""
         return self.root / "_work" / stage
 
     # completion records ---------------------------------------------------------------------------
@@ -115,6 +151,10 @@ class RunLockedError(RuntimeError):
     """Another live run holds the run directory (the message names it)."""
 
 
+class RunDirError(RuntimeError):
+    """The run directory cannot be made or written (the message names it and why)."""
+
+
 class RunLock:
     """An exclusive lock on a run directory while a run holds it: ``<run>/.lock`` holds the holder's host, pid,
     start time and command, and is refreshed every `HEARTBEAT_S` seconds. A second run stops at once with a
@@ -135,6 +175,14 @@ class RunLock:
         }
 
     def __enter__(self) -> RunLock:
+        try:
+            return self._take()
+        except OSError as e:
+            raise RunDirError(
+                f"{self.path.parent}: cannot use it as a run directory: {e.strerror or e}"
+            ) from None
+
+    def _take(self) -> RunLock:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         for _ in range(3):
             try:

@@ -22,44 +22,67 @@ import time
 from dataclasses import asdict
 
 from jade.formats.samples import ShardRef
-from jade.pipeline.config import ModelStageResources
 from jade.pipeline.progress import Progress
 from jade.pipeline.rundir import RunDir, atomic_write_parquet, fingerprint
 from jade.pipeline.stage import Context, Runtime, ShardStage
 from jade.pipeline.stats import sum_counts
 
+__all__ = [
+    "ShardTask",
+    "commit",
+    "map_stage",
+    "output_fingerprint",
+    "owned_files",
+    "prune",
+    "settings_fingerprint",
+    "shard_fingerprints",
+]
+
 log = logging.getLogger("jade")
 
 
-def settings_fingerprint(stage: ShardStage, settings) -> str:
-    return fingerprint({"stage": stage.name, "v": getattr(stage, "version", 1), "settings": settings})
+def settings_fingerprint(stage: ShardStage) -> str:
+    return fingerprint({"stage": stage.name, "v": stage.version, "settings": stage.settings})
 
 
 def shard_fingerprints(ctx: Context, stage: ShardStage, shards: list[ShardRef]) -> dict[str, str | None]:
     """Fingerprint per shard, None where an upstream shard stage has no current output for it."""
     own = ctx.fp(stage.name)
-    upstream_shard = [a for a in stage.after if a in ctx.shard_stages]
-    whole = {a: ctx.fp(a) for a in stage.after if a not in ctx.shard_stages}
+    after = ctx.upstream(stage)
+    upstream_shard = [a.name for a in after if isinstance(a, ShardStage)]
+    whole = {a.name: ctx.fp(a.name) for a in after if not isinstance(a, ShardStage)}
     outputs: dict[str, dict[str, str | None]] = {a: {} for a in upstream_shard}
     for a in upstream_shard:
         for s in ctx.shards:
             rec = ctx.run.done(a, ctx.shard_fps.get(a, {}).get(s.shard_id) or "", s.shard_id)
             outputs[a][s.shard_id] = rec["output_fp"] if rec else None
+    earlier = _earlier(ctx.shards, outputs) if stage.reads_earlier else {}
     fps: dict[str, str | None] = {}
-    order = [s.shard_id for s in ctx.shards]
     for s in shards:
         mine = {a: outputs[a][s.shard_id] for a in upstream_shard}
         if any(v is None for v in mine.values()):
             fps[s.shard_id] = None
             continue
         spec = {"stage": own, "shard": asdict(s), "whole": whole, "inputs": mine}
-        if getattr(stage, "reads_earlier", False):
-            earlier = order[: order.index(s.shard_id)]
-            spec["earlier"] = {
-                a: [(e, outputs[a][e]) for e in earlier if outputs[a][e]] for a in upstream_shard
-            }
+        if stage.reads_earlier:
+            spec["earlier"] = earlier[s.shard_id]
         fps[s.shard_id] = fingerprint(spec)
     return fps
+
+
+def _earlier(shards: list[ShardRef], outputs: dict[str, dict[str, str | None]]) -> dict[str, dict[str, str]]:
+    """Per shard, a digest of every earlier shard's upstream outputs (in run order), chained: each shard's is
+    the hash of the previous one's and that shard's outputs, so the whole run costs O(shards), not O(shards²)."""
+    chain = {a: "" for a in outputs}
+    out = {}
+    for s in shards:
+        out[s.shard_id] = dict(chain)
+        for a, by_shard in outputs.items():
+            if by_shard[s.shard_id]:
+                chain[a] = hashlib.sha256(
+                    f"{chain[a]}|{s.shard_id}|{by_shard[s.shard_id]}".encode()
+                ).hexdigest()[:16]
+    return out
 
 
 def output_fingerprint(run: RunDir, paths: list[str]) -> str:
@@ -98,12 +121,12 @@ def commit(run: RunDir, stage: ShardStage, shard: ShardRef, fp: str, result) -> 
 class ShardTask:
     """Picklable, it travels to the workers: builds the stage's worker once, then works and commits shards."""
 
-    def __init__(self, stage: ShardStage, run_root: str, settings, runtime: Runtime):
-        self.stage, self.run_root, self.settings, self.runtime = stage, run_root, settings, runtime
+    def __init__(self, stage: ShardStage, run_root: str, runtime: Runtime):
+        self.stage, self.run_root, self.runtime = stage, run_root, runtime
 
     def __call__(self):
         run = RunDir(self.run_root)
-        worker = self.stage.worker(run, self.settings, self.runtime)
+        worker = self.stage.worker(run, self.runtime)
 
         def one(item: dict) -> dict:
             shard = ShardRef(**item["shard"])
@@ -129,8 +152,7 @@ def prune(run: RunDir, stage: ShardStage, keep: set[str]) -> list[str]:
 
 def map_stage(ctx: Context, stage: ShardStage) -> dict:
     """Run ``stage`` over every shard of the run that is not done; returns the stage summary."""
-    m, run = ctx.manifest, ctx.run
-    settings = stage.settings(m)
+    run = ctx.run
     shards = [s for s in ctx.shards if s.shard_id not in ctx.failed_shards]
     fps = shard_fingerprints(ctx, stage, shards)
     ctx.shard_fps[stage.name] = {k: v for k, v in fps.items() if v}
@@ -140,29 +162,34 @@ def map_stage(ctx: Context, stage: ShardStage) -> dict:
     }
     current = [s for s in shards if fps[s.shard_id]]
     todo = [s for s in current if not run.done(stage.name, fps[s.shard_id] or "", s.shard_id)]
-    res = stage.resources(m)
-    threads = m.resources.threads or max(1, (os.cpu_count() or 1) // max(1, res.pool()[1]))
+    res = stage.resources
+    threads = ctx.threads or max(1, (os.cpu_count() or 1) // max(1, res.pool()[1]))
     runtime = Runtime(
         batch_size=res.batch_size,
-        decode_rows=res.decode_rows if isinstance(res, ModelStageResources) else Runtime.decode_rows,
         threads=threads,
-        run_fingerprints=tuple(sorted(ctx.fingerprints.items())),
+        inputs=tuple((i, ctx.fp(ctx.producer(i).name)) for i in stage.inputs),
+        own=ctx.fp(stage.name),
         shard_order=tuple(s.shard_id for s in ctx.shards),
-        allow_models=ctx.allow_models,
     )
     items = [
         {"stage": stage.name, "shard_id": s.shard_id, "shard": asdict(s), "fp": fps[s.shard_id]} for s in todo
     ]
     if todo:
         log.info("%s: %d of %d shards to do", stage.name, len(todo), len(current))
+    if todo:
+        stage.prepare(ctx, current)
     progress = Progress(run, stage.name, ctx.fp(stage.name), len(items))
-    results = (
-        ctx.executor.map_shards(
-            ShardTask(stage, str(run.root), settings, runtime), items, res, on_result=progress
+    try:
+        results = (
+            ctx.executor.map_shards(
+                ShardTask(stage, str(run.root), runtime), items, res, on_result=progress, name=stage.name
+            )
+            if items
+            else []
         )
-        if items
-        else []
-    )
+    except BaseException as e:  # interrupted (a signal) or the executor failed: say where it stopped
+        progress.stop(e)
+        raise
     failed = {}
     for r in results:
         if r.get("error"):

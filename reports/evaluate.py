@@ -26,10 +26,29 @@ import pyarrow.parquet as pq
 
 from jade.models import presupposition
 from jade.models.attention import rule_of
-from jade.models.tasks import iou
+from jade.models.tasks import QUESTION_TYPES, iou
 from jade.models.vqa_normalize import normalize_answer
-from jade.pipeline.config import QUESTION_TYPES
 from jade.pipeline.rundir import RunDir, atomic_write_bytes, atomic_write_json, read_json
+from jade.sampleworld import WORLD_FOLDER
+from jade.stages.filter import Filter
+from jade.stages.finetune import Finetune
+from jade.stages.publish import Publish
+
+__all__ = [
+    "NOT_ANSWERED",
+    "PROBE_QUESTIONS",
+    "UNVERIFIABLE",
+    "accuracy_summary",
+    "answer_verdicts",
+    "check_pair",
+    "check_region",
+    "check_rejection",
+    "evaluate_run",
+    "markdown",
+    "model_accuracy",
+    "probe_items",
+    "score",
+]
 
 log = logging.getLogger("jade")
 NOT_ANSWERED = ("duplicate question",)  # rejections whose pair has no answer to check
@@ -226,7 +245,7 @@ def model_accuracy(run: RunDir, max_images: int = 100, batch: int = 64) -> dict 
     filter and ``answer_prior`` (always the template's most frequent true answer); None without the images."""
     from jade.models import factory
 
-    items = probe_items(run.world, max_images)
+    items = probe_items(run.root / WORLD_FOLDER, max_images)
     if not items:
         return None
     # The answer prior: a model that always gives each template's most frequent true answer.
@@ -240,7 +259,7 @@ def model_accuracy(run: RunDir, max_images: int = 100, batch: int = 64) -> dict 
             prior[k].append(qa.answer == mode[qa.template])
     out = {"answer_prior": accuracy_summary(prior)}
     for role in ("generator", "filter"):
-        ckpt = run.checkpoint(role)
+        ckpt = run.path(Finetune.checkpoint(role))
         if not (ckpt / "config.json").exists():
             continue
         model, processor = factory.load(str(ckpt))
@@ -262,19 +281,20 @@ def accuracy_summary(verdicts: dict[str, list[bool]]) -> dict:
 
 def evaluate_run(run_dir: str | Path) -> dict:
     run = RunDir(run_dir)
-    truth = read_json(run.world / "truth" / "cc3m_scene_graphs.json")
+    world = run.root / WORLD_FOLDER
+    truth = read_json(world / "truth" / "cc3m_scene_graphs.json")
     if truth is None:
         raise SystemExit(
-            f"jade eval: {run.world}/truth/cc3m_scene_graphs.json not found (sample-world runs only)"
+            f"jade eval: {world}/truth/cc3m_scene_graphs.json not found (sample-world runs only)"
         )
     rows = [
         r
-        for f in sorted((run.dataset / "data").glob("train-*.parquet"))
+        for f in sorted(run.root.glob(Publish.DATA.glob()))
         for r in pq.read_table(f, columns=["key", "qa", "regions", "provenance"]).to_pylist()
     ]
     rejected = [
         r
-        for f in sorted(run.rejected.glob("*.parquet"))
+        for f in sorted(run.root.glob(Filter.REJECTED.glob()))
         for r in pq.read_table(
             f, columns=["key", "question", "type", "answer", "reason", "check"]
         ).to_pylist()
@@ -286,7 +306,7 @@ def evaluate_run(run_dir: str | Path) -> dict:
     missing = {r["key"] for r in rows} - set(by_key)
     if rows and not by_key:
         raise SystemExit(
-            f"jade eval: none of the {len(rows)} published images has a truth in {run.world}/truth "
+            f"jade eval: none of the {len(rows)} published images has a truth in {world}/truth "
             "(jade eval checks sample-world runs only)"
         )
     if missing:

@@ -21,8 +21,10 @@ from PIL import Image
 
 from jade.formats.run_tables import load_images
 from jade.formats.samples import ShardRef
-from jade.pipeline.config import QUESTION_TYPES
+from jade.models.tasks import QUESTION_TYPES
 from jade.pipeline.rundir import RunDir, atomic_write_bytes, read_json
+from jade.stages.filter import Filter
+from jade.stages.publish import Publish
 
 BOX = "#ff00ff"  # box and label colour (the browser test looks for it)
 KEPT, REJECTED = ("#dafbe1", "#1a7f37"), ("#ffebe9", "#cf222e")  # (background, text)
@@ -90,7 +92,7 @@ def _data_uri(data: bytes | None) -> str | None:
 def read_rows(run: RunDir, n: int) -> list[dict]:
     """The first `n` published rows (streamed: a large file is not read whole)."""
     rows: list[dict] = []
-    for f in sorted((run.dataset / "data").glob("train-*.parquet")):
+    for f in sorted(run.root.glob(Publish.DATA.glob())):
         pf = pq.ParquetFile(f)
         for batch in pf.iter_batches(batch_size=max(1, min(n, 256))):
             rows += batch.to_pylist()[: n - len(rows)]
@@ -120,9 +122,9 @@ def rejected_pairs(run: RunDir, rows: list[dict]) -> dict[str, list[dict]]:
     """Rejected pairs of the given rows, from the rejected/ files of their source shards (all if unknown)."""
     keys = {r["key"] for r in rows}
     sources = {(r.get("provenance") or {}).get("source_shard") for r in rows}
-    files = sorted(run.rejected.glob("*.parquet"))
+    files = sorted(run.root.glob(Filter.REJECTED.glob()))
     if None not in sources:
-        files = [f for f in files if f.stem in sources]
+        files = [f for f in files if f in {run.path(Filter.REJECTED, s) for s in sources}]
     out = defaultdict(list)
     for f in files:
         for r in pq.read_table(f).to_pylist():
@@ -175,15 +177,16 @@ def card_html(row: dict, image: bytes | None, rejected: list[dict]) -> str:
 def build_gallery(run_dir: str | Path, out: str | Path | None = None, n: int = 48) -> Path:
     """Write the gallery of the first `n` published images; returns the HTML file's path."""
     run = RunDir(run_dir)
-    if not (run.dataset / "data").is_dir():
-        raise SystemExit(f"jade gallery: {run.dataset}/data not found (publish has not run)")
+    data = run.path(Publish.DATA, "x").parent
+    if not data.is_dir():
+        raise SystemExit(f"jade gallery: {data} not found (publish has not run)")
     out = Path(out) if out else run.root / "gallery" / "index.html"
     rows = read_rows(run, n)
     images = {r["key"]: (r.get("image") or {}).get("bytes") for r in rows}
     if any(v is None for v in images.values()):
         images.update(images_from_shards(run, [r for r in rows if images[r["key"]] is None]))
     rejected = rejected_pairs(run, rows)
-    stats = read_json(run.stats_json) or {}
+    stats = read_json(run.path(Publish.STATS)) or {}
     e = html.escape
     summary = f"{len(rows)} images shown"
     if stats:

@@ -32,7 +32,6 @@ from collections import defaultdict
 from dataclasses import replace
 from pathlib import Path
 
-import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
@@ -45,117 +44,105 @@ WORLDS = {"w0": (2000, 1000, 3000), "w1": (6000, 3000, 12000)}  # VG, GQA, VQA t
 
 
 def prep(root: Path, name: str, vg: int, gqa: int, vqa: int, val: int = 100) -> None:
-    """A world, each role's training examples (the factory's own ingest) and tokenizer under root/name."""
+    """A world, each role's training examples (the factory's own examples stage, `jade run --stages
+    examples`) and tokenizer under root/name."""
+    from jade.app.runner import run_manifest
     from jade.models import factory
     from jade.models.tasks import strip_locs
-    from jade.pipeline.config import load_manifest
-    from jade.sampleworld import WorldConfig, write_world
-    from jade.stages.examples import AnnotationJob, annotation_jobs
+    from jade.pipeline.executor import LocalExecutor
+    from jade.stages.examples import Examples
 
     wdir = root / name
-    cfg = WorldConfig(
-        seed=0,
-        vg_images=vg,
-        gqa_images=gqa,
-        vqa_train_images=vqa,
-        vqa_val_images=val,
-        cc3m_images=4,
-        cc3m_shards=1,
-    )
-    write_world(wdir / "world", cfg)
-    m = load_manifest("sample", [], env={"SAMPLE_WORLD": str(wdir / "world")})
-    job, parts = AnnotationJob(str(wdir)), defaultdict(list)
-    for j in annotation_jobs(m):
-        res = job(j)
-        if "format_error" in res:
-            raise ValueError(f"{name}: format error in {res['format_error']}")
-        parts[j["role"]].append(job.parts / f"{j['shard_id']}.parquet")
-    for role, files in parts.items():
-        t = pa.concat_tables([pq.read_table(f) for f in files])
+    sizes = {
+        "vg_images": vg,
+        "gqa_images": gqa,
+        "vqa_train_images": vqa,
+        "vqa_val_images": val,
+        "cc3m_images": 4,
+        "cc3m_shards": 1,
+    }
+    sets = ["seed=0", *(f"sample_world.{k}={v}" for k, v in sizes.items())]
+    run_manifest("sample", str(wdir), sets, ["examples"], executor=LocalExecutor())
+    for role in ("generator", "filter"):
+        t = pq.read_table(wdir / Examples.output(role).path)
         pq.write_table(t, wdir / f"{role}.parquet")
         texts = t.column("prefix").to_pylist() + t.column("suffix").to_pylist()
         factory.build_processor(strip_locs(texts), Architecture()).save_pretrained(wdir / f"proc_{role}")
         print(f"{name}/{role}: {t.num_rows} examples", flush=True)
 
 
-def _lr(sched: str, step: int, steps: int, warmup: int, base: float) -> float:
+def _lr(sched: str, steps: int, warmup: int, base: float):
+    """The recipe's learning-rate schedule: the factory's (`cosine`), or `linear` / `const` after warm-up."""
     from jade.models.train import lr_at
 
-    if sched == "cosine":
-        return lr_at(step, steps, warmup, base)
-    ramp = min(1.0, (step + 1) / warmup)
-    return base * (ramp if sched == "const" else min(ramp, 1 - step / steps))
+    def at(step: int) -> float:
+        if sched == "cosine":
+            return lr_at(step, steps, warmup, base)
+        ramp = min(1.0, (step + 1) / warmup)
+        return base * (ramp if sched == "const" else min(ramp, 1 - step / steps))
+
+    return at
 
 
 def train(root: Path, name: str, spec: dict, out: Path) -> dict:
-    """One recipe: the factory's model, processor, optimizer and clipping; scored at each ``evals`` step."""
+    """One recipe through the factory's own fine-tuning loop (`models.train.train_loop`), scored at each
+    ``evals`` step on the held-out probe questions."""
+    import tempfile
+
     import torch
 
     from jade.models import factory
     from jade.models.attention import check
-    from jade.models.train import ImageCache, adamw, clip_and_step, example_batch, lm_loss, set_lr
+    from jade.models.specs import Training
+    from jade.models.train import TrainJob, train_loop
     from jade.reports.evaluate import accuracy_summary, answer_verdicts, probe_items
 
-    torch.set_num_threads(1)
     device = "cuda" if torch.cuda.is_available() else "cpu"
     wdir, role, seed = root / spec.get("world", "w0"), spec.get("role", "filter"), spec.get("seed", 0)
-    processor = factory.AutoProcessor.from_pretrained(str(wdir / f"proc_{role}"))
+    work = Path(tempfile.mkdtemp(prefix=f"recipe-{name}-"))
+    processor = factory.load_processor(wdir / f"proc_{role}")
     arch = replace(Architecture(), **spec.get("arch", {}))
     attention = check(spec.get("attention", "prefix"), f"{name}: attention")
     if arch.image_size != Architecture.image_size:
         n = (arch.image_size // arch.patch_size) ** 2
         processor.image_processor.size = {"height": arch.image_size, "width": arch.image_size}
         processor.image_processor.image_seq_length = processor.image_seq_length = n
-    model = factory.build_model(arch, processor, seed=seed).train().to(device)
-    cache = ImageCache((arch.image_size, arch.image_size))
-    t = pq.read_table(wdir / f"{role}.parquet", columns=["task", "image_path", "prefix", "suffix"])
+    processor.save_pretrained(work / "processor")
+    t = pq.read_table(wdir / f"{role}.parquet")
     if spec.get("tasks"):
         t = t.filter(pc.is_in(t.column("task"), pa.array(spec["tasks"])))
-    paths, prefixes, suffixes = (t.column(c).to_pylist() for c in ("image_path", "prefix", "suffix"))
-    steps, bs, lr = spec["steps"], spec.get("bs", 32), spec.get("lr", 1e-3)
-    opt = adamw(model, lr, spec.get("wd", 0.0))
-    rng = np.random.default_rng(seed)
-    order, pos = rng.permutation(len(paths)), 0
+    pq.write_table(t, work / "examples.parquet")
+    steps, bs, lr, warmup = spec["steps"], spec.get("bs", 32), spec.get("lr", 1e-3), spec.get("warmup", 50)
+    job = TrainJob(
+        examples=str(work / "examples.parquet"),
+        out_dir=str(work / "model"),
+        arch=arch,
+        train=Training(
+            steps=steps, batch_size=bs, lr=lr, weight_decay=spec.get("wd", 0.0), warmup_steps=warmup
+        ),
+        seed=seed,
+        attention=attention,
+        processor_dir=str(work / "processor"),
+        threads=1,
+        use_gpu=device == "cuda",
+    )
     items = probe_items(root / "w0" / "world")  # every recipe is scored on the same questions
     evals = sorted(set(spec.get("evals", [])) | {steps})
-    res = {
-        "name": name,
-        "spec": spec,
-        "params": sum(p.numel() for p in model.parameters()),
-        "examples": len(paths),
-        "device": device,
-        "evals": {},
-    }
-    t0, ema = time.time(), None
-    for step in range(steps):
-        if pos + bs > len(order):
-            order, pos = rng.permutation(order), 0
-        idx, pos = order[pos : pos + bs], pos + bs
-        batch = example_batch(
-            processor,
-            [cache.get(paths[i]) for i in idx],
-            [prefixes[i] for i in idx],
-            [suffixes[i] for i in idx],
-            device,
-            attention,
-        )
-        set_lr(opt, _lr(spec.get("sched", "cosine"), step, steps, spec.get("warmup", 50), lr))
-        loss = lm_loss(model, batch)  # = model(**batch).loss, with logits only where a target is predicted
-        loss.backward()
-        clip_and_step(model, opt)
-        ema = loss.item() if ema is None else 0.98 * ema + 0.02 * loss.item()
-        if step + 1 in evals:
-            model.eval()
-            verdicts = answer_verdicts(model, processor, items, attention, batch=400, device=device)
-            acc = accuracy_summary(verdicts)
-            model.train()
-            res["evals"][str(step + 1)] = {
-                **acc,
-                "loss": round(ema, 4),
-                "seconds": round(time.time() - t0, 1),
-            }
-            out.write_text(json.dumps(res, indent=1))  # at every score: a stopped recipe keeps its curve
-            print(f"{name} step {step + 1}: all {acc['all']:.3f} loss {ema:.3f}", flush=True)
+    res = {"name": name, "spec": spec, "examples": t.num_rows, "device": device, "evals": {}}
+    t0 = time.time()
+
+    def score(step: int, model, loss: float) -> None:
+        res["params"] = sum(p.numel() for p in model.parameters())
+        if step not in evals:
+            return
+        model.eval()
+        acc = accuracy_summary(answer_verdicts(model, processor, items, attention, batch=400, device=device))
+        model.train()
+        res["evals"][str(step)] = {**acc, "loss": round(loss, 4), "seconds": round(time.time() - t0, 1)}
+        out.write_text(json.dumps(res, indent=1))  # at every score: a stopped recipe keeps its curve
+        print(f"{name} step {step}: all {acc['all']:.3f} loss {loss:.3f}", flush=True)
+
+    train_loop(job, on_step=score, lr_schedule=_lr(spec.get("sched", "cosine"), steps, warmup, lr))
     return res
 
 

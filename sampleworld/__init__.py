@@ -17,10 +17,11 @@ config writes byte-identical files. Layout under ``out_dir``::
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 from jade.atomic import atomic_dir
+from jade.typed import ranged
 
 from .cc3m import write_cc3m
 from .files import check_replaceable, dump_json
@@ -30,6 +31,7 @@ from .vg import write_vg
 from .vqa import write_vqa
 
 __all__ = [
+    "WORLD_FOLDER",
     "WorldConfig",
     "answer_question",
     "caption_matches",
@@ -39,25 +41,28 @@ __all__ = [
 ]
 
 
+WORLD_FOLDER = "world"  # where a run directory keeps its sample world (${SAMPLE_WORLD})
+
+
 @dataclass
 class WorldConfig:
-    """Size and seed of the sample world; the defaults write ~1,900 images in a few seconds."""
+    """Size and seed of the sample world; the defaults write ~1,900 images in a few seconds. A manifest's
+    ``sample_world`` section is this; its seed, unset, is the manifest's."""
 
-    seed: int = 0
-    image_size: int = 128  # square canvas, pixels
-    min_objects: int = 1
-    max_objects: int = 4  # at most 9: one object per cell of a 3x3 grid
-    vg_images: int = 600
-    gqa_images: int = 400  # split ~85/10/5 into train / val / test
-    vqa_train_images: int = 600
-    vqa_val_images: int = 100
-    cc3m_images: int = 200
-    cc3m_shards: int = 2
-    cc3m_failed_fraction: float = (
-        0.03  # img2dataset failed downloads: in the shard parquet, absent from the tar
-    )
-    regions_per_image: int = 6  # VG region descriptions per image
-    qas_per_image: int = 6  # questions per image in VG, GQA and VQA
+    seed: int | None = None  # None: 0 (a manifest's: the manifest's seed)
+    image_size: int = ranged(128, ge=32)  # square canvas, pixels
+    min_objects: int = ranged(1, ge=1, le=9)
+    max_objects: int = ranged(4, ge=1, le=9)  # at most 9: one object per cell of a 3x3 grid
+    vg_images: int = ranged(600, ge=0)
+    gqa_images: int = ranged(400, ge=0)  # split ~85/10/5 into train / val / test
+    vqa_train_images: int = ranged(600, ge=0)
+    vqa_val_images: int = ranged(100, ge=0)
+    cc3m_images: int = ranged(200, ge=0)
+    cc3m_shards: int = ranged(2, ge=1)
+    # img2dataset failed downloads: in the shard parquet, absent from the tar
+    cc3m_failed_fraction: float = ranged(0.03, ge=0, le=1)
+    regions_per_image: int = ranged(6, ge=1)  # VG region descriptions per image
+    qas_per_image: int = ranged(6, ge=1)  # questions per image in VG, GQA and VQA
 
     def __post_init__(self):
         if self.image_size < 32:
@@ -83,6 +88,8 @@ def write_world(out_dir: str | Path, cfg: WorldConfig | None = None) -> dict:
     absent, the previous world, or the complete new one. An existing non-world directory is never replaced.
     """
     cfg = cfg or WorldConfig()
+    if cfg.seed is None:
+        cfg = replace(cfg, seed=0)
     out = Path(out_dir)
     check_replaceable(out)
     with atomic_dir(out) as tmp:

@@ -13,6 +13,30 @@ from dataclasses import dataclass, field
 
 from PIL import Image, ImageDraw
 
+__all__ = [
+    "BACKGROUNDS",
+    "COLORS",
+    "COLS",
+    "JPEG_QUALITY",
+    "Obj",
+    "POSITIONS",
+    "RELATIONS",
+    "ROWS",
+    "SHAPES",
+    "SIZES",
+    "SIZE_FRACTION",
+    "Scene",
+    "item_rng",
+    "make_scene",
+    "object_ids",
+    "parse_position",
+    "position_name",
+    "relations",
+    "render",
+    "render_jpeg",
+    "scene_graph",
+]
+
 SHAPES = ("circle", "square", "triangle")
 # Saturated colours, far from every background tone below.
 COLORS = {

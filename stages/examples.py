@@ -1,4 +1,5 @@
-"""Training examples: the original annotation files (VG 1.2, GQA 1.2, VQA v2) -> one Parquet per model role.
+"""Training examples: the original annotation files (VG 1.2, GQA 1.2, VQA v2) -> one Parquet per model role
+(`Examples.output(role)`).
 
   caption  (VG regions)         prefix "dense caption"          suffix "<loc y0><loc x0><loc y1><loc x1> phrase"
   question (VG / GQA QAs)       prefix "question {type}"        suffix the question
@@ -16,7 +17,7 @@ import logging
 import shutil
 import time
 from collections import Counter
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 
 import fsspec
 import pyarrow as pa
@@ -24,20 +25,66 @@ import pyarrow.parquet as pq
 
 from jade.formats import gqa, vg, vqa
 from jade.formats.errors import FormatError
-from jade.formats.run_tables import EXAMPLE, failures_table
+from jade.formats.run_tables import EXAMPLE, Failure, failures_table
 from jade.models import tasks
 from jade.models.vqa_normalize import answer_type, normalize_answer
-from jade.pipeline.config import GQASource, Manifest, VGSource, VQASource
 from jade.pipeline.executor import WorkerFactory
 from jade.pipeline.logs import worker_logging
+from jade.pipeline.resources import StageResources
 from jade.pipeline.rundir import RunDir, atomic_parquet_writer, atomic_write_parquet
-from jade.pipeline.stage import Context
+from jade.pipeline.stage import Context, StageFiles, WholeStage
 from jade.typed import build
+
+__all__ = [
+    "AnnotationJob",
+    "ExampleWriter",
+    "Examples",
+    "ExamplesSettings",
+    "FLUSH_ROWS",
+    "GQASource",
+    "MISSING",
+    "NAME",
+    "QA_TASKS",
+    "READERS",
+    "SOURCES",
+    "VGSource",
+    "VQASource",
+    "annotation_jobs",
+    "job_source",
+]
 
 log = logging.getLogger("jade")
 QA_TASKS = {"question", "answer"}
+NAME = "examples"  # the stage's name, also the `stage` of the failures it records
 FLUSH_ROWS = 20_000  # examples buffered before a write: bounded memory at any annotation-file size
 MISSING = "missing image file"
+
+
+@dataclass
+class VGSource:
+    """Visual Genome 1.2 (the manifest's ``sources.vg``)."""
+
+    image_data: str = ""
+    regions: str = ""
+    images: list[str] = field(default_factory=list)  # VG_100K, VG_100K_2
+    qas: str | None = None  # optional
+
+
+@dataclass
+class GQASource:
+    """GQA 1.2 (``sources.gqa``)."""
+
+    questions: list[str] = field(default_factory=list)  # files, dirs or globs (train_all_questions/)
+    images: str = ""
+
+
+@dataclass
+class VQASource:
+    """VQA v2 (``sources.vqa``)."""
+
+    questions: str = ""
+    annotations: str = ""
+    images: str = ""  # COCO folder: COCO_train2014_{image_id:012d}.jpg
 
 
 class ExampleWriter:
@@ -109,7 +156,7 @@ class _VGImages:
         if p is None and image_id not in self.missing:
             self.missing.add(image_id)
             url = (self.info.get(image_id) or (0, 0, None))[2] or f"{image_id}.jpg"
-            self.failures.append(("vg", "", str(image_id), url, "ingest", MISSING))
+            self.failures.append(Failure("vg", "", str(image_id), url, NAME, MISSING))
         return p
 
 
@@ -147,7 +194,7 @@ def _gqa(src, path: str, ex: ExampleWriter, failures: list) -> None:
         if q["image_id"] not in seen:
             seen[q["image_id"]] = files.exists(p)
             if not seen[q["image_id"]]:
-                failures.append(("gqa", "", q["image_id"], p, "ingest", MISSING))
+                failures.append(Failure("gqa", "", q["image_id"], p, NAME, MISSING))
         if seen[q["image_id"]]:
             ex.add_qa("gqa", p, q["question"], q["answer"])
     for reason, n in reader.stats.as_dict().items():
@@ -161,7 +208,7 @@ def _vqa(src, path: str, ex: ExampleWriter, failures: list) -> None:
         if q["image_id"] not in seen:
             seen[q["image_id"]] = files.exists(p)
             if not seen[q["image_id"]]:
-                failures.append(("vqa", "", str(q["image_id"]), p, "ingest", MISSING))
+                failures.append(Failure("vqa", "", str(q["image_id"]), p, NAME, MISSING))
         if seen[q["image_id"]]:
             ex.add_qa("vqa", p, q["question"], q["multiple_choice_answer"])
     for reason, n in reader.stats.as_dict().items():
@@ -178,16 +225,15 @@ def job_source(job: dict) -> VGSource | GQASource | VQASource:
     return build(SOURCES[name], job["src"], f"sources.{name}")
 
 
-def annotation_jobs(m: Manifest) -> list[dict]:
+def annotation_jobs(settings: ExamplesSettings) -> list[dict]:
     """One job per (role, annotation file): VG regions, VG QAs, each GQA question file, the VQA pair."""
     jobs: list[dict] = []
-    for role in ("generator", "filter"):
-        spec = getattr(m.models, role)
-        wanted = set(spec.tasks)
-        for source in spec.data:
-            src = getattr(m.sources, source)
-            if src is None:
+    for role, spec in settings.roles.items():
+        wanted = set(spec["tasks"])
+        for source in spec["data"]:
+            if source not in settings.sources:
                 raise ValueError(f"models.{role}.data names {source!r} but sources.{source} is not set")
+            src = build(SOURCES[source], settings.sources[source], f"sources.{source}")
             if source == "vg":
                 files = [("vg_regions", src.regions)] if "caption" in wanted else []
                 files += [("vg_qas", src.qas)] if src.qas and wanted & QA_TASKS else []
@@ -205,7 +251,7 @@ def annotation_jobs(m: Manifest) -> list[dict]:
                         "kind": kind,
                         "file": str(path),
                         "src": asdict(src),
-                        "tasks": spec.tasks,
+                        "tasks": spec["tasks"],
                     }
                 )
     return jobs
@@ -215,11 +261,11 @@ class AnnotationJob:
     """One annotation file -> a part of a role's examples and of failures/training/. Plain Python, no Ray."""
 
     def __init__(self, run_root: str):
-        self.parts = RunDir(run_root).work("examples") / "parts"
+        self.parts = RunDir(run_root).work(NAME) / "parts"
         worker_logging()
 
     def __call__(self, job: dict) -> dict:
-        t0, failures = time.time(), list[tuple]()
+        t0, failures = time.time(), list[Failure]()
         try:
             with atomic_parquet_writer(self.parts / f"{job['shard_id']}.parquet", EXAMPLE) as writer:
                 ex = ExampleWriter(job["tasks"], writer)
@@ -257,33 +303,37 @@ def _merge_parts(parts: list, out) -> None:
 
 @dataclass(frozen=True)
 class ExamplesSettings:
-    """What the training examples depend on: the annotation sources and what each role trains on. The sample
-    world's settings too: a regenerated world keeps its paths but not its contents."""
+    """What the training examples depend on: the annotation sources (``{"vg": {...}, ...}``) and what each role
+    trains on (``{role: {"tasks": [...], "data": [...]}}``). The sample world's settings too: a regenerated
+    world keeps its paths but not its contents."""
 
     sources: dict
     roles: dict
     sample_world: dict | None
 
 
-class Examples:
-    name = "examples"
-    after: tuple[str, ...] = ()
+class Examples(WholeStage):
+    name = NAME
+    FAILURES = StageFiles("failures/training/annotations.parquet")  # one row per unusable (source, image)
 
-    def settings(self, m: Manifest) -> ExamplesSettings:
-        world = asdict(m.sample_world) if m.sample_world else None
-        if world and world["seed"] is None:
-            world["seed"] = m.seed
-        sources = {k: asdict(v) for k in ("vg", "gqa", "vqa") if (v := getattr(m.sources, k)) is not None}
-        roles = {r: _role_data(m, r) for r in ("generator", "filter")}
-        return ExamplesSettings(sources, roles, world)
+    @staticmethod
+    def output(role: str) -> StageFiles:
+        """A role's training examples (`EXAMPLE`)."""
+        return StageFiles(f"_work/examples/{role}.parquet")
+
+    def __init__(self, settings: ExamplesSettings, resources: StageResources):
+        self.settings, self.resources = settings, resources
+        self.outputs = (*(self.output(r) for r in settings.roles), self.FAILURES)
 
     def run(self, ctx: Context) -> dict:
-        m, run = ctx.manifest, ctx.run
-        work = run.work("examples")
+        run = ctx.run
+        work = run.work(self.name)
         shutil.rmtree(work / "parts", ignore_errors=True)
-        jobs = annotation_jobs(m)
+        jobs = annotation_jobs(self.settings)
         results = _by_shard(
-            ctx.executor.map_shards(WorkerFactory(AnnotationJob, str(run.root)), jobs, m.resources.ingest)
+            ctx.executor.map_shards(
+                WorkerFactory(AnnotationJob, str(run.root)), jobs, self.resources, name=self.name
+            )
         )
         for job in jobs:
             res = results.get(job["shard_id"], {"error": "no result"})
@@ -292,25 +342,29 @@ class Examples:
             if res.get("error"):
                 raise RuntimeError(f"examples: failed on {job['file']}: {res['error']}")
         summary: dict = {"examples": {}, "examples_skipped": {}}
-        for role in ("generator", "filter"):
+        for role, spec in self.settings.roles.items():
             mine = [j["shard_id"] for j in jobs if j["role"] == role]
             counts: Counter[str] = Counter()
             skipped: Counter[str] = Counter()
             for job_id in mine:
                 counts.update(results[job_id]["examples"])
                 skipped.update(results[job_id]["skipped"])
-            spec = getattr(m.models, role)
             if not counts:
-                raise ValueError(f"no {role} training examples (tasks {spec.tasks}, data {spec.data})")
-            _merge_parts([work / "parts" / f"{j}.parquet" for j in mine], work / f"{role}.parquet")
+                raise ValueError(f"no {role} training examples (tasks {spec['tasks']}, data {spec['data']})")
+            _merge_parts([work / "parts" / f"{j}.parquet" for j in mine], run.path(self.output(role)))
             summary["examples"][role], summary["examples_skipped"][role] = dict(counts), dict(skipped)
             log.info("examples: %s %s", role, dict(counts))
-        found: set[tuple] = set()
+        found: set[Failure] = set()
         for job in jobs:
             part = pq.read_table(work / "parts" / f"{job['shard_id']}.failures.parquet")
-            found.update(tuple(r.values()) for r in part.to_pylist())
-        rows = sorted({(r[0], r[2]): r for r in sorted(found)}.values())  # one row per (source, image)
-        atomic_write_parquet(run.failures / "training" / "annotations.parquet", failures_table(rows))
+            found.update(Failure(**r) for r in part.to_pylist())
+
+        def order(f: Failure) -> tuple:
+            return tuple("" if v is None else v for v in asdict(f).values())
+
+        # one row per (source, image)
+        rows = sorted({(f.source, f.key): f for f in sorted(found, key=order)}.values(), key=order)
+        atomic_write_parquet(run.path(self.FAILURES), failures_table(rows))
         shutil.rmtree(work / "parts", ignore_errors=True)
         summary["training_failed"] = len(rows)
         return summary
@@ -319,8 +373,3 @@ class Examples:
 def _by_shard(results: list[dict]) -> dict[str, dict]:
     """Executor results keyed by shard (Ray may return them in any order)."""
     return {str(r.get("shard")): r for r in results}
-
-
-def _role_data(m: Manifest, role: str) -> dict:
-    spec = getattr(m.models, role)
-    return {"tasks": spec.tasks, "data": spec.data}

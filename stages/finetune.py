@@ -10,20 +10,55 @@ from __future__ import annotations
 
 import logging
 import shutil
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import pyarrow.parquet as pq
 
 from jade.models import factory
+from jade.models.attention import RULES
+from jade.models.specs import Architecture, Training
 from jade.models.tasks import strip_locs
 from jade.models.train import ResumeState, TrainJob, train_loop
-from jade.pipeline.config import Manifest, ModelSpec
 from jade.pipeline.progress import TrainWatch
+from jade.pipeline.resources import TrainResources
 from jade.pipeline.rundir import replace_dir
-from jade.pipeline.stage import Context
+from jade.pipeline.stage import Context, StageFiles, WholeStage
+from jade.typed import ConfigError, validate_choice
+
+__all__ = [
+    "DATA",
+    "Finetune",
+    "FinetuneSettings",
+    "ModelSpec",
+    "TASKS",
+]
 
 log = logging.getLogger("jade")
+TASKS = ("caption", "question", "answer")
+DATA = ("vg", "gqa", "vqa")
+
+
+@dataclass
+class ModelSpec:
+    """A model role's settings (the manifest's ``models.<role>``)."""
+
+    base: str | None = None  # hub id or local path of a pretrained checkpoint; None: train from scratch
+    # the attention rule (models.attention) the model is fine-tuned and run under: prefix | image | causal
+    attention: str = "prefix"
+    architecture: Architecture = field(default_factory=Architecture)
+    train: Training = field(default_factory=Training)
+    tasks: list[str] = field(default_factory=list)  # caption, question, answer
+    data: list[str] = field(default_factory=list)  # training sources: vg, gqa, vqa
+
+    def validate(self, at: str) -> None:
+        validate_choice(self.attention, RULES, f"{at}.attention")
+        for task in self.tasks:
+            validate_choice(task, TASKS, f"{at}.tasks")
+        for src in self.data:
+            validate_choice(src, DATA, f"{at}.data")
+        if not self.data:
+            raise ConfigError(f"{at}.data: name at least one training source ({', '.join(DATA)})")
 
 
 @dataclass(frozen=True)
@@ -33,25 +68,36 @@ class FinetuneSettings:
     seed: int
 
 
-class Finetune:
-    after = ("examples",)
+class Finetune(WholeStage):
+    """Fine-tunes one role's model from its training examples (an input handed in: `examples`)."""
 
-    def __init__(self, role: str):
-        self.role = role
-        self.name = f"finetune_{role}"
+    @staticmethod
+    def checkpoint(role: str) -> StageFiles:
+        """A role's fine-tuned checkpoint: a save_pretrained folder with its jade_model.json."""
+        return StageFiles(f"checkpoints/{role}")
 
-    def settings(self, m: Manifest) -> FinetuneSettings:
-        return FinetuneSettings(getattr(m.models, self.role), m.models.family, m.seed)
+    def __init__(
+        self,
+        role: str,
+        settings: FinetuneSettings,
+        examples: StageFiles,
+        resources: TrainResources,
+        threads: int | None = None,
+        trust_remote_code: bool = False,
+    ):
+        self.role, self.name = role, f"finetune_{role}"
+        self.settings, self.examples, self.resources = settings, examples, resources
+        self.threads, self.trust_remote_code = threads, trust_remote_code
+        self.inputs, self.outputs = (examples,), (self.checkpoint(role),)
 
     def run(self, ctx: Context) -> dict:
-        m, run = ctx.manifest, ctx.run
-        spec = getattr(m.models, self.role)
-        final = run.checkpoint(self.role)
+        run, spec, seed = ctx.run, self.settings.spec, self.settings.seed
+        final = run.path(self.checkpoint(self.role))
         fp = ctx.fp(self.name)
         if factory.read_meta(final).get("fingerprint") == fp:
             log.info("%s: checkpoint with the same settings exists, reused", self.name)
             return {"reused": True, **factory.read_meta(final).get("train_metrics", {})}
-        examples = run.work("examples") / f"{self.role}.parquet"
+        examples = run.path(self.examples)
         tmp = final.with_name(f".{self.role}.tmp")
         shutil.rmtree(tmp, ignore_errors=True)  # a killed run's leftovers (the run directory is locked)
         processor_dir = None
@@ -67,17 +113,17 @@ class Finetune:
             out_dir=str(tmp),
             arch=spec.architecture,
             train=spec.train,
-            seed=m.seed,
+            seed=seed,
             attention=spec.attention,
             base=spec.base,
             processor_dir=str(processor_dir) if processor_dir else None,
             resume_dir=str(run.work(self.name) / "resume"),  # mid-training checkpoints: a re-run resumes
-            threads=m.resources.threads,
-            trust_remote_code=m.models.trust_remote_code,
+            threads=self.threads,
+            trust_remote_code=self.trust_remote_code,
             meta={
                 "role": self.role,
                 "fingerprint": fp,
-                "settings": asdict(self.settings(m)),
+                "settings": asdict(self.settings),
                 "base": spec.base,
             },
         )
@@ -89,7 +135,7 @@ class Finetune:
             f" from {spec.base}" if spec.base else "",
         )
         with TrainWatch(Path(job.out_dir + ".progress.json"), self.name):
-            ctx.executor.train(train_loop, job, m.resources.train, run.work(self.name))
+            ctx.executor.train(train_loop, job, self.resources, run.work(self.name))
         if not (tmp / "config.json").exists():
             raise RuntimeError(f"{self.name}: training finished without writing a checkpoint to {tmp}")
         replace_dir(tmp, final)

@@ -9,35 +9,85 @@ every sampled question ends up kept or in rejected/, never silently lost.
 from __future__ import annotations
 
 import logging
-from collections import Counter
-from dataclasses import dataclass
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
 
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from jade.formats.run_tables import GENERATED, load_images
 from jade.formats.samples import ShardRef
 from jade.models import tasks
-from jade.models.backends import make_backend
+from jade.models.backends import EngineOptions, backend_names, make_backend
 from jade.models.backends.base import Request
 from jade.models.vqa_normalize import normalize_answer
-from jade.pipeline import config
-from jade.pipeline.config import Manifest, StageResources
+from jade.pipeline.resources import StageResources
 from jade.pipeline.rundir import RunDir
 from jade.pipeline.seeds import derive_seed
-from jade.pipeline.stage import Runtime, ShardResult
+from jade.pipeline.stage import Runtime, ShardFiles, ShardResult, ShardStage, StageFiles
+from jade.typed import ConfigError, ranged, validate_choice
+
+__all__ = [
+    "Generate",
+    "GenerateConfig",
+    "GenerateSettings",
+    "Generator",
+    "MaxTokens",
+    "consensus",
+]
 
 log = logging.getLogger("jade")
 
 
+@dataclass
+class MaxTokens:
+    caption: int = ranged(20, ge=1)
+    question: int = ranged(20, ge=1)
+    answer: int = ranged(8, ge=1)
+
+
+@dataclass
+class GenerateConfig:
+    """The manifest's ``generate`` section."""
+
+    backend: str = "hf"  # a registered backend (`models.backends`): hf | vllm | fake
+    captions: int = ranged(6, ge=0)  # dense-caption samples per image (top-K), before near-duplicate removal
+    questions: dict[str, int] = field(default_factory=lambda: {"yes/no": 3, "number": 2, "other": 4})
+    top_k: int = ranged(20, ge=1)
+    temperature: float = ranged(1.0, gt=0)
+    max_new_tokens: MaxTokens = field(default_factory=MaxTokens)
+    # boxes overlapping an earlier (higher-score) box by more are dropped
+    box_dedup_iou: float = ranged(0.7, ge=0, le=1)
+    # self-consistency of dense captions: a sampled box is kept only when at least this many of the image's
+    # other samples propose a box overlapping it (IoU >= 0.5); 0 keeps every box (JADE's rule). A box the model
+    # is sure of comes back across samples; a stray draw comes once. A kept box is the mean of the boxes that
+    # agree with it (box fusion), which steadies its edges.
+    region_support: int = ranged(0, ge=0)
+    # the caption of a kept box (with region_support): `best`, the highest-scored sample's, or `consensus`, the
+    # one that agrees most with the captions of the samples whose boxes agree with it (minimum Bayes risk
+    # selection under word F1): a colour or a shape that one draw got wrong is outvoted by the others
+    region_caption: str = "best"
+    # with region_support: a sample supports a box only when its caption also shares at least this word F1
+    # with the box's caption (articles ignored); 0: any caption (boxes alone agree)
+    region_support_words: float = ranged(0.0, ge=0, le=1)
+
+    def validate(self, at: str) -> None:
+        validate_choice(self.backend, backend_names(), f"{at}.backend")
+        validate_choice(self.region_caption, ("best", "consensus"), f"{at}.region_caption")
+        for qtype, n in self.questions.items():
+            validate_choice(qtype, tasks.QUESTION_TYPES, f"{at}.questions")
+            if not isinstance(n, int) or isinstance(n, bool) or n < 0:
+                raise ConfigError(f"{at}.questions.{qtype}: expected a non-negative integer, got {n!r}")
+        if self.region_support >= max(1, self.captions):
+            raise ConfigError(
+                f"{at}.region_support: must be between 0 and captions - 1 ({self.captions - 1}), "
+                f"got {self.region_support}"
+            )
+
+
 @dataclass(frozen=True)
 class GenerateSettings:
-    generate: config.Generate
+    generate: GenerateConfig
     seed: int
-
-
-def usable_keys(run: RunDir, shard_id: str) -> list[str]:
-    return pq.read_table(run.work("dedupe") / f"{shard_id}.parquet", columns=["key"]).column(0).to_pylist()
 
 
 _ARTICLES = frozenset(("a", "an", "the"))
@@ -66,35 +116,35 @@ def consensus(samples: list[tuple[float, tuple]]) -> str:
 class Generator:
     """Per-shard worker: loads the generator once (per actor), then annotates whole shards."""
 
-    def __init__(self, run: RunDir, settings: GenerateSettings, runtime: Runtime):
-        self.run, self.g, self.seed = run, settings.generate, settings.seed
+    def __init__(self, stage: Generate, run: RunDir, runtime: Runtime):
+        self.run, self.samples = run, stage.samples
+        self.g, self.seed = stage.settings.generate, stage.settings.seed
         self.batch_size = runtime.batch_size
         self.backend = make_backend(
-            self.g.backend, str(run.checkpoint("generator")), runtime.decode_rows, runtime.threads
+            self.g.backend,
+            str(run.path(stage.model)),
+            EngineOptions(stage.decode_rows, runtime.threads, stage.trust_remote_code),
         )
 
     def __call__(self, shard: ShardRef) -> ShardResult:
-        keys = usable_keys(self.run, shard.shard_id)
+        keys = self.run.read_table(self.samples, shard.shard_id, columns=["key"]).column(0).to_pylist()
         rows: list[dict] = []
         stats: Counter[str] = Counter()
+        by_type: defaultdict[str, Counter[str]] = defaultdict(Counter)
         batch: list = []
         for entry in load_images(shard, set(keys)):
             batch.append(entry)
             if len(batch) == self.batch_size:
-                rows += self.annotate(shard.shard_id, batch, stats)
+                rows += self.annotate(shard.shard_id, batch, stats, by_type)
                 batch = []
         if batch:
-            rows += self.annotate(shard.shard_id, batch, stats)
-        counts: dict = {k: v for k, v in stats.items() if "." not in k}
-        counts["by_type"] = {
-            t: {"questions_generated": stats[f"questions_generated.{t}"]}
-            for t in config.QUESTION_TYPES
-            if stats[f"questions_generated.{t}"]
-        }
+            rows += self.annotate(shard.shard_id, batch, stats, by_type)
+        counts: dict = dict(stats)
+        counts["by_type"] = {t: dict(by_type[t]) for t in tasks.QUESTION_TYPES if by_type[t]}
         table = pa.Table.from_pylist(rows, schema=GENERATED)
-        return ShardResult({f"_work/generate/{shard.shard_id}.parquet": table}, counts, len(rows))
+        return ShardResult({Generate.OUTPUT.path(shard.shard_id): table}, counts, len(rows))
 
-    def annotate(self, shard_id: str, batch: list, stats: Counter) -> list[dict]:
+    def annotate(self, shard_id: str, batch: list, stats: Counter, by_type: defaultdict) -> list[dict]:
         g, seed = self.g, self.seed
         # Through the vision encoder once: both calls below (samples, then answers) reuse the features.
         images = self.backend.prepare([img for _, img, _ in batch])
@@ -139,7 +189,7 @@ class Generator:
             seen = set()
             for q, qtype, score in qs:
                 stats["questions_generated"] += 1
-                stats[f"questions_generated.{qtype}"] += 1
+                by_type[qtype]["questions_generated"] += 1
                 status = "ok"
                 norm = normalize_answer(q)
                 if not q or not norm:
@@ -223,18 +273,25 @@ class Generator:
         return kept
 
 
-class Generate:
+class Generate(ShardStage):
     name = "generate"
-    after = ("dedupe", "finetune_generator")
+    OUTPUT = ShardFiles(
+        "_work/generate/{shard}.parquet"
+    )  # per image: sampled regions and QA pairs (`GENERATED`)
+    outputs = (OUTPUT,)
 
-    def settings(self, m: Manifest) -> GenerateSettings:
-        return GenerateSettings(m.generate, m.seed)
+    def __init__(
+        self,
+        settings: GenerateSettings,
+        samples: ShardFiles,
+        model: StageFiles,
+        resources: StageResources,
+        decode_rows: int = 256,
+        trust_remote_code: bool = False,
+    ):
+        self.settings, self.samples, self.model, self.resources = settings, samples, model, resources
+        self.decode_rows, self.trust_remote_code = decode_rows, trust_remote_code
+        self.inputs = (samples, model)
 
-    def resources(self, m: Manifest) -> StageResources:
-        return m.resources.generate
-
-    def owns(self, shard_id: str) -> list[str]:
-        return [f"_work/generate/{shard_id}.parquet"]
-
-    def worker(self, run: RunDir, settings: GenerateSettings, runtime: Runtime) -> Generator:
-        return Generator(run, settings, runtime)
+    def worker(self, run: RunDir, runtime: Runtime) -> Generator:
+        return Generator(self, run, runtime)

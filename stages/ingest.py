@@ -1,5 +1,5 @@
-"""Ingest: per image shard, decode and check every sample; usable ones -> _work/ingest/<shard>.parquet, the
-rest -> failures/<shard>.parquet with the reason.
+"""Ingest: per image shard, decode and check every sample; usable ones -> `Ingest.SAMPLES`, the rest ->
+`Ingest.FAILURES` (failures/<shard>.parquet) with the reason.
 
 A sample is unusable when its download failed (img2dataset's own message, word for word), its image does
 not decode or is a decompression bomb, it is smaller than `ingest.min_image_size` on a side ("too small:
@@ -15,35 +15,59 @@ import hashlib
 import logging
 import time
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import fsspec
 import pyarrow as pa
 
 from jade.formats import shards
 from jade.formats.errors import ImageError
-from jade.formats.run_tables import SAMPLE, failures_table, reason_category
+from jade.formats.run_tables import SAMPLE, Failure, failures_table, reason_category
 from jade.formats.samples import ShardRef
-from jade.pipeline.config import Manifest, StageResources
 from jade.pipeline.logs import worker_logging
+from jade.pipeline.resources import StageResources
 from jade.pipeline.rundir import RunDir
-from jade.pipeline.stage import Runtime, ShardResult
+from jade.pipeline.stage import Runtime, ShardFiles, ShardResult, ShardStage
+from jade.typed import ConfigError, ranged, validate_choice
+
+__all__ = [
+    "ImagesSource",
+    "Ingest",
+    "IngestSettings",
+    "PROGRESS_EVERY_S",
+    "READER_NOTES",
+    "check_shard",
+]
 
 log = logging.getLogger("jade")
 PROGRESS_EVERY_S = 30.0  # a progress line per running shard at most this often
 READER_NOTES = ("skipped", "sidecar", "damaged", "stats_json")  # reader counts that are not samples
 
 
+@dataclass
+class ImagesSource:
+    """The image-text pairs to annotate (the manifest's ``sources.images``)."""
+
+    format: str = "webdataset"  # webdataset | parquet
+    urls: list[str] = field(default_factory=list)  # fsspec URLs, globs, brace ranges
+
+    def validate(self, at: str) -> None:
+        validate_choice(self.format, ("webdataset", "parquet"), f"{at}.format")
+        if not self.urls:
+            raise ConfigError(f"{at}.urls: at least one URL is required")
+
+
 @dataclass(frozen=True)
 class IngestSettings:
-    min_image_size: int
+    # an image with a side shorter than this is unusable ("too small: WxH")
+    min_image_size: int = ranged(32, ge=1)
 
 
 def check_shard(shard: ShardRef, settings: IngestSettings) -> ShardResult:
     t0 = last = time.time()
     reader = shards.ShardReader(shard)
     ok: list[dict] = []
-    failed: list[tuple] = []
+    failed: list[Failure] = []
     seen: set[str] = set()
     converted: Counter[str] = Counter()
     for s in reader:
@@ -75,7 +99,7 @@ def check_shard(shard: ShardRef, settings: IngestSettings) -> ShardResult:
             if img.info.get("source_mode", "RGB") != "RGB":
                 converted[img.info["source_mode"]] += 1
         else:
-            failed.append(("images", shard.shard_id, shard.key(s.key), s.url, "ingest", reason))
+            failed.append(Failure("images", shard.shard_id, shard.key(s.key), s.url, Ingest.name, reason))
         if time.time() - last > PROGRESS_EVERY_S:
             last = time.time()
             log.info("ingest %s: %d samples so far (%d ok)", shard.shard_id, len(ok) + len(failed), len(ok))
@@ -89,7 +113,7 @@ def check_shard(shard: ShardRef, settings: IngestSettings) -> ShardResult:
         "images_failed": len(failed),
         "images_converted": sum(converted.values()),
         "converted_from": dict(converted),
-        "failure_reasons": dict(Counter(reason_category(f[5]) for f in failed)),
+        "failure_reasons": dict(Counter(reason_category(f.reason) for f in failed)),
     }
     seconds = max(time.time() - t0, 1e-6)
     note = {
@@ -106,25 +130,21 @@ def check_shard(shard: ShardRef, settings: IngestSettings) -> ShardResult:
         counts["failure_reasons"],
     )
     tables = {
-        f"_work/ingest/{shard.shard_id}.parquet": pa.Table.from_pylist(ok, schema=SAMPLE),
-        f"failures/{shard.shard_id}.parquet": failures_table(failed),
+        Ingest.SAMPLES.path(shard.shard_id): pa.Table.from_pylist(ok, schema=SAMPLE),
+        Ingest.FAILURES.path(shard.shard_id): failures_table(failed),
     }
     return ShardResult(tables, counts, n, note)
 
 
-class Ingest:
+class Ingest(ShardStage):
     name = "ingest"
-    after: tuple[str, ...] = ()
+    SAMPLES = ShardFiles("_work/ingest/{shard}.parquet")  # the usable samples (`SAMPLE`)
+    FAILURES = ShardFiles("failures/{shard}.parquet")
+    outputs = (SAMPLES, FAILURES)
 
-    def settings(self, m: Manifest) -> IngestSettings:
-        return IngestSettings(m.ingest.min_image_size)
+    def __init__(self, settings: IngestSettings, resources: StageResources):
+        self.settings, self.resources = settings, resources
 
-    def resources(self, m: Manifest) -> StageResources:
-        return m.resources.ingest
-
-    def owns(self, shard_id: str) -> list[str]:
-        return [f"_work/ingest/{shard_id}.parquet", f"failures/{shard_id}.parquet"]
-
-    def worker(self, run: RunDir, settings: IngestSettings, runtime: Runtime):
+    def worker(self, run: RunDir, runtime: Runtime):
         worker_logging()
-        return lambda shard: check_shard(shard, settings)
+        return lambda shard: check_shard(shard, self.settings)

@@ -1,9 +1,8 @@
 """A whole factory run with deterministic fake backends (the subject is bookkeeping, not the models): the
-generator samples questions from a fixed pool, both models answer from tables, the filter with fixed scores."""
+generator samples questions from a fixed pool, both models answer from tables, the filter with fixed scores.
+The backend is registered by name (``fakerun``) and selected like any other: ``generate.backend=fakerun``."""
 
-import pytest
-
-from jade.models.backends.base import Completion
+from jade.models.backends import register_backend
 from jade.models.backends.fake import FakeBackend
 
 QUESTIONS = {
@@ -46,20 +45,19 @@ FILTER_SCORES = {
 }  # else 1.0
 
 
-class ScoredFake(FakeBackend):
-    """The fake filter: greedy answers from the table, with the answer probability from FILTER_SCORES."""
-
-    def generate(self, images, requests):
-        return [
-            [Completion(c.text, FILTER_SCORES.get(r.prompt, c.score)) for c in comps]
-            for r, comps in zip(requests, super().generate(images, requests), strict=True)
-        ]
+BUILT: list[str] = []  # the checkpoint of every fake backend made (tests check that none was)
 
 
-def fake_backend(name, model_dir, *args, **kwargs):
+@register_backend("fakerun")
+def fake_backend(model_dir, options=None):
+    """The generator's checkpoint gets the question pool and its answers; the filter's its answers and scores."""
+    BUILT.append(model_dir)
     if model_dir.endswith("generator"):
         return FakeBackend(answers=GEN_ANSWERS, pool=QUESTIONS)
-    return ScoredFake(answers=FILTER_ANSWERS)
+    return FakeBackend(answers=FILTER_ANSWERS, scores=FILTER_SCORES)
+
+
+FAKE = ["generate.backend=fakerun"]  # --set: the run's models are the fakes above
 
 
 def make_fake_run(out):
@@ -67,11 +65,5 @@ def make_fake_run(out):
     from jade.pipeline.executor import LocalExecutor
     from tests.tiny import TINY
 
-    mp = pytest.MonkeyPatch()
-    mp.setattr("jade.stages.generate.make_backend", fake_backend)
-    mp.setattr("jade.stages.filter.make_backend", fake_backend)
-    try:
-        run_manifest("sample", str(out), TINY, executor=LocalExecutor())
-    finally:
-        mp.undo()
+    run_manifest("sample", str(out), TINY + FAKE, executor=LocalExecutor())
     return out

@@ -1,21 +1,11 @@
-"""Where ../shared (the steering repo's fixtures) lives: inside the checkout, beside it, or $JADE_SHARED.
+"""The real-format fixtures: the repository's own copy, tests/fixtures/real-formats (taken unchanged from the
+team's shared/fixtures/real-formats; SHA256SUMS lists every file). A clone alone runs every test."""
 
-Missing fixtures fail the tests that need them (the real formats must load unchanged), never skip them.
-"""
-
-import os
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+REAL_FORMATS = ROOT / "tests" / "fixtures" / "real-formats"
 
 
 def real_formats_dir() -> Path:
-    candidates = [Path(os.environ["JADE_SHARED"])] if os.environ.get("JADE_SHARED") else []
-    candidates += [ROOT / "shared", ROOT.parent / "shared"]
-    for c in candidates:
-        if (c / "fixtures" / "real-formats").is_dir():
-            return c / "fixtures" / "real-formats"
-    raise FileNotFoundError(
-        "real-format fixtures not found: put the shared/ folder beside the checkout or set JADE_SHARED "
-        f"(looked in {', '.join(str(c) for c in candidates)})"
-    )
+    return REAL_FORMATS

@@ -12,6 +12,12 @@ from typing import Protocol
 
 from PIL import Image
 
+__all__ = [
+    "Backend",
+    "Completion",
+    "Request",
+]
+
 
 @dataclass(frozen=True)
 class Request:

@@ -1,8 +1,14 @@
-"""A deterministic fake backend for unit tests whose subject is not the model (stage plumbing, stats)."""
+"""A deterministic fake backend for unit tests whose subject is not the model (stage plumbing, stats).
+
+``generate.backend: fake`` builds it from the checkpoint folder: its answers, sample pools and scores come from
+``fake_backend.json`` there when the folder has one (``{"answers": {prompt: text}, "pool": {prompt: [text]},
+"scores": {prompt: p}}``), else it answers "yes" and samples "sample N"."""
 
 from __future__ import annotations
 
+import json
 import random
+from pathlib import Path
 
 from PIL import Image
 
@@ -14,10 +20,21 @@ class FakeBackend:
 
     name = "fake"
 
-    def __init__(self, answers: dict[str, str] | None = None, pool: dict[str, list[str]] | None = None):
+    def __init__(
+        self,
+        answers: dict[str, str] | None = None,
+        pool: dict[str, list[str]] | None = None,
+        scores: dict[str, float] | None = None,
+    ):
         self.answers = answers or {}
         self.pool = pool or {}
+        self.scores = scores or {}  # a greedy answer's probability by prompt (else 1.0)
         self.calls = 0
+
+    @classmethod
+    def from_dir(cls, model_dir: str) -> FakeBackend:
+        script = Path(model_dir) / "fake_backend.json"
+        return cls(**json.loads(script.read_text())) if script.is_file() else cls()
 
     def prepare(self, images: list[Image.Image]) -> list[Image.Image]:
         return list(images)
@@ -27,7 +44,7 @@ class FakeBackend:
         out = []
         for r in requests:
             if r.greedy:
-                out.append([Completion(self.answers.get(r.prompt, "yes"), 1.0)])
+                out.append([Completion(self.answers.get(r.prompt, "yes"), self.scores.get(r.prompt, 1.0))])
             else:
                 rng = random.Random(f"{r.seed}:{r.prompt}")
                 choices = self.pool.get(r.prompt, [f"sample {i}" for i in range(10)])

@@ -40,6 +40,8 @@ from jade.models import attention as attention_rules
 from jade.models.backends.base import Completion, Request
 from jade.models.backends.sampling import choose
 
+__all__ = ["HFBackend", "Prepared", "Unit", "vision_tower"]
+
 
 @dataclass
 class Prepared:
@@ -56,7 +58,7 @@ class Prepared:
 
 
 @dataclass
-class _Unit:
+class Unit:
     """One prefill: a prompt over one image, and the decode rows (request, sample number) it feeds."""
 
     image: int
@@ -94,7 +96,7 @@ class HFBackend:
         self.vision_rows = 0
         self.prefill_tokens = 0
         self.image_prefills = 0
-        tower = _vision_tower(self.model)
+        tower = vision_tower(self.model)
         if tower is not None:
             tower.register_forward_hook(self._count_vision)
         self._plain = _PlainGenerate(self)
@@ -171,16 +173,16 @@ class HFBackend:
         # are prefixes of the answer with the largest limit (the filter's presupposition checks, asked with 3
         # tokens, are often questions it also answers with 8): that one is decoded, and each request gets its
         # own limit's prefix of it.
-        units: dict[tuple, _Unit] = {}
+        units: dict[tuple, Unit] = {}
         greedy: dict[tuple, list[int]] = defaultdict(list)  # (image, prompt) -> its greedy requests
         for i, r in enumerate(requests):
             if r.greedy:
                 key: tuple = (r.image, r.prompt)
                 greedy[key].append(i)
-                units.setdefault(key, _Unit(r.image, ids[r.prompt], []))
+                units.setdefault(key, Unit(r.image, ids[r.prompt], []))
             else:
                 key = (r.image, r.prompt, r.top_k, r.temperature, r.seed, r.max_new_tokens)
-                unit = units.setdefault(key, _Unit(r.image, ids[r.prompt], []))
+                unit = units.setdefault(key, Unit(r.image, ids[r.prompt], []))
                 unit.rows += [(i, j) for j in range(r.n)]
         same: dict[int, list[int]] = {}  # the greedy request decoded -> the others of its (image, prompt)
         for key, members in greedy.items():
@@ -195,12 +197,12 @@ class HFBackend:
                     out[k][0] = self._completion(toks[:limit], lps[:limit])
         return out  # type: ignore[return-value]
 
-    def _batches(self, units: list[_Unit]) -> list[list[_Unit]]:
+    def _batches(self, units: list[Unit]) -> list[list[Unit]]:
         """Up to `batch_size` decode rows a batch, whatever the prompt lengths (`_decode` pads the shorter
         prompts' caches); units in order of prompt length, so a batch spans few lengths and pads little.
         A unit with more rows than `batch_size` makes a batch of its own. Deterministic order."""
-        batches: list[list[_Unit]] = []
-        cur: list[_Unit] = []
+        batches: list[list[Unit]] = []
+        cur: list[Unit] = []
         rows = 0
         for u in sorted(units, key=lambda u: len(u.ids)):  # stable: equal lengths keep their order
             if cur and rows + len(u.rows) > self.batch_size:
@@ -224,7 +226,7 @@ class HFBackend:
         skip = self.processor.image_seq_length if self.shared_image_kv else 0
         return {p: self._ids[p][skip:] for p in prompts}
 
-    def _prefill(self, prepared: Prepared, units: list[_Unit]) -> tuple[torch.Tensor, DynamicCache]:
+    def _prefill(self, prepared: Prepared, units: list[Unit]) -> tuple[torch.Tensor, DynamicCache]:
         """Last-position logits and the cache of every unit's prompt over its image, prefilled once."""
         dev = self.device
         input_ids = torch.tensor([u.ids for u in units], device=dev)
@@ -258,15 +260,15 @@ class HFBackend:
         return logits[:, -1], cache
 
     def _prefill_all(
-        self, prepared: Prepared, units: list[_Unit]
-    ) -> tuple[list[_Unit], torch.Tensor, DynamicCache, torch.Tensor]:
+        self, prepared: Prepared, units: list[Unit]
+    ) -> tuple[list[Unit], torch.Tensor, DynamicCache, torch.Tensor]:
         """Prefill a batch of units of any prompt lengths: each length group once, without padding, then one
         cache for all, each group's left-padded to the longest (`_left_pad`). Returns the units in the
         cache's row order, their last-position logits, the cache and each unit's own cache length."""
-        groups: dict[int, list[_Unit]] = defaultdict(list)
+        groups: dict[int, list[Unit]] = defaultdict(list)
         for u in units:
             groups[len(u.ids)].append(u)
-        ordered: list[_Unit] = []
+        ordered: list[Unit] = []
         logits, caches, lengths = [], [], []
         for _, group in sorted(groups.items()):
             lg, cache = self._prefill(prepared, group)
@@ -278,7 +280,7 @@ class HFBackend:
         return ordered, torch.cat(logits), cache, torch.tensor(lengths, device=self.device)
 
     @torch.inference_mode()
-    def _decode(self, prepared: Prepared, units: list[_Unit], requests: list[Request]):
+    def _decode(self, prepared: Prepared, units: list[Unit], requests: list[Request]):
         dev = self.device
         # 1. Prefill every unit once (`lengths`: each unit's cache length before padding).
         units, logits, cache, lengths = self._prefill_all(prepared, units)
@@ -366,7 +368,7 @@ def _padding_mask(lengths: torch.Tensor, steps: int) -> torch.Tensor:
     return (pos[None, :] >= (total - lengths)[:, None]).long()
 
 
-def _vision_tower(model):
+def vision_tower(model):
     inner = getattr(model, "model", model)
     for name in ("vision_tower", "visual", "vision_model"):
         if (tower := getattr(inner, name, None)) is not None:

@@ -44,6 +44,19 @@ from jade.models import attention
 from jade.models.backends import vllm_export, vllm_worker
 from jade.models.backends.base import Completion, Request
 
+__all__ = [
+    "Encoded",
+    "Sample",
+    "VLLMBackend",
+    "WORKER",
+    "check_rule",
+    "engine_device",
+    "engine_rule",
+    "pixel_size",
+    "resized",
+    "worker_python",
+]
+
 WORKER = Path(vllm_worker.__file__).resolve()
 _DEVICES: dict[str, str] = {}  # worker python -> the device its vLLM runs on (known after a first start)
 _PASSED_ENV = ("VLLM_", "HF_", "TRANSFORMERS_", "TOKENIZERS_", "OMP_", "CUDA_")  # to a spare worker, at start

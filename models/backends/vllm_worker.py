@@ -9,8 +9,9 @@ one mapping from requests to vLLM either way.
 This file imports nothing from jade (it runs in the other environment, executed by path) and vLLM only
 inside functions (it is also imported, without vLLM, by the main environment).
 
-The protocol: messages are pickled dicts of plain Python values (str, int, float, bytes, lists, dicts), each
-preceded by its length (8 bytes, little-endian). Images travel as PNG bytes.
+The protocol: messages are MessagePack maps of plain values (str, int, float, bytes, lists, maps), each
+preceded by its length (8 bytes, little-endian): a format that carries data only, never code (no pickle on
+any channel). Images travel as PNG bytes.
 
     worker -> {"device": "cpu" | "cuda" | ..., "vllm": version}      as soon as vLLM's platform is known
     parent -> {"op": "start", "args": {vllm.LLM arguments}, "env": {the caller's VLLM_*, HF_* ... variables}}
@@ -27,7 +28,6 @@ from __future__ import annotations
 import io
 import math
 import os
-import pickle
 import struct
 import sys
 import traceback
@@ -129,7 +129,9 @@ class Engine:
 
 
 def send(f, obj) -> None:
-    data = pickle.dumps(obj, protocol=4)
+    import msgpack
+
+    data = msgpack.packb(obj, use_bin_type=True)
     f.write(struct.pack("<Q", len(data)))
     f.write(data)
     f.flush()
@@ -143,7 +145,10 @@ def recv(f):
     data = f.read(n)
     if len(data) < n:
         raise EOFError("the other end closed the pipe mid-message")
-    return pickle.loads(data)
+    import msgpack
+
+    # maps keyed by image index: integer keys allowed (strict_map_key); tuples come back as lists
+    return msgpack.unpackb(data, raw=False, strict_map_key=False)
 
 
 def _decode_images(blobs: dict) -> dict:

@@ -8,11 +8,13 @@ import datasets
 import pyarrow.parquet as pq
 import pytest
 
+from jade.app.manifest import ManifestError
 from jade.app.refilter import RefilterError, refilter
 from jade.app.runner import run_manifest
-from jade.pipeline.config import ManifestError
+from jade.models import factory
 from jade.pipeline.executor import LocalExecutor
 from jade.pipeline.rundir import RunDir, read_json
+from tests.fakerun import BUILT, FAKE
 from tests.tiny import TINY
 
 OUTPUTS = ["dataset/README.md", "stats.json"]
@@ -32,14 +34,10 @@ def run(fake_run, tmp_path, monkeypatch):
     monkeypatch.setenv(
         "SAMPLE_WORLD", str(fake_run / "world")
     )  # the copy's manifest names the original world
-    for target in (
-        "jade.stages.generate.make_backend",
-        "jade.stages.filter.make_backend",
-        "jade.models.backends.make_backend",
-        "jade.models.factory.load",
-    ):
-        monkeypatch.setattr(target, _no_model)
-    return out
+    monkeypatch.setattr(factory, "load", _no_model)
+    built = len(BUILT)
+    yield out
+    assert len(BUILT) == built, "a backend was made"
 
 
 def _files(run):
@@ -87,7 +85,7 @@ def test_refilter_changes_the_rule_without_models(run, fake_run):
     assert "normalization `none`" in (run / "dataset/README.md").read_text()
     # run.json and the completion records now describe the new rule: the same `jade run` does nothing more.
     summaries = run_manifest(
-        "sample", str(run), TINY + ["filter.normalization=none"], executor=LocalExecutor()
+        "sample", str(run), TINY + FAKE + ["filter.normalization=none"], executor=LocalExecutor()
     )
     assert all(s.get("skipped") for s in summaries.values())
     meta = read_json(run / "run.json")
@@ -102,19 +100,21 @@ def test_refilter_changes_the_rule_without_models(run, fake_run):
 
     refilter(str(run), ["filter.min_score=0.0"])  # the original rule: the original dataset, byte for byte
     assert _files(run) == original
-    summaries = run_manifest("sample", str(run), TINY, executor=LocalExecutor())
+    summaries = run_manifest("sample", str(run), TINY + FAKE, executor=LocalExecutor())
     assert all(s.get("skipped") for s in summaries.values())
 
 
 def test_run_with_a_new_rule_reuses_the_filter_answers(run):
-    summaries = run_manifest("sample", str(run), TINY + ["filter.min_score=0.5"], executor=LocalExecutor())
+    summaries = run_manifest(
+        "sample", str(run), TINY + FAKE + ["filter.min_score=0.5"], executor=LocalExecutor()
+    )
     assert [k for k, s in summaries.items() if not s.get("skipped")] == ["filter", "publish"]
     assert read_json(run / "stats.json")["rejected_by_reason"]["low filter score"] > 0
 
 
 def test_refilter_never_runs_a_model(run):
-    (run / "_work/filter/answers/00001.parquet").unlink()  # the filter model's answers to a shard are gone
-    with pytest.raises(RefilterError, match="00001: .*the filter model has not answered shard 00001"):
+    (run / "_state/answers/00001.json").unlink()  # the filter model has not answered a shard
+    with pytest.raises(RefilterError, match=r"the filter model has not answered shard\(s\) 00001"):
         refilter(str(run), ["filter.normalization=none"])
 
 

@@ -21,11 +21,11 @@ from PIL import Image
 from jade.app.cli import main
 from jade.app.runner import STAGE_NAMES, run_manifest
 from jade.pipeline.executor import LocalExecutor
-from tests.fakerun import fake_backend
+from tests.fakerun import FAKE
 from tests.stages.real_inputs import _write_tar, palette_png
 from tests.tiny import TINY
 
-SHARD_STAGES = ("ingest", "dedupe", "generate", "filter", "publish")
+SHARD_STAGES = ("ingest", "dedupe", "generate", "answers", "filter", "publish")
 WHOLE_STAGES = ("examples", "finetune_generator", "finetune_filter")
 
 
@@ -107,8 +107,6 @@ def run(fake_run, tmp_path, monkeypatch):
     shutil.copytree(fake_run, out)
     (tmp_path / "extra").mkdir()
     monkeypatch.setenv("SAMPLE_WORLD", str(fake_run / "world"))
-    monkeypatch.setattr("jade.stages.generate.make_backend", fake_backend)
-    monkeypatch.setattr("jade.stages.filter.make_backend", fake_backend)
     return out
 
 
@@ -122,7 +120,9 @@ def test_adding_a_shard_runs_it_alone_and_removing_it_restores_the_run(run, fake
         {p.name: p.read_bytes() for p in (run / "dataset/data").iterdir()},
     )
 
-    summaries = run_manifest("sample", str(run), [*TINY, _urls(fake_run, extra)], executor=LocalExecutor())
+    summaries = run_manifest(
+        "sample", str(run), [*TINY, *FAKE, _urls(fake_run, extra)], executor=LocalExecutor()
+    )
     assert all(summaries[st]["skipped"] for st in WHOLE_STAGES)  # the checkpoints are reused
     assert ckpt.stat().st_mtime_ns == ckpt_mtime
     for st in SHARD_STAGES:
@@ -150,7 +150,7 @@ def test_adding_a_shard_runs_it_alone_and_removing_it_restores_the_run(run, fake
     assert "converted_from: CMYK 1, P 1" in out[ingest + 3]  # 00002
     assert "not running" in out[0] and "ingest               done     3/3 shards" in out
 
-    summaries = run_manifest("sample", str(run), TINY, executor=LocalExecutor())  # the shard removed again
+    summaries = run_manifest("sample", str(run), TINY + FAKE, executor=LocalExecutor())  # removed again
     assert all(summaries[st]["shards_run"] == 0 for st in SHARD_STAGES)
     assert not list(run.glob("**/00002*")) and not list((run / "dataset/data").glob("train-00002-*"))
     assert _rows(run) == _rows(fake_run)
@@ -169,7 +169,7 @@ def test_a_shard_with_no_usable_image(run, fake_run, tmp_path, capsys):
         str(run),
         "--executor",
         "local",
-        *(a for s in TINY for a in ("--set", s)),
+        *(a for s in TINY + FAKE for a in ("--set", s)),
     ]
     assert main([*argv, "--set", _urls(fake_run, extra)]) == 0
     err = capsys.readouterr().err

@@ -21,6 +21,7 @@ from tests.tiny import TINY
 # in the fast tier: CI runs it against a real local head
 pytestmark = [pytest.mark.ray, pytest.mark.timeout(600)]
 BIN = Path(sys.executable).parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def free_ports(n):
@@ -49,52 +50,49 @@ def stop_head(temp_dir: str) -> None:
     signal_all(alive, "kill")
 
 
-@pytest.fixture
-def head():
+@pytest.fixture(scope="module")
+def head(tmp_path_factory):
+    """A head started as docs/cluster.md says (step 1: a token; step 2: `make ray-head` with token auth), from
+    a shell whose PATH does not name the project's environment; only its ports and temp dir are private."""
+    home = tmp_path_factory.mktemp("home")
     temp_dir = tempfile.mkdtemp(prefix="jh", dir="/tmp")
     gcs, dash, client, agent = free_ports(4)
-    env = {
-        **os.environ,
-        "RAY_AUTH_MODE": "disabled",
-        "HF_HUB_OFFLINE": "1",
-        "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
-    }
+    path = os.pathsep.join(p for p in os.environ.get("PATH", "").split(os.pathsep) if Path(p) != BIN)
+    env = {**os.environ, "HOME": str(home), "PATH": path, "RAY_AUTH_MODE": "token", "HF_HUB_OFFLINE": "1"}
     env.pop("RAY_ADDRESS", None)
-    cmd = [
-        str(BIN / "ray"),
-        "start",
-        "--head",
-        f"--port={gcs}",
-        f"--dashboard-port={dash}",
-        f"--ray-client-server-port={client}",
-        f"--dashboard-agent-listen-port={agent}",
-        "--num-cpus=2",
-        "--include-dashboard=true",
-        "--dashboard-host=127.0.0.1",
-        f"--temp-dir={temp_dir}",
-        "--disable-usage-stats",
-    ]
+    env.pop("VIRTUAL_ENV", None)
+    private = (
+        f"--port={gcs} --dashboard-port={dash} --ray-client-server-port={client} "
+        f"--dashboard-agent-listen-port={agent} --num-cpus=2 --temp-dir={temp_dir} --disable-usage-stats"
+    )
     try:
-        subprocess.run(cmd, env=env, check=True, capture_output=True, timeout=120)
-        yield f"http://127.0.0.1:{dash}"
+        subprocess.run([str(BIN / "ray"), "get-auth-token", "--generate"], env=env, check=True, timeout=120)
+        subprocess.run(
+            ["make", "-C", str(ROOT), "ray-head", f"RAY_ARGS={private}"],
+            env=env,
+            check=True,
+            capture_output=True,
+            timeout=180,
+        )
+        yield f"http://127.0.0.1:{dash}", env
     finally:
         stop_head(temp_dir)
         shutil.rmtree(temp_dir, ignore_errors=True)
 
 
-def test_submit_sample_run_as_a_job(head, tmp_path, capsys):
+def submit_cli(head, *args):
+    """`python -m jade.app.submit` (what `make submit` runs) from the docs' step 3: token auth, ~/.ray's token."""
+    address, env = head
+    cmd = [sys.executable, "-m", "jade.app.submit", *args[:1], "--address", address, *args[1:]]
+    return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=560, cwd=ROOT)
+
+
+def test_submit_sample_run_as_a_job(head, tmp_path):
     out = tmp_path / "run"
     assert submit.entrypoint_argv("sample", str(out), ["a=b c"])[-2:] == ["--set", "a=b c"]
-    rc = submit.main(
-        ["sample", "--address", head, "--out", str(out), "--wait", *(a for s in TINY for a in ("--set", s))]
-    )
-    printed = capsys.readouterr().out
-    assert "ray job logs -f --address" in printed and "ray job status" in printed
-    job_id = printed.split()[2].rstrip(":")
-    if rc != 0:
-        from ray.job_submission import JobSubmissionClient
-
-        pytest.fail(JobSubmissionClient(head).get_job_logs(job_id)[-4000:])
+    res = submit_cli(head, "sample", "--out", str(out), "--wait", *(a for s in TINY for a in ("--set", s)))
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert "ray job logs -f --address" in res.stdout and "ray job status" in res.stdout
     # the job ran the uploaded working directory's code, not this checkout's (nor an installed jade)
     code = Path(json.loads((out / "run.json").read_text())["code"])
     assert "working_dir_files" in code.parts or "runtime_resources" in str(code), code
@@ -102,3 +100,9 @@ def test_submit_sample_run_as_a_job(head, tmp_path, capsys):
     ds = datasets.load_dataset("parquet", data_files=str(out / "dataset/data/*.parquet"), split="train")
     stats = json.loads((out / "stats.json").read_text())
     assert len(ds) == stats["images_ok"] > 0 and len(set(ds["key"])) == len(ds)
+
+
+def test_a_job_that_dies_at_start_makes_submit_fail(head, tmp_path):
+    res = submit_cli(head, "sample", "--out", str(tmp_path / "run"), "--set", "generate.top_k=0")
+    assert res.returncode == 1, res.stdout + res.stderr
+    assert "FAILED; its last log lines" in res.stderr and "generate.top_k: must be at least 1" in res.stderr

@@ -1,4 +1,5 @@
-"""Every file in shared/fixtures/real-formats loads unchanged, with the counts it really holds."""
+"""Every file in tests/fixtures/real-formats (excerpts of the published datasets) loads unchanged, with the
+counts it really holds."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ VG_QAS = [91, 165, 141, 156, 168]
 def test_every_fixture_file_is_covered(real):
     covered = {
         "README.md",
+        "SHA256SUMS",  # the repository's copy: its checksums (tests/formats/test_fixture_copy.py)
         "cc3m/Train_GCC-training.head.tsv",
         "cc3m/Validation_GCC-1.1.0-Validation.head.tsv",
         "cc3m/Image_Labels_Subset_Train_GCC-Labels-training.head.tsv",

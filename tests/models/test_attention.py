@@ -215,6 +215,6 @@ def test_greedy_requests_of_one_image_and_prompt_are_decoded_once(model):
 
 
 def _unit(engine, r):
-    from jade.models.backends.hf import _Unit
+    from jade.models.backends.hf import Unit
 
-    return _Unit(r.image, engine._prompt_ids([r.prompt])[r.prompt], [(0, 0)])
+    return Unit(r.image, engine._prompt_ids([r.prompt])[r.prompt], [(0, 0)])

@@ -7,7 +7,7 @@ from PIL import Image
 from jade.models import factory
 from jade.models.backends.base import Request
 from jade.models.backends.hf import HFBackend
-from jade.pipeline.config import Architecture
+from jade.models.specs import Architecture
 
 ARCH = Architecture(
     image_size=32,

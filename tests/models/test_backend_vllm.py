@@ -115,9 +115,9 @@ def export_cache(tmp_path, monkeypatch):
 def backend(tmp_path, monkeypatch):
     for name, mod in _fake_vllm().items():
         monkeypatch.setitem(sys.modules, name, mod)
-    from jade.models.backends import make_backend
+    from jade.models.backends import EngineOptions, make_backend
 
-    return make_backend("vllm", str(_checkpoint(tmp_path / "generator")), batch_size=64)
+    return make_backend("vllm", str(_checkpoint(tmp_path / "generator")), EngineOptions(decode_rows=64))
 
 
 def test_engine_is_built_with_prefix_caching_fp32_and_no_remote_code(backend, tmp_path):

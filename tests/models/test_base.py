@@ -8,11 +8,11 @@ from collections import Counter
 import pytest
 
 from jade.app.base import check_base
+from jade.app.manifest import BASES_DIR
 from jade.models import factory
 from jade.models.greedy import greedy
 from jade.models.tasks import answer_prompt
 from jade.models.vqa_normalize import normalize_answer
-from jade.pipeline.config import BASES_DIR
 from jade.sampleworld.language import sample_question_records
 from jade.sampleworld.stream import draw
 

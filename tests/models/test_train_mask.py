@@ -8,9 +8,8 @@ import torch
 from PIL import Image
 
 from jade.models import factory
-from jade.models.specs import Training
+from jade.models.specs import Architecture, Training
 from jade.models.train import TrainJob, train_loop
-from jade.pipeline.config import Architecture
 
 ARCH = Architecture(
     image_size=32,

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 
+from jade.app.manifest import ManifestError, load_manifest
 from jade.app.runner import check_paths
-from jade.pipeline.config import ManifestError, load_manifest
 
 COMMON = ("VG_ROOT", "GQA_ROOT", "VQA_ROOT", "COCO_ROOT")
 CASES = [("cc3m", "CC3M_ROOT"), ("cc12m", "CC12M_ROOT")]

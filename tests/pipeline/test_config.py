@@ -2,7 +2,8 @@ from pathlib import Path
 
 import pytest
 
-from jade.pipeline.config import Manifest, ManifestError, build, load_manifest
+from jade.app.manifest import Manifest, ManifestError, load_manifest
+from jade.typed import build
 
 
 def _write(tmp_path, text):
@@ -76,52 +77,28 @@ def test_decode_rows_is_a_typed_resource_of_the_model_stages(tmp_path):
         load_manifest(_write(tmp_path, "name: x\n"), ["resources.ingest.decode_rows=64"])
 
 
-def test_the_model_stages_take_their_decode_rows_from_the_resources(monkeypatch, tmp_path):
+def test_the_model_stages_take_their_decode_rows_from_the_resources(tmp_path):
+    """`resources.<generate,filter>.decode_rows` reaches the engines that the stages' workers make (through
+    the backend registry: a probe backend records what it is given)."""
+    from jade.app.runner import build_stages
+    from jade.models.backends import register_backend
     from jade.pipeline.rundir import RunDir
     from jade.pipeline.stage import Runtime
-    from jade.stages import filter as filter_stage
-    from jade.stages import generate as generate_stage
+    from jade.stages.answers import Answers
+    from jade.stages.generate import Generate
 
     asked = []
-    for mod in (generate_stage, filter_stage):
-        monkeypatch.setattr(mod, "make_backend", lambda name, path, rows, threads: asked.append(rows))
-    m = load_manifest(_write(tmp_path, "name: x\n"), ["resources.generate.decode_rows=48"])
-    run, rt = RunDir(tmp_path / "run"), Runtime(decode_rows=m.resources.generate.decode_rows)
-    generate_stage.Generate().worker(run, generate_stage.Generate().settings(m), rt)
-    filter_stage.Filter().worker(run, filter_stage.Filter().settings(m), Runtime(decode_rows=80)).backend  # noqa: B018
+    register_backend("probe-rows")(lambda model_dir, options: asked.append(options.decode_rows))
+    m = load_manifest(
+        _write(tmp_path, "name: x\n"),
+        [
+            "resources.generate.decode_rows=48",
+            "resources.filter.decode_rows=80",
+            "generate.backend=probe-rows",
+        ],
+    )
+    stages = {type(st): st for st in build_stages(m)}
+    run = RunDir(tmp_path / "run")
+    stages[Generate].worker(run, Runtime())
+    stages[Answers].worker(run, Runtime())
     assert asked == [48, 80]
-
-
-def test_the_shard_mapper_hands_a_model_stage_its_decode_rows(tmp_path):
-    """`resources.<stage>.decode_rows` reaches the workers' Runtime (other stages get the default)."""
-    from jade.formats.samples import ShardRef
-    from jade.pipeline.config import ModelStageResources, StageResources
-    from jade.pipeline.executor import LocalExecutor
-    from jade.pipeline.rundir import RunDir
-    from jade.pipeline.runner import execute
-    from jade.pipeline.stage import Runtime, ShardResult
-
-    seen = {}
-
-    class Probe:
-        after = ()
-
-        def __init__(self, name, res):
-            self.name, self.res = name, res
-
-        def settings(self, m):
-            return {}
-
-        def resources(self, m):
-            return self.res
-
-        def owns(self, shard_id):
-            return []
-
-        def worker(self, run, settings, runtime):
-            seen[self.name] = runtime.decode_rows
-            return lambda shard: ShardResult({}, {}, 0)
-
-    stages = [Probe("model", ModelStageResources(decode_rows=48)), Probe("plain", StageResources())]
-    execute(stages, Manifest(), RunDir(tmp_path), [ShardRef("a", "a.tar", "webdataset")], LocalExecutor())
-    assert seen == {"model": 48, "plain": Runtime.decode_rows}

@@ -6,8 +6,8 @@ import pickle
 
 import pytest
 
-from jade.pipeline.config import StageResources
 from jade.pipeline.executor import Executor, LocalExecutor, WorkerFactory
+from jade.pipeline.resources import StageResources
 
 BUILT: list[str] = []
 

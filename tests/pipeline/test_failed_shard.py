@@ -10,15 +10,18 @@ import pytest
 
 from jade.app.cli import main
 from jade.pipeline.rundir import RunDir
-from tests.fakerun import fake_backend
+from jade.stages.publish import Publish
+from tests.fakerun import FAKE
 from tests.tiny import TINY
 
 DOWNSTREAM = [
     "_state/generate",
+    "_state/answers",
     "_state/filter",
     "_state/publish",
     "_state/_progress",
     "_work/generate",
+    "_work/answers",
     "_work/filter",
     "dataset",
     "rejected",
@@ -46,8 +49,6 @@ def run_dir(fake_run, tmp_path, monkeypatch):
     monkeypatch.setenv(
         "SAMPLE_WORLD", str(fake_run / "world")
     )  # the same sources: ingest and finetune are reused
-    monkeypatch.setattr("jade.stages.generate.make_backend", fake_backend)
-    monkeypatch.setattr("jade.stages.filter.make_backend", fake_backend)
     return out
 
 
@@ -59,7 +60,7 @@ def test_failed_shard_recorded_rest_published_then_retried(fake_run, run_dir, mo
         str(run_dir),
         "--executor",
         "local",
-        *(a for s in TINY for a in ("--set", s)),
+        *(a for s in TINY + FAKE for a in ("--set", s)),
     ]
     monkeypatch.setenv("JADE_FAULT", "raise:generate:00001")
     assert main(argv) == 1
@@ -69,9 +70,14 @@ def test_failed_shard_recorded_rest_published_then_retried(fake_run, run_dir, mo
     fps = json.loads(run.run_json.read_text())["stage_fingerprints"]
     rec = run.failed("generate")["00001"]
     assert "injected fault" in rec["error"] and "Traceback" in rec["traceback"]
-    for stage in ("generate", "filter", "publish"):  # not complete: a re-run does the failed shard again
+    for stage in (
+        "generate",
+        "answers",
+        "filter",
+        "publish",
+    ):  # not complete: a re-run does the failed shard again
         assert run.done(stage, fps[stage])["complete"] is False
-    stats = json.loads(run.stats_json.read_text())
+    stats = json.loads(run.path(Publish.STATS).read_text())
     assert stats["failed_shards"] == {"00001": {"stage": "generate", "error": rec["error"]}}
     assert {r["provenance"]["source_shard"] for r in dataset_rows(run_dir)} == {"00000"}
     assert stats["images_ok"] == len(dataset_rows(run_dir))
@@ -86,4 +92,4 @@ def test_failed_shard_recorded_rest_published_then_retried(fake_run, run_dir, mo
     assert run.failed("generate") == {}
     assert dataset_rows(run_dir) == dataset_rows(fake_run)
     ref = json.loads((fake_run / "stats.json").read_text())
-    assert json.loads(run.stats_json.read_text()) == ref
+    assert json.loads(run.path(Publish.STATS).read_text()) == ref

@@ -2,7 +2,7 @@
 
 import pytest
 
-from jade.pipeline.config import ManifestError, load_manifest
+from jade.app.manifest import ManifestError, load_manifest
 from jade.pipeline.executor import RayExecutor
 from jade.pipeline.progress import Progress, fmt_eta, stage_progress
 from jade.pipeline.rundir import RunDir
@@ -25,7 +25,7 @@ def test_actor_pool_sizes(sets, pool, monkeypatch):
 
 def test_bad_pool_names_the_key(monkeypatch):
     monkeypatch.setenv("SAMPLE_WORLD", "/tmp/w")
-    with pytest.raises(ManifestError, match=r"resources.filter: need 1 <= min_actors <= max_actors"):
+    with pytest.raises(ManifestError, match=r"resources.filter: need min_actors <= max_actors \(got 3, 2\)"):
         load_manifest("sample", ["resources.filter={min_actors: 3, max_actors: 2}"])
 
 

@@ -2,8 +2,8 @@
 
 import pytest
 
+from jade.app.manifest import ManifestError
 from jade.app.runner import run_manifest
-from jade.pipeline.config import ManifestError
 from jade.pipeline.executor import LocalExecutor
 
 

@@ -9,11 +9,10 @@ import pyarrow.parquet as pq
 import pytest
 
 from jade.formats.samples import ShardRef
-from jade.pipeline.config import Manifest, StageResources
 from jade.pipeline.executor import LocalExecutor
 from jade.pipeline.rundir import RunDir, atomic_dir, atomic_write_json, read_json
 from jade.pipeline.runner import execute
-from jade.pipeline.stage import ShardResult
+from jade.pipeline.stage import ShardFiles, ShardResult, ShardStage
 from jade.pipeline.stats import sum_counts
 
 CALLS: list[tuple[str, str]] = []
@@ -24,65 +23,53 @@ class Parts:
     parts: int  # files a shard writes
 
 
-class Source:
+class Source(ShardStage):
     """A first shard stage: writes `parts` files per shard with one row each, and fails on shard "bad"."""
 
-    name, after = "source", ()
+    name = "source"
+    OUT = ShardFiles("out/{shard}-{part}.parquet")
+    outputs = (OUT,)
 
-    def settings(self, m):
-        return Parts(m.publish.rows_per_file)
-
-    def resources(self, m):
-        return StageResources()
+    def __init__(self, parts: int):
+        self.settings = Parts(parts)
 
     def owns(self, shard_id):
         return [f"out/{shard_id}-*.parquet"]
 
-    def worker(self, run, settings, runtime):
+    def worker(self, run, runtime):
         def work(shard: ShardRef) -> ShardResult:
             CALLS.append((self.name, shard.shard_id))
             if shard.shard_id == "bad":
                 raise ValueError("a bad shard")
-            tables = {
-                f"out/{shard.shard_id}-{k}.parquet": pa.table({"k": [k]}) for k in range(settings.parts)
-            }
-            return ShardResult(tables, {"rows": settings.parts, "by": {"x": 1}}, settings.parts)
+            n = self.settings.parts
+            tables = {f"out/{shard.shard_id}-{k}.parquet": pa.table({"k": [k]}) for k in range(n)}
+            return ShardResult(tables, {"rows": n, "by": {"x": 1}}, n)
 
         return work
 
 
-class Sink:
+class Sink(ShardStage):
     """A second shard stage reading the first's output, and (reads_earlier) the shards before it."""
 
-    name, after, reads_earlier = "sink", ("source",), True
+    name, reads_earlier = "sink", True
+    OUT = ShardFiles("sink/{shard}.parquet")
+    outputs = (OUT,)
+    inputs = (Source.OUT,)
+    settings = {}
 
-    def settings(self, m):
-        return {}
-
-    def resources(self, m):
-        return StageResources()
-
-    def owns(self, shard_id):
-        return [f"sink/{shard_id}.parquet"]
-
-    def worker(self, run, settings, runtime):
+    def worker(self, run, runtime):
         def work(shard: ShardRef) -> ShardResult:
             CALLS.append((self.name, shard.shard_id))
             n = sum(pq.read_table(p).num_rows for p in (run.root / "out").glob(f"{shard.shard_id}-*.parquet"))
-            return ShardResult({f"sink/{shard.shard_id}.parquet": pa.table({"n": [n]})}, {"seen": n}, n)
+            return ShardResult({self.OUT.path(shard.shard_id): pa.table({"n": [n]})}, {"seen": n}, n)
 
         return work
-
-
-STAGES = [Source(), Sink()]
 
 
 def _run(tmp_path, shards, parts=2):
     CALLS.clear()
-    m = Manifest()
-    m.publish.rows_per_file = parts
     refs = [ShardRef(s, f"{s}.tar", "webdataset") for s in shards]
-    return execute(STAGES, m, RunDir(tmp_path), refs, LocalExecutor())
+    return execute([Source(parts), Sink()], RunDir(tmp_path), refs, LocalExecutor())
 
 
 def test_done_shards_are_skipped_and_counts_summed(tmp_path):

@@ -89,7 +89,10 @@ def run(tmp_path_factory):
 
 def _chromium():
     exe = shutil.which("chromium") or shutil.which("chromium-browser")
-    assert exe, "chromium is needed: apt-get install -y chromium (.ci/run installs it)"
+    assert exe, (
+        "headless Chromium is needed to render the gallery: `make browser` installs it as root or with "
+        "sudo (`make test` runs it), or install your distribution's chromium package yourself"
+    )
     return exe
 
 

@@ -1,4 +1,4 @@
-"""Every written file has the layout of its real published counterpart in shared/fixtures/real-formats."""
+"""Every written file has the layout of its real published counterpart in tests/fixtures/real-formats."""
 
 from __future__ import annotations
 

@@ -5,8 +5,7 @@ from dataclasses import asdict
 
 import pytest
 
-from jade.pipeline.config import GQASource, VGSource, VQASource
-from jade.stages.examples import READERS, job_source
+from jade.stages.examples import READERS, GQASource, VGSource, VQASource, job_source
 from jade.typed import ConfigError
 
 

@@ -5,9 +5,10 @@ from collections import Counter
 
 import pytest
 
+from jade.app.manifest import ManifestError
 from jade.models.backends.base import Completion
 from jade.models.tasks import parse_box
-from jade.pipeline.config import Generate, ManifestError
+from jade.stages.generate import GenerateConfig as Generate
 from jade.stages.generate import Generator
 
 A = "<loc0100><loc0100><loc0400><loc0400>"  # one object, proposed three times (slightly moved)

@@ -46,7 +46,7 @@ from PIL import Image
 from jade.app.runner import run_manifest
 from jade.formats.samples import failure_reason
 from jade.pipeline.executor import LocalExecutor
-from tests.fakerun import fake_backend
+from tests.fakerun import FAKE
 from tests.stages import real_inputs as ri
 
 # the module fixtures build img2dataset's venv (2-2.5 min) and run it and the factory twice, in the first test
@@ -303,23 +303,17 @@ def _manifest(path: Path, images: dict, sources: dict) -> str:
 def runs(server, img2dataset, tmp_path_factory):
     root = tmp_path_factory.mktemp("i2d")
     sources = ri.annotations(root / "ann")["sources"]
-    mp = pytest.MonkeyPatch()
-    mp.setattr("jade.stages.generate.make_backend", fake_backend)
-    mp.setattr("jade.stages.filter.make_backend", fake_backend)
     result = {}
-    try:
-        for kind, fmt, suffix, options in (
-            ("wds", "webdataset", "tar", ["--resize_mode", "no", "--disable_all_reencoding", "True"]),
-            ("parquet", "parquet", "parquet", ["--resize_mode", "keep_ratio", "--image_size", "64"]),
-        ):
-            folder = root / kind / "cc3m"  # the source folder: keys are "cc3m/<img2dataset key>"
-            download(img2dataset, server, folder, fmt, *options)
-            images = {"format": fmt, "urls": [f"{folder}/*.{suffix}"]}
-            manifest = _manifest(root / f"{kind}.yaml", images, sources)
-            run_manifest(manifest, str(root / f"run-{kind}"), executor=LocalExecutor())
-            result[kind] = (folder, root / f"run-{kind}")
-    finally:
-        mp.undo()
+    for kind, fmt, suffix, options in (
+        ("wds", "webdataset", "tar", ["--resize_mode", "no", "--disable_all_reencoding", "True"]),
+        ("parquet", "parquet", "parquet", ["--resize_mode", "keep_ratio", "--image_size", "64"]),
+    ):
+        folder = root / kind / "cc3m"  # the source folder: keys are "cc3m/<img2dataset key>"
+        download(img2dataset, server, folder, fmt, *options)
+        images = {"format": fmt, "urls": [f"{folder}/*.{suffix}"]}
+        manifest = _manifest(root / f"{kind}.yaml", images, sources)
+        run_manifest(manifest, str(root / f"run-{kind}"), FAKE, executor=LocalExecutor())
+        result[kind] = (folder, root / f"run-{kind}")
     return result
 
 

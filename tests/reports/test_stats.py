@@ -4,8 +4,10 @@ and shows it in the dataset card."""
 import json
 from collections import Counter
 
-from jade.pipeline.config import QUESTION_TYPES
-from jade.stages.publish import data_card, data_stats, shard_data_counts
+from jade.models.tasks import QUESTION_TYPES
+from jade.pipeline.stats import sum_counts
+from jade.reports.card import data_card
+from jade.reports.stats import data_stats, shard_data_counts
 
 ROWS = [
     {
@@ -45,11 +47,7 @@ STATS = {  # what merge_stats gets from the filter's records
 
 
 def _merged(*shards):
-    merged: dict[str, Counter] = {}
-    for counts in shards:
-        for k, v in json.loads(json.dumps(counts)).items():  # through JSON, as completion records are
-            merged.setdefault(k, Counter()).update(v)
-    return merged
+    return sum_counts(json.loads(json.dumps(counts)) for counts in shards)  # through JSON, as records are
 
 
 def test_data_stats_by_hand():
