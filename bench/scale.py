@@ -27,26 +27,9 @@ from pathlib import Path
 import psutil
 
 from jade.pipeline.rundir import read_json
+from tests.tiny import TINY  # the tests' tiny models and world; the shard count and size are set after them
 
 SHARD_STAGES = ("ingest", "dedupe", "generate", "answers", "filter", "publish")
-ARCH = "{image_size: 32, patch_size: 8, vision_hidden: 32, vision_layers: 1, text_hidden: 64, text_layers: 1, vocab_size: 400}"
-TINY_MODELS = [
-    "models.generator.base=null",
-    "models.filter.base=null",
-    "models.generator.architecture=" + ARCH,
-    "models.filter.architecture=" + ARCH,
-    "models.generator.train={steps: 8, batch_size: 8, warmup_steps: 2}",
-    "models.filter.train={steps: 5, batch_size: 8, warmup_steps: 2}",
-    "generate.captions=3",
-    "generate.questions={yes/no: 2, number: 1, other: 2}",
-    "generate.max_new_tokens={caption: 8, question: 8, answer: 4}",
-]
-SMALL_WORLD = [
-    "sample_world.vg_images=30",
-    "sample_world.gqa_images=20",
-    "sample_world.vqa_train_images=30",
-    "sample_world.vqa_val_images=5",
-]
 
 
 class PeakRSS:
@@ -90,8 +73,7 @@ def run_size(out: Path, shards: int, per_shard: int) -> dict:
     """One `jade run` at ``shards`` shards; its stages' costs, peak memory and files."""
     root = out / f"scale-{shards}"
     sets = [
-        *SMALL_WORLD,
-        *TINY_MODELS,
+        *TINY,
         f"sample_world.cc3m_shards={shards}",
         f"sample_world.cc3m_images={shards * per_shard}",
         'sources.images.urls=["${SAMPLE_WORLD}/cc3m/*.tar"]',

@@ -23,7 +23,7 @@ from dataclasses import asdict
 
 from jade.formats.samples import ShardRef
 from jade.pipeline.progress import Progress
-from jade.pipeline.rundir import RunDir, atomic_write_parquet, fingerprint
+from jade.pipeline.rundir import RunDir, atomic_write_json, atomic_write_parquet, fingerprint, read_json
 from jade.pipeline.stage import Context, Runtime, ShardStage
 from jade.pipeline.stats import sum_counts
 
@@ -95,26 +95,45 @@ def output_fingerprint(run: RunDir, paths: list[str]) -> str:
     return h.hexdigest()[:16]
 
 
+def _pending(run: RunDir, stage: ShardStage, shard_id: str):
+    return run.state / stage.name / "_pending" / f"{shard_id}.json"
+
+
 def owned_files(run: RunDir, stage: ShardStage, shard_id: str) -> set[str]:
-    return {
-        str(p.relative_to(run.root)) for g in stage.owns(shard_id) for p in run.root.glob(g) if p.is_file()
-    }
+    """Every file of this stage's for a shard that exists: its exact paths (`owns` without wildcards), and the
+    files that its last record, or a commit that did not finish, names. Without either (records written before
+    records named their files), the `owns` globs: a directory listing per shard, which grows with the run."""
+    exact = [g for g in stage.owns(shard_id) if not any(c in g for c in "*?[")]
+    named = set()
+    for rec in (read_json(run.record_path(stage.name, shard_id)), read_json(_pending(run, stage, shard_id))):
+        if rec and "files" in rec:
+            named |= set(rec["files"])
+    if not named and len(exact) < len(stage.owns(shard_id)):
+        named = {str(p.relative_to(run.root)) for g in stage.owns(shard_id) for p in run.root.glob(g)}
+    return {rel for rel in {*exact, *named} if (run.root / rel).is_file()}
 
 
 def commit(run: RunDir, stage: ShardStage, shard: ShardRef, fp: str, result) -> dict:
-    """Write a shard's result: tables, then stale files removed, then the completion record (last)."""
+    """Write a shard's result: first the intent (the files it will write, and the ones it may replace), then the
+    tables, then the stale files removed, then the completion record (last), which names its files. A commit
+    killed half-way leaves its intent, so the next one knows every file it may have left."""
+    old = owned_files(run, stage, shard.shard_id)
+    new = sorted(result.tables)
+    atomic_write_json(_pending(run, stage, shard.shard_id), {"files": sorted(old | set(new))}, indent=None)
     for rel, table in result.tables.items():
         atomic_write_parquet(run.root / rel, table)
-    for stale in owned_files(run, stage, shard.shard_id) - set(result.tables):
+    for stale in old - set(new):
         (run.root / stale).unlink(missing_ok=True)
     rec = {
         "shard": shard.shard_id,
         "images": result.images,
         "counts": result.counts,
         **result.note,
-        "output_fp": output_fingerprint(run, list(result.tables)),
+        "output_fp": output_fingerprint(run, new),
+        "files": new,
     }
     run.mark_done(stage.name, fp, rec, shard.shard_id)
+    _pending(run, stage, shard.shard_id).unlink(missing_ok=True)
     return rec
 
 
@@ -146,7 +165,13 @@ def prune(run: RunDir, stage: ShardStage, keep: set[str]) -> list[str]:
         for rel in owned_files(run, stage, rec.stem):
             (run.root / rel).unlink(missing_ok=True)
         rec.unlink(missing_ok=True)
+        _pending(run, stage, rec.stem).unlink(missing_ok=True)
         gone.append(rec.stem)
+    for intent in sorted((run.state / stage.name / "_pending").glob("*.json")):  # commits that never finished
+        if intent.stem not in keep:
+            for rel in owned_files(run, stage, intent.stem):
+                (run.root / rel).unlink(missing_ok=True)
+            intent.unlink(missing_ok=True)
     return gone
 
 

@@ -154,8 +154,12 @@ def empty_shards(published: list[str], records: dict[str, list[dict]], publisher
 def data_files(
     run: RunDir, folder, globs: list[str], publish_records: list[dict], published: list[str]
 ) -> DataFiles:
-    """The card's view of the data files (names relative to the dataset's ``folder``)."""
-    paths = sorted({p for g in globs for p in run.root.glob(g) if p.is_file()})
+    """The card's view of the data files (names relative to the dataset's ``folder``): the files each shard's
+    record names (the ``globs`` for records written before records named their files)."""
+    if all("files" in r for r in publish_records):
+        paths = sorted(run.root / f for r in publish_records for f in r["files"])
+    else:
+        paths = sorted({p for g in globs for p in run.root.glob(g) if p.is_file()})
     meta = [pq.read_metadata(p) for p in paths]
     return DataFiles(
         names=[str(p.relative_to(folder)) for p in paths],

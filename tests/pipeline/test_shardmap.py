@@ -2,7 +2,9 @@
 tables atomically and the record last, remove a shard's stale files, record a shard that raises and leave it
 out downstream, sum counts, prune removed shards, fingerprint per shard from upstream outputs."""
 
+import json
 from dataclasses import dataclass
+from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -125,3 +127,31 @@ def test_sum_counts_and_atomic_helpers(tmp_path):
         (tmp / "f").write_text("2")
         raise RuntimeError("killed")
     assert (tmp_path / "d" / "f").read_text() == "1" and len(list(tmp_path.iterdir())) == 2  # no leftovers
+
+
+def test_a_commit_killed_half_way_leaves_no_orphan(tmp_path, monkeypatch):
+    """Shard "a" re-run after a commit that died between its tables (5 parts) and its record: the next commit
+    removes every part the dead one wrote, from the intent it left, and lists no folder of outputs to find them
+    (the cost of a commit does not grow with the run)."""
+    _run(tmp_path, ["a", "b"], parts=3)
+    intent = tmp_path / "_state/source/_pending/a.json"
+    intent.parent.mkdir(parents=True, exist_ok=True)
+    intent.write_text(json.dumps({"files": [f"out/a-{k}.parquet" for k in range(5)]}))
+    for k in range(5):
+        pq.write_table(pa.table({"k": [k]}), tmp_path / f"out/a-{k}.parquet")
+    (tmp_path / "_state/source/a.json").unlink()
+    listed = []
+    real = Path.glob
+
+    def glob(self, pattern, *a, **k):
+        listed.append(str(self / pattern))
+        return real(self, pattern, *a, **k)
+
+    monkeypatch.setattr(Path, "glob", glob)
+    _run(tmp_path, ["a", "b"], parts=3)
+    monkeypatch.undo()
+    assert CALLS == [("source", "a")]  # its output is as before: the sink has nothing to redo
+    assert sorted(p.name for p in (tmp_path / "out").glob("a-*")) == [f"a-{k}.parquet" for k in range(3)]
+    assert not intent.exists()
+    assert read_json(tmp_path / "_state/source/a.json")["files"] == [f"out/a-{k}.parquet" for k in range(3)]
+    assert not [p for p in listed if "/out/" in p]  # no folder of outputs was listed
