@@ -113,7 +113,9 @@ def owned_files(run: RunDir, stage: ShardStage, shard_id: str) -> set[str]:
     return {rel for rel in {*exact, *named} if (run.root / rel).is_file()}
 
 
-def commit(run: RunDir, stage: ShardStage, shard: ShardRef, fp: str, result) -> dict:
+def commit(
+    run: RunDir, stage: ShardStage, shard: ShardRef, fp: str, result, timing: dict | None = None
+) -> dict:
     """Write a shard's result: first the intent (the files it will write, and the ones it may replace), then the
     tables, then the stale files removed, then the completion record (last), which names its files. A commit
     killed half-way leaves its intent, so the next one knows every file it may have left."""
@@ -131,6 +133,7 @@ def commit(run: RunDir, stage: ShardStage, shard: ShardRef, fp: str, result) -> 
         **result.note,
         "output_fp": output_fingerprint(run, new),
         "files": new,
+        **(timing or {}),
     }
     run.mark_done(stage.name, fp, rec, shard.shard_id)
     _pending(run, stage, shard.shard_id).unlink(missing_ok=True)
@@ -149,8 +152,15 @@ class ShardTask:
 
         def one(item: dict) -> dict:
             shard = ShardRef(**item["shard"])
-            t0 = time.time()
-            rec = commit(run, self.stage, shard, item["fp"], worker(shard))
+            t0, c0 = time.time(), time.process_time()
+            result = worker(shard)
+            # the shard's own cost in the record: wall seconds, and CPU seconds of the worker's process (what
+            # other load on the machine does not inflate)
+            timing = {
+                "work_seconds": round(time.time() - t0, 3),
+                "cpu_seconds": round(time.process_time() - c0, 3),
+            }
+            rec = commit(run, self.stage, shard, item["fp"], result, timing)
             return {**rec, "seconds": round(time.time() - t0, 3)}
 
         return one
