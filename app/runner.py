@@ -26,7 +26,6 @@ from jade.models.tasks import QUESTION_TYPES
 from jade.pipeline import runner
 from jade.pipeline.executor import Executor, RayExecutor
 from jade.pipeline.logs import run_log
-from jade.pipeline.resources import StageResources
 from jade.pipeline.rundir import RunDir, RunLock, atomic_write_json, fingerprint, read_json
 from jade.pipeline.stage import Stage
 from jade.reports.card import CardInfo
@@ -82,11 +81,8 @@ def build_stages(m: Manifest) -> list[Stage]:
         examples,
         *finetune.values(),
         Ingest(IngestSettings(m.ingest.min_image_size), res.ingest),
-        Dedupe(
-            DedupeSettings(m.ingest.dedupe),
-            Ingest.SAMPLES,
-            StageResources(actors=1, num_cpus=res.ingest.num_cpus),
-        ),
+        # its digests and drop lists on the ingest pool (every CPU the cluster gives it): shards are independent
+        Dedupe(DedupeSettings(m.ingest.dedupe), Ingest.SAMPLES, res.ingest),
         Generate(
             GenerateSettings(g, m.seed),
             Dedupe.SAMPLES,
