@@ -20,8 +20,10 @@ from jade.models.tokenizer import train_tokenizer
 
 __all__ = [
     "JADE_META",
+    "arch_config",
     "build_model",
     "build_processor",
+    "from_config",
     "load",
     "load_processor",
     "read_meta",
@@ -48,11 +50,11 @@ def _tower(hidden: int, layers: int, head_dim: int) -> dict:
     }
 
 
-def build_model(arch: Architecture, processor: PaliGemmaProcessor, seed: int = 0):
-    """A from-scratch PaliGemma: SigLIP vision tower + Gemma decoder, sized by `arch`."""
-    tok = processor.tokenizer
-    vocab = len(tok)
-    cfg = PaliGemmaConfig(
+def arch_config(
+    arch: Architecture, vocab: int, image_token: int, pad: int, bos: int, eos: int
+) -> PaliGemmaConfig:
+    """The transformers config of a from-scratch PaliGemma sized by `arch` (what `build_model` builds)."""
+    return PaliGemmaConfig(
         vision_config={
             "model_type": "siglip_vision_model",
             **_tower(arch.vision_hidden, arch.vision_layers, arch.head_dim),
@@ -67,13 +69,21 @@ def build_model(arch: Architecture, processor: PaliGemmaProcessor, seed: int = 0
             "vocab_size": vocab,
             "max_position_embeddings": 512,
         },
-        image_token_index=processor.image_token_id,
+        image_token_index=image_token,
         vocab_size=vocab,
         projection_dim=arch.text_hidden,
         hidden_size=arch.text_hidden,
-        pad_token_id=tok.pad_token_id,
-        bos_token_id=tok.bos_token_id,
-        eos_token_id=tok.eos_token_id,
+        pad_token_id=pad,
+        bos_token_id=bos,
+        eos_token_id=eos,
+    )
+
+
+def build_model(arch: Architecture, processor: PaliGemmaProcessor, seed: int = 0):
+    """A from-scratch PaliGemma: SigLIP vision tower + Gemma decoder, sized by `arch`."""
+    tok = processor.tokenizer
+    cfg = arch_config(
+        arch, len(tok), processor.image_token_id, tok.pad_token_id, tok.bos_token_id, tok.eos_token_id
     )
     torch.manual_seed(seed)
     model = AutoModelForImageTextToText.from_config(cfg)
@@ -81,6 +91,13 @@ def build_model(arch: Architecture, processor: PaliGemmaProcessor, seed: int = 0
     model.generation_config.eos_token_id = tok.eos_token_id
     model.generation_config.bos_token_id = tok.bos_token_id
     return model
+
+
+def from_config(config: dict, seed: int = 0):
+    """A model of a transformers config (a dict) with random weights."""
+    cfg = PaliGemmaConfig.from_dict(config)
+    torch.manual_seed(seed)
+    return AutoModelForImageTextToText.from_config(cfg)
 
 
 def load(path_or_id: str, trust_remote_code: bool = False, dtype: torch.dtype | None = None):

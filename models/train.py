@@ -2,7 +2,8 @@
 
 The loop knows nothing of Ray: `pipeline.executor` runs it inside a Ray Train worker and passes the hooks
 (`prepare_model` for DDP, `report` for metrics, the worker's rank and world size). Run in-process, it trains
-on one process with no hooks.
+on one process with no hooks. The memory options of `models.specs.Training` (bf16, micro-batches, checkpointing,
+freezing, LoRA) and the FSDP strategy are `models.tuning`'s; at their defaults the loop calls none of them.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from PIL import Image
 
 from jade.atomic import atomic_dir, atomic_write_json
 from jade.models import attention as attention_rules
-from jade.models import factory
+from jade.models import factory, tuning
 from jade.models.specs import Architecture, Training
 
 __all__ = [
@@ -55,12 +56,15 @@ class TrainJob:
     seed: int = 0
     attention: str = attention_rules.DEFAULT
     base: str | None = None  # a pretrained checkpoint to start from; None: from scratch with processor_dir
+    config: dict | None = None  # from scratch: a transformers config (random weights) instead of `arch`
     processor_dir: str | None = None
     resume_dir: str | None = None  # mid-training checkpoints (a re-run resumes); None: none
     checkpoint_every: int = CHECKPOINT_EVERY
     threads: int | None = None
     trust_remote_code: bool = False
     use_gpu: bool = False
+    # resources.train.strategy: ddp (prepare_model wraps the model) | fsdp (the loop shards it: models.tuning)
+    strategy: str = "ddp"
     meta: dict = field(default_factory=dict)  # recorded in the checkpoint's jade_model.json
 
 
@@ -92,10 +96,12 @@ def lr_at(step: int, total: int, warmup: int, base: float) -> float:
 
 
 def adamw(model, lr: float, weight_decay: float) -> torch.optim.AdamW:
-    """AdamW with weight decay on matrices only (not on biases, norms or other 1-d parameters)."""
+    """AdamW with weight decay on matrices only (not on biases, norms or other 1-d parameters), over the
+    parameters that train (frozen ones and a LoRA model's base weights are left out)."""
     decay, no_decay = [], []
     for name, p in model.named_parameters():
-        (no_decay if p.ndim < 2 or "norm" in name else decay).append(p)
+        if p.requires_grad:
+            (no_decay if p.ndim < 2 or "norm" in name else decay).append(p)
     return torch.optim.AdamW(
         [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}], lr=lr
     )
@@ -168,12 +174,26 @@ def train_loop(
         model, processor = factory.load(job.base, trust_remote_code=job.trust_remote_code)
     else:
         processor = factory.load_processor(job.processor_dir)
-        model = factory.build_model(job.arch, processor, seed=seed)
-    model.train().to(device)
+        if (
+            job.config is not None
+        ):  # a given architecture (bench/finetune_gpu.py: PaliGemma-3B, random weights)
+            model = factory.from_config(job.config, seed)
+        else:
+            model = factory.build_model(job.arch, processor, seed=seed)
+    model.train()
+    config = model.config  # a sharded model is rebuilt from it to be saved
+    # frozen modules, checkpointing, adapters, bf16 storage of frozen weights (none of it at the defaults),
+    # before the model goes to the GPU: its frozen weights never take their fp32 size there
+    model = tuning.apply_options(model, tcfg, seed, f"models.{role}.train")
+    model.to(device)
     resume = ResumeState(job, rank, world_size)
     saved = resume.load(model)  # before DDP wraps the model: every worker starts from the same weights
-    if prepare_model is not None:
-        model = prepare_model(model)
+    if (
+        prepare_model is not None
+    ):  # several workers: DDP (the executor's hook), or FSDP (resources.train.strategy)
+        model = tuning.shard(model) if job.strategy == "fsdp" else prepare_model(model)
+    sharded = tuning.is_sharded(model)
+    micro = tcfg.micro()
     size = processor.image_processor.size
     cache = ImageCache((size["width"], size["height"]))
 
@@ -189,7 +209,10 @@ def train_loop(
     steps, bs = int(tcfg.steps), int(tcfg.batch_size)
     pos, t0, ema, start = 0, time.time(), None, 0
     if saved:  # continue exactly where the last checkpoint left off: weights, optimizer, data order, RNG
-        opt.load_state_dict(saved["optimizer"])
+        if sharded:
+            tuning.load_optimizer(model, opt, saved["optimizer"])
+        else:
+            opt.load_state_dict(saved["optimizer"])
         start, pos, ema = saved["step"], saved["pos"], saved["ema"]
         order = np.asarray(saved["order"])
         rng.bit_generator.state = saved["rng"]
@@ -211,8 +234,12 @@ def train_loop(
             attention,
         )
         set_lr(opt, lr_schedule(step) if lr_schedule else lr_at(step, steps, int(tcfg.warmup_steps), tcfg.lr))
-        loss = lm_loss(model, batch)
-        loss.backward()
+        if micro < len(idx):  # micro-batches of the padded batch: gradients accumulate (models.tuning)
+            loss = tuning.accumulate(model, tuning.split(batch, micro), lm_loss, tcfg.precision, device)
+        else:
+            with tuning.autocast(tcfg.precision, device):
+                loss = lm_loss(model, batch)
+            loss.backward()
         clip_and_step(model, opt)
         ema = loss.item() if ema is None else 0.95 * ema + 0.05 * loss.item()
         if on_step is not None:
@@ -251,12 +278,18 @@ def train_loop(
                 )
                 log.debug("train %s: step %d/%d loss %.3f (ETA %.0fs)", role, step + 1, steps, ema, eta)
     metrics = {"steps": steps, "loss_ema": ema, "train_s": time.time() - t0, "examples": len(paths)}
+    state = tuning.full_state(model)[0] if sharded else None  # every worker takes part in the gathering
     if rank == 0:
         out = Path(job.out_dir)
         out.mkdir(parents=True, exist_ok=True)
-        inner = model.module if hasattr(model, "module") else model
+        # a plain checkpoint: DDP unwrapped, adapters merged, fp32 (models.tuning)
+        inner = tuning.plain_model(model, tcfg, config, state)
+        record = {**tcfg.options(), "strategy": job.strategy, "workers": world_size}
         factory.save(
-            inner.cpu().eval(), processor, out, {**job.meta, "attention": attention, "train_metrics": metrics}
+            inner.cpu().eval(),
+            processor,
+            out,
+            {**job.meta, "attention": attention, "train_metrics": metrics, "training": record},
         )
         progress.unlink(missing_ok=True)
     return metrics
@@ -274,7 +307,7 @@ class ResumeState:
         self.dir = Path(job.resume_dir) if job.resume_dir else None
         self.every = int(job.checkpoint_every or CHECKPOINT_EVERY)
         self.fp = str(job.meta.get("fingerprint", ""))
-        self.rank, self.world = rank, world_size
+        self.rank, self.world, self.strategy = rank, world_size, job.strategy
 
     def _pos_file(self, rank: int) -> Path:
         return self.dir.with_name(f"{self.dir.name}.rank{rank}.json")
@@ -288,12 +321,23 @@ class ResumeState:
         atomic_write_json(self._pos_file(self.rank), position, indent=None)
         if barrier:
             barrier()  # every position is on disk before the weights that go with them
+        full = tuning.full_state(model, opt) if tuning.is_sharded(model) else None  # FSDP: every worker
         if self.rank != 0:
             return
         with atomic_dir(self.dir) as tmp:
-            save_model(model.module if hasattr(model, "module") else model, str(tmp / "model.safetensors"))
-            torch.save(opt.state_dict(), tmp / "optimizer.pt")
+            if full is not None:
+                from safetensors.torch import save_file
+
+                save_file(tuning.canonical(model, full[0]), str(tmp / "model.safetensors"))
+                torch.save(full[1], tmp / "optimizer.pt")
+            else:
+                save_model(
+                    model.module if hasattr(model, "module") else model, str(tmp / "model.safetensors")
+                )
+                torch.save(opt.state_dict(), tmp / "optimizer.pt")
             meta = {"step": position["step"], "fingerprint": self.fp, "world_size": self.world}
+            if self.strategy != "ddp":  # its optimizer state is a full, name-keyed one
+                meta["strategy"] = self.strategy
             (tmp / "state.json").write_text(json.dumps(meta))
 
     def load(self, model) -> dict | None:
@@ -302,6 +346,7 @@ class ResumeState:
         meta = json.loads((self.dir / "state.json").read_text())
         positions = [self._pos_file(r) for r in range(self.world)]
         ok = meta.get("fingerprint") == self.fp and meta.get("world_size") == self.world
+        ok = ok and meta.get("strategy", "ddp") == self.strategy
         ok = ok and all(p.exists() and json.loads(p.read_text())["step"] == meta["step"] for p in positions)
         if not ok:
             log.info("train: resume checkpoint in %s does not match this run; starting over", self.dir)

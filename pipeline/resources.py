@@ -5,12 +5,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from jade.typed import ConfigError, ranged
+from jade.typed import ConfigError, ranged, validate_choice
 
 __all__ = [
+    "STRATEGIES",
     "StageResources",
     "TrainResources",
 ]
+
+STRATEGIES = ("ddp", "fsdp")  # how a training job spreads its model over its workers
 
 
 @dataclass
@@ -45,3 +48,9 @@ class TrainResources:
     workers: int = ranged(1, ge=1)
     num_cpus: float = ranged(1.0, ge=0)
     use_gpu: bool | None = None  # None: use GPUs when the cluster has them
+    # ddp: every worker holds the whole model, gradients and optimizer state; fsdp: each worker holds 1/workers
+    # of them (torch's fully_shard per layer), gathered layer by layer for compute (one worker: no difference)
+    strategy: str = "ddp"
+
+    def validate(self, at: str) -> None:
+        validate_choice(self.strategy, STRATEGIES, f"{at}.strategy")

@@ -120,6 +120,7 @@ class Finetune(WholeStage):
             resume_dir=str(run.work(self.name) / "resume"),  # mid-training checkpoints: a re-run resumes
             threads=self.threads,
             trust_remote_code=self.trust_remote_code,
+            strategy=self.resources.strategy,  # ddp | fsdp: how the workers hold the model (models.tuning)
             meta={
                 "role": self.role,
                 "fingerprint": fp,
