@@ -17,7 +17,8 @@ from jade.pipeline.rundir import RunDir, RunDirError, RunLockedError, read_json
 from jade.typed import ConfigError as ManifestError
 
 # Exit codes of `jade run` (docs/runs.md): 0 done (shards with no usable image are named on stderr), 1 shards
-# failed (run again to retry them), 2 invalid manifest or input, 3 the run directory is held by another run,
+# failed (run again to retry them), 2 invalid manifest or input, or a role to fine-tune does not fit the GPU
+# (`jade plan`), 3 the run directory is held by another run,
 # 4 done but no image at all was usable (the dataset is empty), 128 + N stopped by signal N (130: Ctrl-C).
 EXIT_FAILED_SHARDS, EXIT_INVALID, EXIT_LOCKED, EXIT_EMPTY = 1, 2, 3, 4
 
@@ -33,6 +34,7 @@ def _setup_env(verbose: bool = False) -> None:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    from jade.app.plan import PlanError
     from jade.app.runner import run_manifest
     from jade.pipeline.executor import LocalExecutor, RayExecutor
 
@@ -44,7 +46,11 @@ def cmd_run(args: argparse.Namespace) -> int:
             args.set,
             args.stages.split(",") if args.stages else None,
             executor=executor,
+            gpu_memory=args.gpu_memory,
         )
+    except PlanError as e:  # a role's fine-tuning would not fit the GPU: nothing was done
+        print(f"jade: does not fit: {e}", file=sys.stderr)
+        return EXIT_INVALID
     except ManifestError as e:
         print(f"jade: invalid manifest: {e}", file=sys.stderr)
         return EXIT_INVALID
@@ -100,6 +106,12 @@ def cmd_run(args: argparse.Namespace) -> int:
         )
         return EXIT_EMPTY
     return 0
+
+
+def cmd_plan(args: argparse.Namespace) -> int:
+    from jade.app.plan import cmd_plan as plan
+
+    return plan(args)
 
 
 def cmd_status(args: argparse.Namespace) -> int:
@@ -223,7 +235,21 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("--stages", help="comma-separated subset of stages to run")
     r.add_argument("--executor", choices=["ray", "local"], default="ray")
     r.add_argument("--address", help="Ray cluster address (default: RAY_ADDRESS, else a local cluster)")
+    r.add_argument(
+        "--gpu-memory",
+        type=float,
+        metavar="GiB",
+        help="check the memory plan against this (default: detected)",
+    )
     r.set_defaults(fn=cmd_run)
+    pl = sub.add_parser("plan", help="memory plan of every training role (no data, no weights needed)")
+    pl.add_argument("manifest", help="a name under manifests/ or a path to a YAML file")
+    pl.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a manifest key")
+    pl.add_argument(
+        "--gpu-memory", type=float, metavar="GiB", help="GPU memory to check against (default: detected)"
+    )
+    pl.add_argument("--json", action="store_true", help="{role: {params, ..., peak_gib, fits}}")
+    pl.set_defaults(fn=cmd_plan)
     s = sub.add_parser("status", help="per-stage and per-shard progress of a run directory")
     s.add_argument("dir")
     s.add_argument("--shards", action="store_true", help="list every finished shard")

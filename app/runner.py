@@ -19,6 +19,7 @@ from pathlib import Path
 
 import fsspec
 
+from jade.app import plan
 from jade.app.manifest import ROLES, Manifest, ManifestError, load_manifest
 from jade.formats import shards
 from jade.formats.samples import ShardRef
@@ -207,7 +208,9 @@ def run_manifest(
     overrides: list[str] | None = None,
     only: list[str] | None = None,
     executor: Executor | None = None,
+    gpu_memory: float | None = None,
 ) -> dict:
+    """``gpu_memory``: GiB to check the fine-tuning memory plan against (None: the GPUs found, `app.plan`)."""
     for name in only or []:
         if name not in STAGE_NAMES:
             raise ManifestError(f"--stages: unknown stage {name!r} (stages: {', '.join(STAGE_NAMES)})")
@@ -222,6 +225,8 @@ def run_manifest(
         handler = run_log(run.root / "_logs" / "run.log")  # everything, Ray's messages included
         log.info("jade run: started in %s (host %s, pid %d)", run.root, socket.gethostname(), os.getpid())
         try:
+            # the memory plan: refuse before any work when a role to fine-tune does not fit the GPUs (app.plan)
+            plan.check_run(m, plan.roles_to_train(run, only, stage_fingerprints(m)), executor, gpu_memory)
             if m.sample_world is not None:
                 ensure_world(m, run)
             found = check_paths(m)
