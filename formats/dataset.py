@@ -4,9 +4,17 @@ both `load_dataset(DIR)` and `load_dataset("parquet", data_files=...)`."""
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 from datasets import Features, Image, List, Value
+
+__all__ = [
+    "FEATURES",
+    "Provenance",
+    "TRAINING_FIELDS",
+    "features",
+]
 
 FEATURES = Features(
     {
@@ -54,9 +62,26 @@ class Provenance:
     source_key: str  # the sample's key in its source (img2dataset's key)
     generator_attention: str
     filter_attention: str
+    # each model's training options (its jade_model.json `training`, as JSON), only in a dataset whose models
+    # were not both trained the default way (`features(training=True)`); else the fields are not in the schema
+    generator_training: str | None = None
+    filter_training: str | None = None
+
+    def row(self) -> dict:
+        """As a row's `provenance`: the training fields only when they are set."""
+        return {
+            k: v for k, v in dataclasses.asdict(self).items() if v is not None or k not in TRAINING_FIELDS
+        }
 
 
-def features(embed_images: bool) -> Features:
-    if embed_images:
-        return FEATURES
-    return Features({k: v for k, v in FEATURES.items() if k != "image"})
+TRAINING_FIELDS = ("generator_training", "filter_training")
+
+
+def features(embed_images: bool, training: bool = False) -> Features:
+    """The dataset's features; ``training``: the provenance also carries each model's training options."""
+    feats = dict(FEATURES)
+    if training:
+        feats["provenance"] = {**FEATURES["provenance"], **{k: Value("string") for k in TRAINING_FIELDS}}
+    if not embed_images:
+        del feats["image"]
+    return Features(feats)

@@ -11,7 +11,8 @@ shard and committed like every other output (temporary name, rename, completion 
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+import json
+from dataclasses import dataclass
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -20,6 +21,7 @@ from jade.formats.dataset import Provenance, features
 from jade.formats.run_tables import load_images
 from jade.formats.samples import ShardRef
 from jade.models import factory
+from jade.models.specs import is_default_training
 from jade.pipeline.resources import StageResources
 from jade.pipeline.rundir import RunDir, atomic_write_bytes, atomic_write_json, fingerprint
 from jade.pipeline.stage import Context, Runtime, ShardFiles, ShardResult, ShardStage, StageFiles
@@ -47,15 +49,17 @@ class PublishSettings:
 class Publisher:
     def __init__(self, stage: Publish, run: RunDir, runtime: Runtime):
         self.run, self.stage, self.s = run, stage, stage.settings
-        self.schema = features(self.s.embed_images).arrow_schema
+        training = training_provenance(run, stage.models)
+        self.schema = features(self.s.embed_images, bool(training)).arrow_schema
         fps = {role: runtime.fingerprint(ckpt) for role, ckpt in stage.models.items()}
         rules = {
             f"{role}_attention": factory.read_meta(run.path(ckpt)).get("attention", "prefix")
             for role, ckpt in stage.models.items()
         }
-        # what made a row: the models (their fine-tuning's fingerprints and attention rules), the settings
+        # what made a row: the models (their fine-tuning's fingerprints, attention rules and, when not the
+        # default, training options), the settings
         self.provenance = dict(
-            **fps, **rules, config=fingerprint([*fps.values(), runtime.own]), seed=self.s.seed
+            **fps, **rules, **training, config=fingerprint([*fps.values(), runtime.own]), seed=self.s.seed
         )
 
     def __call__(self, shard: ShardRef) -> ShardResult:
@@ -70,7 +74,7 @@ class Publisher:
         rows = []
         for s in samples:
             f = filtered.get(s["key"], {"qa": [], "regions": []})
-            prov = asdict(Provenance(**self.provenance, source_shard=sid, source_key=s["source_key"]))
+            prov = Provenance(**self.provenance, source_shard=sid, source_key=s["source_key"]).row()
             row = {k: s[k] for k in ("key", "url", "caption", "width", "height")}
             row.update(qa=f["qa"], regions=f["regions"], provenance=prov)
             if self.s.embed_images:
@@ -131,9 +135,21 @@ class Publish(ShardStage):
         prov = {role: ctx.fp(ctx.producer(ckpt).name) for role, ckpt in self.models.items()}
         globs = [p for s in published for p in self.owns(s)]
         files = data_files(run, run.path(self.CARD).parent, globs, records[self.name], published)
-        card = dataset_card(self.card, stats, prov, features(self.settings.embed_images), files)
+        training = bool(training_provenance(run, self.models))
+        card = dataset_card(self.card, stats, prov, features(self.settings.embed_images, training), files)
         atomic_write_bytes(run.path(self.CARD), card.encode())
         return stats
+
+
+def training_provenance(run: RunDir, models: dict[str, StageFiles]) -> dict[str, str]:
+    """Each model's training options (its jade_model.json ``training``: precision, micro_batch, checkpointing,
+    freeze, lora, strategy, workers) as JSON under ``<role>_training``, when any of them is not the default; {}
+    when every model was trained the default way (the provenance then has no such fields, as before the
+    options existed)."""
+    recs = {role: factory.read_meta(run.path(ckpt)).get("training") or {} for role, ckpt in models.items()}
+    if all(is_default_training(rec) for rec in recs.values()):
+        return {}
+    return {f"{role}_training": json.dumps(rec, sort_keys=True) for role, rec in recs.items()}
 
 
 def empty_shards(published: list[str], records: dict[str, list[dict]], publisher: str) -> dict[str, dict]:
