@@ -155,3 +155,35 @@ def test_a_commit_killed_half_way_leaves_no_orphan(tmp_path, monkeypatch):
     assert not intent.exists()
     assert read_json(tmp_path / "_state/source/a.json")["files"] == [f"out/a-{k}.parquet" for k in range(3)]
     assert not [p for p in listed if "/out/" in p]  # no folder of outputs was listed
+
+
+def test_a_shards_record_does_not_grow_with_the_shards_before_it(tmp_path):
+    """Issue 30: no per-shard cost that grows with the shard count (the reads_earlier stage included): the
+    last shard's completion record is as small at 60 shards as at 4."""
+    few, many = tmp_path / "few", tmp_path / "many"
+    _run(few, [f"s{i:03d}" for i in range(4)])
+    _run(many, [f"s{i:03d}" for i in range(60)])
+    for stage in ("source", "sink"):
+        small = len((few / "_state" / stage / "s003.json").read_bytes())
+        large = len((many / "_state" / stage / "s059.json").read_bytes())
+        assert large <= small + 8, (stage, small, large)
+
+
+def test_a_reads_earlier_fingerprint_does_not_grow_with_the_shards_before_it(tmp_path, monkeypatch):
+    """What a reads_earlier shard's fingerprint hashes is a chained digest of the shards before it, not their
+    list: the work per shard is the same at 60 shards as at 4 (issue 30: it was quadratic)."""
+    from jade.pipeline import shardmap
+
+    hashed: list[int] = []
+    real = shardmap.fingerprint
+
+    def counting(obj):
+        if isinstance(obj, dict) and "earlier" in obj:
+            hashed.append(len(json.dumps(obj, default=str)))
+        return real(obj)
+
+    monkeypatch.setattr(shardmap, "fingerprint", counting)
+    _run(tmp_path / "few", [f"s{i:03d}" for i in range(4)])
+    few, hashed[:] = max(hashed), []
+    _run(tmp_path / "many", [f"s{i:03d}" for i in range(60)])
+    assert hashed and max(hashed) <= few + 8
