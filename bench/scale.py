@@ -160,6 +160,14 @@ def run(out: Path, sizes: tuple[int, ...] = (33, 332), per_shard: int = 10, dedu
         st: hi["stages"][st]["seconds_per_image"] / lo["stages"][st]["seconds_per_image"]
         for st in SHARD_STAGES
     }
+    for key, field in (
+        ("ratio_work_per_image", "work_seconds_per_image"),
+        ("ratio_cpu_per_image", "cpu_seconds_per_image"),
+    ):
+        report[key] = {
+            st: hi["stages"][st][field] / lo["stages"][st][field] if lo["stages"][st][field] else None
+            for st in SHARD_STAGES
+        }
     report["ratio_peak_rss"] = {
         k: hi["peak_rss"][k] / lo["peak_rss"][k] for k in ("driver_mb", "largest_child_mb")
     }
@@ -180,7 +188,11 @@ def main(argv: list[str] | None = None) -> int:
     report = run(Path(a.out), sizes, a.per_shard, dedupe)
     print(
         json.dumps(
-            {k: report[k] for k in ("ratio_per_image", "ratio_cpu_per_image", "ratio_peak_rss")}, indent=2
+            {
+                k: report[k]
+                for k in ("ratio_per_image", "ratio_work_per_image", "ratio_cpu_per_image", "ratio_peak_rss")
+            },
+            indent=2,
         )
     )
     return 0
