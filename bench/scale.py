@@ -69,9 +69,10 @@ class PeakRSS:
         }
 
 
-def run_size(out: Path, shards: int, per_shard: int) -> dict:
-    """One `jade run` at ``shards`` shards; its stages' costs, peak memory and files."""
-    root = out / f"scale-{shards}"
+def run_size(out: Path, shards: int, per_shard: int, stages: tuple[str, ...] = ()) -> dict:
+    """One `jade run` at ``shards`` shards (only ``stages`` when given); its stages' costs, peak memory and
+    files."""
+    root = out / (f"scale-{shards}" if not stages else f"shard-{per_shard}")
     sets = [
         *TINY,
         f"sample_world.cc3m_shards={shards}",
@@ -79,11 +80,13 @@ def run_size(out: Path, shards: int, per_shard: int) -> dict:
         'sources.images.urls=["${SAMPLE_WORLD}/cc3m/*.tar"]',
     ]
     cmd = [sys.executable, "-m", "jade.app.cli", "run", "sample", "--out", str(root)]
+    if stages:
+        cmd += ["--stages", ",".join(stages)]
     for s in sets:
         cmd += ["--set", s]
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "RAY_AUTH_MODE": "disabled"}
     t0 = time.time()
-    with open(out / f"scale-{shards}.log", "w") as log:
+    with open(root.with_suffix(".log"), "w") as log:
         proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
         rss = PeakRSS(proc.pid)
         code = proc.wait()
@@ -91,7 +94,7 @@ def run_size(out: Path, shards: int, per_shard: int) -> dict:
     if code:
         raise RuntimeError(f"bench.scale: jade run at {shards} shards exited {code}: see {log.name}")
     stages = {}
-    for st in SHARD_STAGES:
+    for st in stages or SHARD_STAGES:
         rec = read_json(root / "_state" / st / "_stage.json") or {}
         shard_recs = [read_json(root / "_state" / st / f"{s}.json") or {} for s in rec["shard_fps"]]
         images = sum(r.get("images", 0) for r in shard_recs)
@@ -149,7 +152,13 @@ print(json.dumps({{"seconds": time.perf_counter() - t0, "peak_rss_mb": resource.
     return {"images": n, **r, "seconds_per_million": r["seconds"] / n * 1e6}
 
 
-def run(out: Path, sizes: tuple[int, ...] = (33, 332), per_shard: int = 10, dedupe=(1_000_000, 4_000_000)):
+def run(
+    out: Path,
+    sizes: tuple[int, ...] = (33, 332),
+    per_shard: int = 10,
+    dedupe=(1_000_000, 4_000_000),
+    big_shard: int = 10_000,
+):
     out.mkdir(parents=True, exist_ok=True)
     report: dict = {"per_shard": per_shard, "sizes": {}}
     for s in sizes:
@@ -172,6 +181,8 @@ def run(out: Path, sizes: tuple[int, ...] = (33, 332), per_shard: int = 10, dedu
         k: hi["peak_rss"][k] / lo["peak_rss"][k] for k in ("driver_mb", "largest_child_mb")
     }
     report["dedupe_pass"] = [dedupe_pass(n) for n in dedupe]
+    if big_shard:  # one shard of CC3M's size through ingest and dedupe: an actor's memory at 10,000 images
+        report["one_shard"] = run_size(out, 1, big_shard, ("ingest", "dedupe"))
     (out / "scale.json").write_text(json.dumps(report, indent=2))
     return report
 
@@ -182,10 +193,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--sizes", default="33,332", help="shard counts, comma-separated")
     p.add_argument("--per-shard", type=int, default=10, help="images per shard")
     p.add_argument("--dedupe", default="1000000,4000000", help="synthetic image counts for the dedupe pass")
+    p.add_argument(
+        "--big-shard", type=int, default=10_000, help="images of the one-shard ingest+dedupe run (0: none)"
+    )
     a = p.parse_args(argv)
     sizes = tuple(int(x) for x in a.sizes.split(","))
     dedupe = tuple(int(x) for x in a.dedupe.split(",") if x)
-    report = run(Path(a.out), sizes, a.per_shard, dedupe)
+    report = run(Path(a.out), sizes, a.per_shard, dedupe, a.big_shard)
     print(
         json.dumps(
             {
