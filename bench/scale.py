@@ -69,10 +69,10 @@ class PeakRSS:
         }
 
 
-def run_size(out: Path, shards: int, per_shard: int, stages: tuple[str, ...] = ()) -> dict:
-    """One `jade run` at ``shards`` shards (only ``stages`` when given); its stages' costs, peak memory and
+def run_size(out: Path, shards: int, per_shard: int, only: tuple[str, ...] = ()) -> dict:
+    """One `jade run` at ``shards`` shards (only the stages ``only`` when given); its stages' costs, peak memory and
     files."""
-    root = out / (f"scale-{shards}" if not stages else f"shard-{per_shard}")
+    root = out / (f"scale-{shards}" if not only else f"shard-{per_shard}")
     sets = [
         *TINY,
         f"sample_world.cc3m_shards={shards}",
@@ -80,8 +80,8 @@ def run_size(out: Path, shards: int, per_shard: int, stages: tuple[str, ...] = (
         'sources.images.urls=["${SAMPLE_WORLD}/cc3m/*.tar"]',
     ]
     cmd = [sys.executable, "-m", "jade.app.cli", "run", "sample", "--out", str(root)]
-    if stages:
-        cmd += ["--stages", ",".join(stages)]
+    if only:
+        cmd += ["--stages", ",".join(only)]
     for s in sets:
         cmd += ["--set", s]
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "RAY_AUTH_MODE": "disabled"}
@@ -94,7 +94,7 @@ def run_size(out: Path, shards: int, per_shard: int, stages: tuple[str, ...] = (
     if code:
         raise RuntimeError(f"bench.scale: jade run at {shards} shards exited {code}: see {log.name}")
     stages = {}
-    for st in stages or SHARD_STAGES:
+    for st in only or SHARD_STAGES:
         rec = read_json(root / "_state" / st / "_stage.json") or {}
         shard_recs = [read_json(root / "_state" / st / f"{s}.json") or {} for s in rec["shard_fps"]]
         images = sum(r.get("images", 0) for r in shard_recs)
