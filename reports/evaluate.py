@@ -89,16 +89,27 @@ def check_pair(question: str, answer: str | None, graph: dict | None) -> str:
     return "right" if normalize_answer(answer or "") == normalize_answer(true) else "wrong"
 
 
-def check_region(region: dict, graph: dict | None) -> bool:
+def region_finds(region: dict, obj: dict, graph: dict) -> bool:
+    """A dense caption is right about a true object when its box overlaps the object's at IoU >= 0.5 and its
+    words name the object's colour and shape (and its size and place, where it names them)."""
     from jade.sampleworld.language import caption_matches
 
+    box = _truth_box(obj, graph["width"], graph["height"])
+    return iou(tuple(region["bbox"]), box) >= 0.5 and caption_matches(region["caption"], obj)
+
+
+def check_region(region: dict, graph: dict | None) -> bool:
+    """Precision's test: the region is right about some true object of the image."""
+    return bool(graph) and any(region_finds(region, o, graph) for o in graph["objects"].values())
+
+
+def found_objects(regions: list[dict], graph: dict | None) -> tuple[int, int]:
+    """Recall's test, the same one seen from the truth: (true objects, those some kept region is right
+    about)."""
     if not graph:
-        return False
-    return any(
-        iou(tuple(region["bbox"]), _truth_box(o, graph["width"], graph["height"])) >= 0.5
-        and caption_matches(region["caption"], o)
-        for o in graph["objects"].values()
-    )
+        return 0, 0
+    objs = list(graph["objects"].values())
+    return len(objs), sum(any(region_finds(r, o, graph) for r in regions) for o in objs)
 
 
 def check_rejection(check: str | None, graph: dict | None) -> str | None:
@@ -127,6 +138,8 @@ def score(truth: dict, rows: list[dict], rejected: list[dict]) -> dict:
         set
     )  # "image" | "run" [+ ".type"] -> distinct normalized questions
     regions: Counter = Counter()
+    objects: Counter = Counter()  # true objects ("true") and those a kept region is right about ("found")
+    by_size: dict[int, Counter] = defaultdict(Counter)  # the same by objects in the scene (+ "images")
 
     def add(key: str, qa: dict, kept: bool, answered: bool) -> None:
         t, norm = qa["type"], normalize_answer(qa["question"] or "")
@@ -145,8 +158,13 @@ def score(truth: dict, rows: list[dict], rejected: list[dict]) -> dict:
     for row in rows:
         for qa in row["qa"]:
             add(row["key"], qa, True, True)
+        graph = truth.get(row["key"])
         for r in row["regions"]:
-            regions["right" if check_region(r, truth.get(row["key"])) else "wrong"] += 1
+            regions["right" if check_region(r, graph) else "wrong"] += 1
+        true, found = found_objects(row["regions"], graph)
+        objects.update(true=true, found=found)
+        if true:
+            by_size[true].update(images=1, objects=true, found=found)
     presupposed: Counter = Counter()  # pairs rejected by a presupposition check, by what the truth says
     for r in rejected:
         add(r["key"], r, False, r["reason"] not in NOT_ANSWERED)
@@ -185,6 +203,14 @@ def score(truth: dict, rows: list[dict], rejected: list[dict]) -> dict:
         "images": images,
         "region_precision": _precision(regions),
         "regions_per_image": _ratio(sum(regions.values()), images),
+        # true objects some kept region is right about (the test of region_precision), overall and by the
+        # number of objects in the scene
+        "region_recall": _ratio(objects["found"], objects["true"]),
+        "objects_true": objects["true"],
+        "objects_found": objects["found"],
+        "region_recall_by_objects": {
+            str(k): {**c, "recall": _ratio(c["found"], c["objects"])} for k, c in sorted(by_size.items())
+        },
         "by_type": {t: numbers(f".{t}") for t in QUESTION_TYPES},
         # pairs rejected by a presupposition check: "held" ones were rejected by the filter's mistake
         "check_rejections": {k: presupposed[k] for k in ("held", "failed", "unverifiable")},
@@ -361,6 +387,12 @@ def markdown(r: dict) -> str:
         "- rejected by a presupposition check: {held} whose presupposition holds (the filter's mistake), "
         "{failed} whose does not, {unverifiable} unverifiable".format(**r["check_rejections"]),
         f"- dense-caption precision (IoU >= 0.5 and true attributes): {f(r['region_precision'])}",
+        f"- dense-caption recall (true objects some kept region is right about): {f(r['region_recall'])} "
+        f"({r['objects_found']} of {r['objects_true']}); by objects in the scene: "
+        + ", ".join(
+            f"{k}: {f(v['recall'])} ({v['found']} of {v['objects']})"
+            for k, v in r["region_recall_by_objects"].items()
+        ),
         f"- regions per image: {f(r['regions_per_image'])}",
         "",
         "Precisions count verifiable pairs only (strict: right / all kept); unparseable and ill-posed are shares "

@@ -19,6 +19,8 @@ CONTRACT = [
     "keep_rate",
     "kept_per_image",
     "region_precision",
+    "region_recall",
+    "region_recall_by_objects",
     "distinct_question_ratio",
     "by_type",
 ]
@@ -123,6 +125,32 @@ def test_scores_by_hand():
     assert r["duplicates_not_checked"] == 1
     assert r["region_precision"] == pytest.approx(2 / 4)
     assert r["regions_per_image"] == pytest.approx(2.0)
+
+
+def test_region_recall_by_hand():
+    """Recall is precision's test seen from the truth: a true object is found when some kept region's box
+    overlaps it at IoU >= 0.5 and the caption names its colour and shape; counted by objects in the scene."""
+    truth = {
+        **TRUTH,
+        "c": {"width": 100, "height": 100, "objects": {"5": _obj("square", 10, 10, 50, 50, "red", "large")}},
+        "d": {"width": 100, "height": 100, "objects": {"6": _obj("circle", 10, 10, 50, 50, "blue", "large")}},
+    }
+    rows = ROWS + [
+        # a right box with the wrong colour, and a right caption on a box that misses: not found
+        {"key": "c", "qa": [], "regions": [{"bbox": [0.1, 0.1, 0.6, 0.6], "caption": "a blue square"}]},
+        {"key": "d", "qa": [], "regions": [{"bbox": [0.1, 0.1, 0.6, 0.6], "caption": "a blue circle"}] * 2},
+    ]
+    r = score(truth, rows, [])
+    # a: both objects (the red circle by its first region, the blue square by its last); b: no regions;
+    # c: none; d: one object, found twice (counted once)
+    assert (r["objects_true"], r["objects_found"]) == (6, 3)
+    assert r["region_recall"] == pytest.approx(3 / 6)
+    assert r["region_recall_by_objects"] == {
+        "1": {"images": 2, "objects": 2, "found": 1, "recall": 0.5},
+        "2": {"images": 2, "objects": 4, "found": 2, "recall": 0.5},
+    }
+    assert r["region_precision"] == pytest.approx(4 / 7)
+    assert score(TRUTH, ROWS, REJECTED)["region_recall"] == pytest.approx(2 / 4)
 
 
 def test_check_rejections_by_hand():
