@@ -19,6 +19,7 @@ from jade.formats.samples import ShardRef
 from jade.models import tasks
 from jade.models.backends import EngineOptions, backend_names, make_backend
 from jade.models.backends.base import Request
+from jade.models.regions import RegionRule, select_regions
 from jade.models.vqa_normalize import normalize_answer
 from jade.pipeline.resources import StageResources
 from jade.pipeline.rundir import RunDir
@@ -32,7 +33,7 @@ __all__ = [
     "GenerateSettings",
     "Generator",
     "MaxTokens",
-    "consensus",
+    "region_rule",
 ]
 
 log = logging.getLogger("jade")
@@ -88,29 +89,6 @@ class GenerateConfig:
 class GenerateSettings:
     generate: GenerateConfig
     seed: int
-
-
-_ARTICLES = frozenset(("a", "an", "the"))
-
-
-def _words(caption: str) -> Counter:
-    return Counter(w for w in caption.lower().split() if w not in _ARTICLES)
-
-
-def _f1(a: Counter, b: Counter) -> float:
-    common = sum((a & b).values())
-    return 2 * common / (sum(a.values()) + sum(b.values())) if common else 0.0
-
-
-def consensus(samples: list[tuple[float, tuple]]) -> str:
-    """The caption that agrees most with the others of a group of samples (minimum Bayes risk selection under
-    word F1, articles ignored); ties go to the higher-scored sample."""
-    words = [_words(caption) for _, (_, caption) in samples]
-    best = max(
-        range(len(samples)),
-        key=lambda i: (sum(_f1(words[i], w) for j, w in enumerate(words) if j != i), samples[i][0]),
-    )
-    return samples[best][1][1]
 
 
 class Generator:
@@ -228,9 +206,8 @@ class Generator:
         )
 
     def _regions(self, comps, stats: Counter) -> list[dict]:
-        """Parse sampled dense captions; drop malformed ones, boxes too few other samples agree with
-        (`generate.region_support`; a kept box is then the mean of those that agree) and near-duplicate boxes
-        (best score first)."""
+        """Parse sampled dense captions (malformed ones are counted and dropped), then keep the boxes that
+        `models.regions.select_regions` keeps under the manifest's rule."""
         parsed = []
         for c in comps:
             stats["regions_generated"] += 1
@@ -239,38 +216,15 @@ class Generator:
                 stats["regions_malformed"] += 1
             else:
                 parsed.append((c.score, p))
-        if self.g.region_support:
-            # each box's agreeing samples (itself included); a kept box becomes their mean (box fusion) and,
-            # with `region_caption: consensus`, takes the caption those samples agree on most
-            boxes = [box for _, (box, _) in parsed]
-            words = [_words(caption) for _, (_, caption) in parsed]
-            agree = [
-                [
-                    j
-                    for j, o in enumerate(boxes)
-                    if tasks.iou(b, o) >= 0.5
-                    and (i == j or _f1(words[i], words[j]) >= self.g.region_support_words)
-                ]
-                for i, b in enumerate(boxes)
-            ]
-            stats["regions_unsupported"] += sum(len(a) <= self.g.region_support for a in agree)
-            fused = []
-            for (score, (_, caption)), a in zip(parsed, agree, strict=True):
-                if len(a) <= self.g.region_support:
-                    continue
-                box = tuple(sum(c) / len(a) for c in zip(*(boxes[j] for j in a), strict=True))
-                if self.g.region_caption == "consensus":
-                    caption = consensus([parsed[j] for j in a])
-                fused.append((score, (box, caption)))
-            parsed = fused
-        kept: list[dict] = []
-        for score, (box, caption) in sorted(parsed, key=lambda t: -t[0]):
-            if any(tasks.iou(box, k["bbox"]) > self.g.box_dedup_iou for k in kept):
-                stats["regions_duplicate"] += 1
-                continue
-            kept.append({"bbox": list(box), "caption": caption, "score": score})
+        kept, dropped = select_regions(parsed, region_rule(self.g))
+        stats.update(dropped)
         stats["regions_kept"] += len(kept)
         return kept
+
+
+def region_rule(g: GenerateConfig) -> RegionRule:
+    """The manifest's dense-caption keep rule (`generate.region_*`, `generate.box_dedup_iou`)."""
+    return RegionRule(g.region_support, g.region_support_words, g.region_caption, g.box_dedup_iou)
 
 
 class Generate(ShardStage):
