@@ -44,9 +44,11 @@ __all__ = [
     "check_region",
     "check_rejection",
     "evaluate_run",
+    "found_objects",
     "markdown",
     "model_accuracy",
     "probe_items",
+    "region_finds",
     "score",
 ]
 
