@@ -168,6 +168,23 @@ def cmd_refilter(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_export(args: argparse.Namespace) -> int:
+    from jade.app.export import export
+    from jade.formats.export_common import ExportError
+
+    try:
+        counts = export(
+            args.dir, args.format, args.out, args.shard_size, log=lambda m: print(m, file=sys.stderr)
+        )
+    except ExportError as e:
+        print(f"jade export: {e}", file=sys.stderr)
+        return 2
+    print(
+        json.dumps({k: v for k, v in counts.items() if not isinstance(v, dict)} | {"out": args.out}, indent=2)
+    )
+    return 0
+
+
 def cmd_pretrain(args: argparse.Namespace) -> int:
     from jade.app.pretrain import run_pretrain
     from jade.models.pretrain.config import PretrainConfig
@@ -272,6 +289,12 @@ def main(argv: list[str] | None = None) -> int:
         help="filter.normalization, filter.match or filter.min_score",
     )
     f.set_defaults(fn=cmd_refilter)
+    x = sub.add_parser("export", help="the published dataset as JADE's CC3M-QA-DC, LLaVA or WebDataset files")
+    x.add_argument("dir", help="a run directory with dataset/ and stats.json")
+    x.add_argument("--format", required=True, choices=["jade", "llava", "wds"])
+    x.add_argument("--out", required=True, help="the folder to write (a re-run resumes it)")
+    x.add_argument("--shard-size", type=int, default=1000, help="images per shard (per tar for wds)")
+    x.set_defaults(fn=cmd_export)
     t = sub.add_parser("pretrain", help="multi-task pretraining on DIR/dataset, then downstream evaluation")
     t.add_argument("dir", help="a run directory with dataset/ (published); writes DIR/pretrain/")
     t.add_argument("--out", help="output directory (default DIR/pretrain)")
