@@ -18,11 +18,11 @@ from PIL import Image
 from jade.app.cli import main
 from jade.app.export import export
 from jade.formats import export_common
+from jade.formats.dataset import features
 from jade.formats.export_common import ExportError
 from jade.formats.export_jade import box224, jade_type
 from jade.formats.export_llava import box_text, image_path
 from jade.formats.export_wds import member_key
-from jade.stages.publish import features
 from tests.formats.export_schemas import JADE_DC, JADE_QA, LLAVA
 
 
