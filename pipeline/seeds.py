@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import hashlib
 
+__all__ = ["derive_seed"]
+
 
 def derive_seed(seed: int, *parts: object) -> int:
     text = ":".join(str(p) for p in (seed, *parts))

@@ -1,0 +1,158 @@
+"""Which dense captions to keep: rules measured on VG images of a fresh world, never on `jade eval`'s truth.
+
+The generator samples dense captions of an image (a box and a caption each); `models.regions` decides which
+boxes are kept. This probe chooses that rule on data the evaluation never sees: the Visual Genome split of a
+sample world written with a seed no run uses (`--world-seed`, default 1000), whose objects (VG's objects and
+attributes, with their grid cell) are the truth. It draws many captions per image once (`sample`), then
+scores each rule on the first n draws for several n (`score`) with `jade eval`'s own test (IoU >= 0.5 and a
+caption naming the object's colour and shape): precision of the kept regions and recall of the true objects.
+The draws use `generate`'s seeds and engine, and the first n of 32 draws are the draws of a request for n.
+
+    python -m research.regions sample runs/sample/checkpoints/generator runs/regions/draws.json [--images 200]
+    python -m research.regions score runs/regions/draws.json [--n 8,12,16] [--md]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from collections import Counter
+from dataclasses import replace
+from pathlib import Path
+
+from jade.models.regions import RegionRule, select_regions
+from jade.models.tasks import parse_caption
+from jade.reports.evaluate import found_objects
+
+# The rule `make generate` used before issue 28 (manifests/sample.yaml): another draw must agree.
+BEFORE = RegionRule(support=1, support_words=0.5, caption="consensus", dedup_iou=0.7)
+
+
+def sample(checkpoint: str, out: str, world_seed: int, images: int, n: int, seed: int, threads: int) -> None:
+    from PIL import Image
+
+    from jade.models import tasks
+    from jade.models.backends import EngineOptions, make_backend
+    from jade.models.backends.base import Request
+    from jade.pipeline.seeds import derive_seed
+    from jade.sampleworld import WorldConfig, write_world
+
+    world = Path(out).parent / f"world-{world_seed}"
+    if not world.exists():
+        sizes = dict(gqa_images=0, vqa_train_images=0, vqa_val_images=0, cc3m_images=0, cc3m_shards=1)
+        write_world(world, WorldConfig(seed=world_seed, vg_images=images, **sizes))
+    truth = json.loads((world / "truth" / "vg_scene_graphs.json").read_text())
+    ids = list(truth)[:images]
+    backend = make_backend("hf", checkpoint, EngineOptions(256, threads))
+    draws: dict[str, list] = {}
+    t0 = time.time()
+    for start in range(0, len(ids), 16):
+        batch = ids[start : start + 16]
+        pics = []
+        for i in batch:
+            folder = "VG_100K" if int(i) % 2 else "VG_100K_2"
+            with Image.open(world / "vg" / folder / f"{i}.jpg") as f:
+                pics.append(f.convert("RGB"))
+        reqs = [
+            Request(
+                k,
+                tasks.CAPTION_PROMPT,
+                20,
+                n=n,
+                greedy=False,
+                top_k=20,
+                temperature=1.0,
+                seed=derive_seed(seed, "generate", "dev", i, "caption"),
+            )
+            for k, i in enumerate(batch)
+        ]
+        for i, comps in zip(batch, backend.generate(backend.prepare(pics), reqs), strict=True):
+            draws[i] = [[c.text, c.score] for c in comps]
+        print(f"{len(draws)} images, {time.time() - t0:.0f} s", file=sys.stderr)
+    Path(out).write_text(json.dumps({"world": str(world), "n": n, "draws": draws}))
+
+
+def score_rule(draws: dict, truth: dict, n: int, rule: RegionRule) -> dict:
+    """Precision, recall and regions per image of `rule` on the first n draws of every image."""
+    from jade.reports.evaluate import check_region
+
+    regions = Counter()
+    objects: Counter = Counter()
+    for i, texts in draws.items():
+        parsed = [(s, p) for t, s in texts[:n] if (p := parse_caption(t)) is not None]
+        kept, _ = select_regions(parsed, rule)
+        regions.update(check_region(r, truth[i]) for r in kept)
+        true, found = found_objects(kept, truth[i])
+        objects.update(true=true, found=found)
+        objects.update({f"true.{true}": true, f"found.{true}": found})
+    k = regions[True] + regions[False]
+    return {
+        "precision": regions[True] / k if k else None,
+        "recall": objects["found"] / objects["true"],
+        "regions_per_image": k / len(draws),
+        "recall_by_objects": {
+            m: objects[f"found.{m}"] / objects[f"true.{m}"] for m in range(1, 10) if objects[f"true.{m}"]
+        },
+    }
+
+
+def rules() -> dict[str, RegionRule]:
+    """The rules compared (set before any was scored)."""
+    return {
+        "every box": RegionRule(caption="best"),
+        "support 1, words 0.5 (before)": BEFORE,
+        "support 1, boxes only": replace(BEFORE, support_words=0.0),
+        "support 2, words 0.5": replace(BEFORE, support=2),
+    }
+
+
+def score(path: str, ns: list[int], md: bool) -> None:
+    data = json.loads(Path(path).read_text())
+    truth = json.loads((Path(data["world"]) / "truth" / "vg_scene_graphs.json").read_text())
+    rows = []
+    for name, rule in rules().items():
+        for n in ns:
+            r = score_rule(data["draws"], truth, n, rule)
+            rows.append((name, n, r))
+    if md:
+        print("| rule | draws | precision | recall | regions / image | recall by objects in the scene |")
+        print("|---|---|---|---|---|---|")
+    for name, n, r in rows:
+        by = ", ".join(f"{m}: {v:.3f}" for m, v in r["recall_by_objects"].items())
+        cells = [
+            name,
+            str(n),
+            "n/a" if r["precision"] is None else f"{r['precision']:.3f}",
+            f"{r['recall']:.3f}",
+            f"{r['regions_per_image']:.2f}",
+            by,
+        ]
+        print(("| " + " | ".join(cells) + " |") if md else "  ".join(cells))
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(prog="python -m research.regions")
+    sub = p.add_subparsers(dest="cmd", required=True)
+    s = sub.add_parser("sample")
+    s.add_argument("checkpoint")
+    s.add_argument("out")
+    s.add_argument("--world-seed", type=int, default=1000)
+    s.add_argument("--images", type=int, default=200)
+    s.add_argument("--n", type=int, default=32)
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--threads", type=int, default=2)
+    c = sub.add_parser("score")
+    c.add_argument("draws")
+    c.add_argument("--n", default="8,12,16,24,32")
+    c.add_argument("--md", action="store_true")
+    a = p.parse_args(argv)
+    if a.cmd == "sample":
+        sample(a.checkpoint, a.out, a.world_seed, a.images, a.n, a.seed, a.threads)
+    else:
+        score(a.draws, [int(x) for x in a.n.split(",")], a.md)
+
+
+if __name__ == "__main__":
+    main()
