@@ -1,15 +1,14 @@
 """`jade export`: each layout read back with its ecosystem's reader (webdataset) or checked against a JSON
 schema written from its published description, every count equal to stats.json's, and the round trip: every
-kept pair and kept region once, with equal text."""
+kept pair and kept region once, with equal text (the checks: `roundtrip.py`, which also runs them on a real
+run)."""
 
 import io
 import json
 import shutil
 import zlib
-from collections import Counter
 from pathlib import Path
 
-import jsonschema
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
@@ -23,16 +22,7 @@ from jade.formats.export_common import ExportError
 from jade.formats.export_jade import box224, jade_type
 from jade.formats.export_llava import box_text, image_path
 from jade.formats.export_wds import member_key
-from tests.formats.export_schemas import JADE_DC, JADE_QA, LLAVA
-
-
-def published(run: Path) -> list[dict]:
-    files = sorted((run / "dataset" / "data").glob("train-*.parquet"))
-    return [r for f in files for r in pq.read_table(f, columns=["key", "url", "qa", "regions"]).to_pylist()]
-
-
-def stats(run: Path) -> dict:
-    return json.loads((run / "stats.json").read_text())
+from tests.formats.roundtrip import check_jade, check_llava, check_wds, stats
 
 
 def _image(fmt: str, color=(200, 30, 30)) -> bytes:
@@ -142,28 +132,6 @@ def test_plan_cuts_files_into_shards(tmp_path):
 
 
 # ------------------------------------------------------------------------------------------------- jade
-def check_jade(run: Path, out: Path) -> None:
-    rows, s = published(run), stats(run)
-    card = json.loads((out / "export.json").read_text())
-    assert (card["images"], card["qa"], card["regions"]) == (s["images_ok"], s["qa_kept"], s["regions_kept"])
-    assert card["collisions"]["images"] == 0
-    assert len(list((out / "QA").glob("*.json"))) == len(list((out / "DC").glob("*.json"))) == s["images_ok"]
-    seen_q = Counter()
-    for row in rows:
-        image = zlib.crc32((row["url"] or row["key"]).encode("utf-8")) & 0xFFFFFFFF
-        qa = json.loads((out / "QA" / f"{image}.json").read_text())
-        dc = json.loads((out / "DC" / f"{image}.json").read_text())
-        jsonschema.validate(qa, JADE_QA)
-        jsonschema.validate(dc, JADE_DC)
-        assert [(q["question"], q["answer"]) for q in qa] == [(q["question"], q["answer"]) for q in row["qa"]]
-        assert [q["prob"] for q in qa] == pytest.approx([q["score"] for q in row["qa"]])
-        assert all(q["img_id"] == str(image) and "object" not in q for q in qa)  # type-conditioned: no region
-        assert [d["region_description"] for d in dc] == [r["caption"] for r in row["regions"]]
-        assert [d["object"] for d in dc] == [box224(r["bbox"]) for r in row["regions"]]
-        seen_q.update(q["question_id"] for q in qa)
-    assert all(n == 1 for n in seen_q.values())
-
-
 def test_jade_round_trip_on_a_factory_run(fake_run, tmp_path):
     s = stats(fake_run)
     assert s["images_ok"] > 5 and s["qa_kept"] > 0 and s["regions_kept"] > 0  # a test that can fail
@@ -224,41 +192,6 @@ def test_jade_resumes_an_interrupted_shard(tmp_path, monkeypatch):
 
 
 # ------------------------------------------------------------------------------------------------ llava
-def check_llava(run: Path, out: Path) -> None:
-    rows, s = published(run), stats(run)
-    data = json.loads((out / "llava.json").read_text())
-    jsonschema.validate(data, LLAVA)
-    parts = [
-        json.loads(x)
-        for p in sorted((out / "conversations").glob("*.jsonl"))
-        for x in p.read_text().splitlines()
-    ]
-    assert parts == data
-    card = json.loads((out / "export.json").read_text())
-    assert (card["qa"], card["regions"]) == (s["qa_kept"], s["regions_kept"])
-    assert card["images"] + card["images_without_turns"] == s["images_ok"] and card["images"] == len(data)
-    by_id = {c["id"]: c for c in data}
-    assert len(by_id) == len(data)
-    for row in rows:
-        want = [(q["question"], q["answer"]) for q in row["qa"]] + [
-            (f"Please provide a short description for this region: {box_text(r['bbox'])}", r["caption"])
-            for r in row["regions"]
-        ]
-        if not want:
-            assert row["key"] not in by_id
-            continue
-        conv = by_id[row["key"]]["conversations"]
-        assert [t["from"] for t in conv] == ["human", "gpt"] * len(want)
-        assert conv[0]["value"].startswith("<image>\n")
-        assert sum(t["value"].count("<image>") for t in conv) == 1
-        got = [
-            (conv[i]["value"].removeprefix("<image>\n"), conv[i + 1]["value"]) for i in range(0, len(conv), 2)
-        ]
-        assert got == want
-        with Image.open(out / "images" / by_id[row["key"]]["image"]) as img:
-            img.load()
-
-
 def test_llava_round_trip_on_a_factory_run(fake_run, tmp_path):
     out = tmp_path / "llava"
     export(fake_run, "llava", out, shard_size=5)
@@ -276,32 +209,6 @@ def test_llava_hand_written(tmp_path):
 
 
 # -------------------------------------------------------------------------------------------------- wds
-def check_wds(run: Path, out: Path, size: int) -> None:
-    import webdataset as wds
-
-    rows, s = published(run), stats(run)
-    tars = sorted(out.glob("shard-*.tar"))
-    assert len(tars) == -(-s["images_ok"] // size)
-    samples = list(
-        wds.WebDataset([str(t) for t in tars], shardshuffle=False)
-        .decode("pil")
-        .to_tuple("__key__", "jpg", "json")
-    )
-    assert len(samples) == s["images_ok"]
-    got = {meta["key"]: (key, img, meta) for key, img, meta in samples}
-    assert len(got) == len(samples)
-    assert sum(len(m["qa"]) for _, _, m in samples) == s["qa_kept"]
-    assert sum(len(m["regions"]) for _, _, m in samples) == s["regions_kept"]
-    for row in rows:
-        key, img, meta = got[row["key"]]
-        assert key == member_key(row["key"]) and isinstance(img, Image.Image)
-        assert [(q["question"], q["answer"]) for q in meta["qa"]] == [
-            (q["question"], q["answer"]) for q in row["qa"]
-        ]
-        assert [r["caption"] for r in meta["regions"]] == [r["caption"] for r in row["regions"]]
-        assert [r["bbox"] for r in meta["regions"]] == [r["bbox"] for r in row["regions"]]
-
-
 def test_wds_read_back_with_webdataset(fake_run, tmp_path):
     out = tmp_path / "wds"
     export(fake_run, "wds", out, shard_size=4)
@@ -345,3 +252,17 @@ def test_cli(tmp_path, capsys):
     assert json.loads(capsys.readouterr().out)["qa"] == 4
     shutil.rmtree(run / "dataset")
     assert main(["export", str(run), "--format", "jade", "--out", str(tmp_path / "k")]) == 2
+
+
+def test_roundtrip_command_on_a_run(fake_run, tmp_path, capsys):
+    """`python -m tests.formats.roundtrip RUN`: the three exports and their checks; a changed text fails it."""
+    from tests.formats import roundtrip
+
+    out = tmp_path / "x"
+    assert roundtrip.main([str(fake_run), "--out", str(out), "--shard-size", "5"]) == 0
+    assert capsys.readouterr().out.count("round trip ok") == 3
+    qa = next(p for p in sorted((out / "jade" / "QA").glob("*.json")) if json.loads(p.read_text()))
+    pairs = json.loads(qa.read_text())
+    pairs[0]["answer"] += " (changed)"
+    qa.write_text(json.dumps(pairs))  # the re-run resumes (the shard has its record), the check reads it
+    assert roundtrip.main([str(fake_run), "--out", str(out), "--shard-size", "5"]) == 1
