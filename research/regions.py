@@ -6,10 +6,11 @@ sample world written with a seed no run uses (`--world-seed`, default 1000), who
 attributes, with their grid cell) are the truth. It draws many captions per image once (`sample`), then
 scores each rule on the first n draws for several n (`score`) with `jade eval`'s own test (IoU >= 0.5 and a
 caption naming the object's colour and shape): precision of the kept regions and recall of the true objects.
-The draws use `generate`'s seeds and engine, and the first n of 32 draws are the draws of a request for n.
+The draws use `generate`'s engine and seeding (each sample's noise depends on its own number only), so the first n
+of N draws are the draws of a request for n.
 
     python -m research.regions sample runs/sample/checkpoints/generator runs/regions/draws.json [--images 200]
-    python -m research.regions score runs/regions/draws.json [--n 8,12,16] [--md]
+    python -m research.regions score runs/regions/draws.json [--n 8,12,16] [--support 2,3] [--words 0.5] [--md]
 """
 
 from __future__ import annotations
@@ -98,21 +99,43 @@ def score_rule(draws: dict, truth: dict, n: int, rule: RegionRule) -> dict:
     }
 
 
-def rules() -> dict[str, RegionRule]:
-    """The rules compared (set before any was scored)."""
-    return {
+def rules(supports: list[int], words: list[float]) -> dict[str, RegionRule]:
+    """The rules compared: every box, the rule before, boxes alone, and a grid of support x caption agreement
+    (``--support``, ``--words``), all with the consensus caption."""
+    out = {
         "every box": RegionRule(caption="best"),
         "support 1, words 0.5 (before)": BEFORE,
         "support 1, boxes only": replace(BEFORE, support_words=0.0),
-        "support 2, words 0.5": replace(BEFORE, support=2),
     }
+    for k in supports:
+        for w in words:
+            out.setdefault(f"support {k}, words {w}", replace(BEFORE, support=k, support_words=w))
+    return out
 
 
-def score(path: str, ns: list[int], md: bool) -> None:
+# How `generate`'s rule is chosen from the probe's table (never from `jade eval`): the fewest draws at which some
+# rule reaches precision >= 0.91 and recall >= 0.87 on the probe (a margin over issue 28's targets, 0.90 and
+# 0.85, since the probe's world is not the evaluation's), and at those draws the rule whose smaller margin is
+# largest. The margins were set after the probe's first table (the 8-32 draw rows), before any run of it.
+TARGET = {"precision": 0.91, "recall": 0.87}
+
+
+def choose(rows: list[tuple[str, int, dict]]) -> tuple[str, int, dict] | None:
+    ok = [r for r in rows if r[2]["precision"] is not None and all(r[2][k] >= v for k, v in TARGET.items())]
+    if not ok:
+        return None
+    fewest = min(n for _, n, _ in ok)
+    return max(
+        (r for r in ok if r[1] == fewest),
+        key=lambda r: min(r[2][k] - v for k, v in TARGET.items()),
+    )
+
+
+def score(path: str, ns: list[int], md: bool, supports: list[int], words: list[float]) -> None:
     data = json.loads(Path(path).read_text())
     truth = json.loads((Path(data["world"]) / "truth" / "vg_scene_graphs.json").read_text())
     rows = []
-    for name, rule in rules().items():
+    for name, rule in rules(supports, words).items():
         for n in ns:
             r = score_rule(data["draws"], truth, n, rule)
             rows.append((name, n, r))
@@ -130,6 +153,8 @@ def score(path: str, ns: list[int], md: bool) -> None:
             by,
         ]
         print(("| " + " | ".join(cells) + " |") if md else "  ".join(cells))
+    best = choose(rows)
+    print(f"chosen: {best[0]}, {best[1]} draws" if best else "chosen: none reaches the targets")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -147,11 +172,16 @@ def main(argv: list[str] | None = None) -> None:
     c.add_argument("draws")
     c.add_argument("--n", default="8,12,16,24,32")
     c.add_argument("--md", action="store_true")
+    c.add_argument("--support", default="2", help="supports of the grid, comma-separated")
+    c.add_argument("--words", default="0.5", help="caption agreements (word F1) of the grid")
     a = p.parse_args(argv)
     if a.cmd == "sample":
         sample(a.checkpoint, a.out, a.world_seed, a.images, a.n, a.seed, a.threads)
     else:
-        score(a.draws, [int(x) for x in a.n.split(",")], a.md)
+        supports = [int(x) for x in a.support.split(",")]
+        score(
+            a.draws, [int(x) for x in a.n.split(",")], a.md, supports, [float(x) for x in a.words.split(",")]
+        )
 
 
 if __name__ == "__main__":

@@ -37,5 +37,26 @@ def test_score_rule_counts_by_hand(tmp_path, capsys):
     (world / "truth").mkdir(parents=True)
     (world / "truth" / "vg_scene_graphs.json").write_text(json.dumps(truth))
     (tmp_path / "d.json").write_text(json.dumps({"world": str(world), "n": 4, "draws": draws}))
-    regions.main(["score", str(tmp_path / "d.json"), "--n", "2,4", "--md"])
-    assert "| support 1, words 0.5 (before) | 4 | 1.000 | 0.500 |" in capsys.readouterr().out
+    regions.main(["score", str(tmp_path / "d.json"), "--n", "2,4", "--md", "--support", "2,3"])
+    out = capsys.readouterr().out
+    assert "| support 1, words 0.5 (before) | 4 | 1.000 | 0.500 |" in out
+    assert "| support 3, words 0.5 | 4 | n/a | 0.000 |" in out
+    # the fewest draws where a rule clears both margins, then the rule with the larger smaller margin
+    assert out.strip().endswith("chosen: every box, 4 draws")
+
+
+def test_choose_fewest_draws_then_the_safer_rule():
+    from research.regions import choose
+
+    def r(p, rec):
+        return {"precision": p, "recall": rec}
+
+    rows = [
+        ("a", 16, r(0.95, 0.80)),  # recall short
+        ("b", 32, r(0.918, 0.876)),
+        ("c", 32, r(0.92, 0.90)),
+        ("d", 48, r(0.99, 0.99)),  # more draws: not chosen
+        ("e", 8, r(None, 0.0)),
+    ]
+    assert choose(rows)[:2] == ("c", 32)
+    assert choose(rows[:1]) is None
