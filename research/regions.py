@@ -11,6 +11,12 @@ of N draws are the draws of a request for n.
 
     python -m research.regions sample runs/sample/checkpoints/generator runs/regions/draws.json [--images 200]
     python -m research.regions score runs/regions/draws.json [--n 8,12,16] [--support 2,3] [--words 0.5] [--md]
+
+`generated` measures (it chooses nothing): the regions a run's `generate` stage kept, scored by `jade eval`'s
+own `score` against the run's truth, for a run whose later stages have not run (`jade eval` needs the
+published dataset; the regions it publishes are these):
+
+    python -m research.regions generated runs/sample
 """
 
 from __future__ import annotations
@@ -157,6 +163,37 @@ def score(path: str, ns: list[int], md: bool, supports: list[int], words: list[f
     print(f"chosen: {best[0]}, {best[1]} draws" if best else "chosen: none reaches the targets")
 
 
+def generated(run: str) -> dict:
+    """`jade eval`'s region numbers of the regions in ``run``'s `_work/generate/` (every usable image)."""
+    import pyarrow.parquet as pq
+
+    from jade.reports.evaluate import score as eval_score
+
+    root = Path(run)
+    truth = json.loads((root / "world" / "truth" / "cc3m_scene_graphs.json").read_text())
+    source = {
+        r["key"]: r["source_key"]
+        for f in sorted((root / "_work" / "dedupe").glob("*.parquet"))
+        for r in pq.read_table(f, columns=["key", "source_key"]).to_pylist()
+    }
+    rows = [
+        {"key": r["key"], "qa": [], "regions": r["regions"]}
+        for f in sorted((root / "_work" / "generate").glob("*.parquet"))
+        for r in pq.read_table(f, columns=["key", "regions"]).to_pylist()
+        if source.get(r["key"]) in truth
+    ]
+    r = eval_score({row["key"]: truth[source[row["key"]]] for row in rows}, rows, [])
+    keys = (
+        "images",
+        "region_precision",
+        "region_recall",
+        "objects_true",
+        "objects_found",
+        "regions_per_image",
+    )
+    return {k: r[k] for k in keys} | {"region_recall_by_objects": r["region_recall_by_objects"]}
+
+
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(prog="python -m research.regions")
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -174,8 +211,12 @@ def main(argv: list[str] | None = None) -> None:
     c.add_argument("--md", action="store_true")
     c.add_argument("--support", default="2", help="supports of the grid, comma-separated")
     c.add_argument("--words", default="0.5", help="caption agreements (word F1) of the grid")
+    g = sub.add_parser("generated")
+    g.add_argument("run")
     a = p.parse_args(argv)
-    if a.cmd == "sample":
+    if a.cmd == "generated":
+        print(json.dumps(generated(a.run), indent=2))
+    elif a.cmd == "sample":
         sample(a.checkpoint, a.out, a.world_seed, a.images, a.n, a.seed, a.threads)
     else:
         supports = [int(x) for x in a.support.split(",")]

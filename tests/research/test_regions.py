@@ -60,3 +60,19 @@ def test_choose_fewest_draws_then_the_safer_rule():
     ]
     assert choose(rows)[:2] == ("c", 32)
     assert choose(rows[:1]) is None
+
+
+def test_generated_scores_as_jade_eval_does(fake_run, tmp_path):
+    """`generated` on a finished run: the regions of _work/generate/ score as `jade eval` scores the published
+    ones (the same regions, the same truth)."""
+    import shutil
+
+    from jade.reports.evaluate import evaluate_run
+    from research.regions import generated
+
+    run = shutil.copytree(fake_run, tmp_path / "run")
+    want = evaluate_run(run)
+    got = generated(str(run))
+    assert want["regions_per_image"] > 0 and got["images"] == want["images"]
+    for k in ("region_precision", "region_recall", "objects_true", "objects_found", "region_recall_by_objects"):
+        assert got[k] == want[k], k
