@@ -74,5 +74,11 @@ def test_generated_scores_as_jade_eval_does(fake_run, tmp_path):
     want = evaluate_run(run)
     got = generated(str(run))
     assert want["regions_per_image"] > 0 and got["images"] == want["images"]
-    for k in ("region_precision", "region_recall", "objects_true", "objects_found", "region_recall_by_objects"):
+    for k in (
+        "region_precision",
+        "region_recall",
+        "objects_true",
+        "objects_found",
+        "region_recall_by_objects",
+    ):
         assert got[k] == want[k], k
