@@ -59,7 +59,7 @@ def prep(root: Path, name: str, vg: int, gqa: int, vqa: int, val: int = 100) -> 
         "vqa_train_images": vqa,
         "vqa_val_images": val,
         "cc3m_images": 4,
-        "cc3m_shards": 1,
+        "cc3m_shards": 2,  # the sample manifest names shards 00000 and 00001
     }
     sets = ["seed=0", *(f"sample_world.{k}={v}" for k, v in sizes.items())]
     run_manifest("sample", str(wdir), sets, ["examples"], executor=LocalExecutor())
