@@ -8,12 +8,11 @@ import os
 import signal
 import sys
 import threading
-from pathlib import Path
 
 from jade.formats.errors import FormatError
 from jade.pipeline.logs import console_logging
 from jade.pipeline.progress import Interrupted, stop_reason
-from jade.pipeline.rundir import RunDir, RunDirError, RunLockedError, read_json
+from jade.pipeline.rundir import RunDir, RunDirError, RunLockedError
 from jade.typed import ConfigError as ManifestError
 
 # Exit codes of `jade run` (docs/runs.md): 0 done (shards with no usable image are named on stderr), 1 shards
@@ -143,8 +142,8 @@ def cmd_gallery(args: argparse.Namespace) -> int:
 def cmd_refilter(args: argparse.Namespace) -> int:
     from jade.app.refilter import RefilterError, refilter
 
-    stats_json = RunDir(args.dir).root / "stats.json"
-    before = read_json(stats_json) or {}
+    run = RunDir(args.dir)
+    before = run.read_json("stats.json") or {}
     try:
         refilter(args.dir, args.set)
     except (ManifestError, RefilterError) as e:
@@ -153,7 +152,7 @@ def cmd_refilter(args: argparse.Namespace) -> int:
     except RunLockedError as e:
         print(f"jade refilter: {e}", file=sys.stderr)
         return EXIT_LOCKED
-    after = read_json(stats_json) or {}
+    after = run.read_json("stats.json") or {}
     keys = ("qa_kept", "qa_rejected", "keep_rate", "rejected_by_reason")
     print(
         json.dumps(
@@ -193,7 +192,7 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
     from jade.pipeline.resources import TrainResources
 
     # The run's own `pretrain:` settings (its manifest, in run.json), then --set (pretrain.KEY or KEY)
-    raw = ((read_json(RunDir(args.dir).run_json) or {}).get("manifest") or {}).get("pretrain") or {}
+    raw = ((RunDir(args.dir).read_json("run.json") or {}).get("manifest") or {}).get("pretrain") or {}
     sets = [s if s.startswith("pretrain.") else f"pretrain.{s}" for s in args.set]
     try:
         cfg = PretrainConfig.from_dict(apply_overrides({"pretrain": raw}, sets)["pretrain"])
@@ -321,9 +320,15 @@ def main(argv: list[str] | None = None) -> int:
     b.add_argument("--address", help="Ray cluster address (with --executor ray)")
     b.set_defaults(fn=cmd_base)
     args = p.parse_args(argv)
-    if not Path(getattr(args, "dir", ".")).exists():
-        print(f"jade: no such directory: {args.dir}", file=sys.stderr)
-        return 2
+    if hasattr(args, "dir"):
+        try:
+            found = RunDir(args.dir).exists("")  # a local folder, or a prefix on an object store
+        except (ValueError, ImportError, OSError) as e:
+            print(f"jade: {args.dir}: {e}", file=sys.stderr)
+            return 2
+        if not found:
+            print(f"jade: no such directory: {args.dir}", file=sys.stderr)
+            return 2
     if threading.current_thread() is not threading.main_thread():
         return args.fn(args)
     before = signal.signal(signal.SIGTERM, _on_sigterm)  # stop like Ctrl-C: each stage says where it stopped

@@ -5,6 +5,11 @@ ablation only, ``DIR/rejected``; trains through the executor (Ray Train's TorchT
 ``DIR/pretrain/``: processor/, checkpoint/ (safetensors; a rerun resumes), tb/ (TensorBoard events),
 metrics.json (DESIGN.md section 10) and task_shares.png. The VQA evaluation uses the run's VQA v2 files
 (train for the short fine-tune, val for the held-out questions) named in ``DIR/run.json``.
+
+A run directory on an object store (s3://...) is staged through the local cache: dataset/, rejected/ and
+run.json are copied down, the pretraining runs on local folders (a rerun resumes from the store's
+pretrain/checkpoint), and pretrain/ is uploaded when it ends, checkpoint/state.json last. VQA files at URLs
+are copied to the local cache (`jade.remote.localize`).
 """
 
 from __future__ import annotations
@@ -14,19 +19,21 @@ import logging
 import shutil
 from pathlib import Path
 
+from jade import remote
 from jade.models.pretrain.config import PretrainConfig
 from jade.models.pretrain.data import load_split
 from jade.models.pretrain.evaluate import evaluate
 from jade.models.pretrain.loop import CKPT, PretrainJob, load_checkpoint, pretrain_loop
 from jade.pipeline.resources import TrainResources
-from jade.pipeline.rundir import atomic_write_json
+from jade.pipeline.rundir import RunDir, atomic_write_json
 
 log = logging.getLogger("jade")
 MAX_EVAL_IMAGES = 500
 
 
 def vqa_files(run_dir: Path) -> dict | None:
-    """The run's VQA v2 train files (run.json) and their val counterparts, when all exist."""
+    """The run's VQA v2 train files (run.json) and their val counterparts, when all exist (local copies of
+    those at URLs)."""
     try:
         vqa = json.loads((run_dir / "run.json").read_text())["manifest"]["sources"]["vqa"]
     except (OSError, KeyError, TypeError, ValueError):
@@ -35,7 +42,9 @@ def vqa_files(run_dir: Path) -> dict | None:
         return None
     files = {k: vqa[k] for k in ("questions", "annotations", "images")}
     files.update({f"val_{k}": v.replace("train2014", "val2014") for k, v in files.items()})
-    return files if all(Path(p).exists() for p in files.values()) else None
+    if not all(remote.exists(p) for p in files.values()):
+        return None
+    return {k: remote.localize(v) for k, v in files.items()}
 
 
 def plot_shares(shares: dict[str, list[float]], steps: list[int], path: Path) -> None:
@@ -62,7 +71,41 @@ def run_pretrain(
     fresh: bool = False,
     eval_only: bool = False,
 ) -> dict:
-    run_dir = Path(run_dir)
+    run = RunDir(run_dir)
+    if run.local:
+        return _run_pretrain(run.root, cfg, executor, resources, out, fresh, eval_only)
+    if out is not None and remote.is_url(str(out)):
+        raise ValueError(f"--out {out}: a local folder (the default, DIR/pretrain, is on the run's store)")
+    stage = run.scratch / "pretrain-stage"  # the run's files that pretraining reads, copied down
+    shutil.rmtree(stage, ignore_errors=True)
+    for rel in ("dataset", "rejected"):
+        if run.exists(rel):
+            run.download(rel, stage / rel)
+    (stage / "run.json").write_bytes(run.read_bytes("run.json"))
+    if out is not None:
+        return _run_pretrain(stage, cfg, executor, resources, out, fresh, eval_only)
+    local = run.scratch / "pretrain"
+    shutil.rmtree(local, ignore_errors=True)
+    if fresh:
+        run.remove_tree("pretrain")
+    elif run.exists(f"pretrain/{CKPT}/state.json"):
+        run.download("pretrain", local)  # resume from (or evaluate) the stored checkpoint
+    try:
+        return _run_pretrain(stage, cfg, executor, resources, local, False, eval_only)
+    finally:  # what was trained so far, also when stopped: a rerun resumes from it
+        if (local / CKPT / "state.json").exists():
+            run.put_dir(local, "pretrain", last=f"{CKPT}/state.json")
+
+
+def _run_pretrain(
+    run_dir: Path,
+    cfg: PretrainConfig,
+    executor,
+    resources: TrainResources | None,
+    out: str | Path | None,
+    fresh: bool,
+    eval_only: bool,
+) -> dict:
     dataset = run_dir / "dataset"
     out = Path(out) if out else run_dir / "pretrain"
     if fresh:

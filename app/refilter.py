@@ -18,7 +18,7 @@ from jade.formats.samples import ShardRef
 from jade.pipeline import runner
 from jade.pipeline.config import apply_overrides
 from jade.pipeline.executor import LocalExecutor
-from jade.pipeline.rundir import RunDir, RunLock, atomic_write_json, read_json
+from jade.pipeline.rundir import RunDir, RunLock
 from jade.stages.answers import Answers
 from jade.stages.filter import Filter
 from jade.stages.publish import Publish
@@ -34,7 +34,7 @@ class RefilterError(RuntimeError):
 def refilter(run_dir: str, sets: list[str]) -> dict:
     """Re-apply the filter rule with `sets` (``filter.min_score=0.3``) and republish; returns the summaries."""
     run = RunDir(run_dir)
-    meta = read_json(run.run_json)
+    meta = run.read_json("run.json")
     if not meta:
         raise RefilterError(f"{run_dir} is not a run directory (no run.json)")
     keys = []
@@ -61,8 +61,8 @@ def refilter(run_dir: str, sets: list[str]) -> dict:
     new = build(Manifest, apply_overrides(copy.deepcopy(meta["manifest"]), sets), "")
     overrides = [o for o in meta.get("overrides", []) if o.split("=", 1)[0] not in keys] + list(sets)
     with RunLock(run):
-        atomic_write_json(
-            run.run_json,
+        run.write_json(
+            "run.json",
             describe_run(new, stage_fingerprints(new), meta.get("manifest_source", ""), overrides, found),
         )
         summaries = runner.execute(

@@ -27,7 +27,7 @@ from jade.models.tasks import QUESTION_TYPES
 from jade.pipeline import runner
 from jade.pipeline.executor import Executor, RayExecutor
 from jade.pipeline.logs import run_log
-from jade.pipeline.rundir import RunDir, RunLock, atomic_write_json, fingerprint, read_json
+from jade.pipeline.rundir import RunDir, RunLock, fingerprint
 from jade.pipeline.stage import Stage
 from jade.reports.card import CardInfo
 from jade.sampleworld import WORLD_FOLDER
@@ -54,6 +54,7 @@ __all__ = [
 ]
 
 log = logging.getLogger("jade")
+LOG = "_logs/run.log"  # the run's log, relative to the run directory
 
 
 def build_stages(m: Manifest) -> list[Stage]:
@@ -141,7 +142,7 @@ def manifest_env(run: RunDir) -> dict[str, str]:
     """The environment a manifest's ${VAR}s read: the process's, plus ${SAMPLE_WORLD} (the run's world)
     unless set (``load_manifest`` adds ${JADE_BASES})."""
     env = dict(os.environ)
-    env.setdefault("SAMPLE_WORLD", str(run.root / WORLD_FOLDER))
+    env.setdefault("SAMPLE_WORLD", run.uri(WORLD_FOLDER))
     return env
 
 
@@ -192,14 +193,18 @@ def check_paths(m: Manifest, later: str | None = None) -> list[ShardRef]:
 
 
 def ensure_world(m: Manifest, run: RunDir) -> None:
+    """The sample world at <run>/world, unless it is there with the same settings: written locally (in place,
+    or in the local cache when the run directory is on an object store, then uploaded with world.json last)."""
     from jade.sampleworld import write_world
 
-    cfg, folder = m.world(), run.root / WORLD_FOLDER
-    meta = read_json(folder / "world.json") or {}
+    cfg = m.world()
+    meta = run.read_json(f"{WORLD_FOLDER}/world.json") or {}
     if meta.get("config") == dataclasses.asdict(cfg):
         return
-    log.info("sample world: writing %s", folder)
+    log.info("sample world: writing %s", run.uri(WORLD_FOLDER))
+    folder = run.scratch / WORLD_FOLDER
     write_world(folder, cfg)
+    run.put_dir(folder, WORLD_FOLDER, last="world.json")
 
 
 def run_manifest(
@@ -217,13 +222,13 @@ def run_manifest(
     raw_name = Path(manifest).stem if manifest.endswith((".yaml", ".yml")) else manifest
     try:
         run = RunDir(out or f"runs/{raw_name}")
-    except ValueError as e:
+    except (ValueError, ImportError) as e:  # an unknown protocol, or its fsspec backend not installed
         raise ManifestError(f"--out: {e}") from None
     m = load_manifest(manifest, overrides, manifest_env(run))
-    check_paths(m, later=str(run.root / WORLD_FOLDER) if m.sample_world is not None else None)
+    check_paths(m, later=run.uri(WORLD_FOLDER) if m.sample_world is not None else None)
     with RunLock(run):
-        handler = run_log(run.root / "_logs" / "run.log")  # everything, Ray's messages included
-        log.info("jade run: started in %s (host %s, pid %d)", run.root, socket.gethostname(), os.getpid())
+        handler = open_run_log(run)  # everything, Ray's messages included
+        log.info("jade run: started in %s (host %s, pid %d)", run.url, socket.gethostname(), os.getpid())
         try:
             # the memory plan: refuse before any work when a role to fine-tune does not fit the GPUs (app.plan)
             plan.check_run(m, plan.roles_to_train(run, only, stage_fingerprints(m)), executor, gpu_memory)
@@ -234,6 +239,24 @@ def run_manifest(
         finally:
             logging.getLogger().removeHandler(handler)
             handler.close()
+            close_run_log(run)
+
+
+def open_run_log(run: RunDir) -> logging.Handler:
+    """The run's log, `LOG` (appended to by every run of the directory). On an object store it is written
+    locally (in the local cache) and uploaded when the run ends (`close_run_log`)."""
+    local = run.scratch / LOG
+    if not run.local:
+        local.parent.mkdir(parents=True, exist_ok=True)
+        stored = run.read_bytes(LOG) if run.exists(LOG) else b""  # the earlier runs' lines
+        if not (local.exists() and local.read_bytes().startswith(stored)):  # else: local has more (a kill)
+            local.write_bytes(stored)
+    return run_log(local)
+
+
+def close_run_log(run: RunDir) -> None:
+    if not run.local:
+        run.write_bytes(LOG, (run.scratch / LOG).read_bytes())
 
 
 def execute(
@@ -246,10 +269,9 @@ def execute(
     executor: Executor | None = None,
 ) -> dict:
     """Record the run (run.json) and run its stages in order, skipping what is done."""
-    run.root.mkdir(parents=True, exist_ok=True)
     stages = build_stages(m)
     fps = runner.stage_fingerprints(stages)
-    atomic_write_json(run.run_json, describe_run(m, fps, source, overrides, found))
+    run.write_json("run.json", describe_run(m, fps, source, overrides, found))
     return runner.execute(stages, run, found, executor or RayExecutor(), only, m.resources.threads)
 
 

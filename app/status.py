@@ -12,7 +12,8 @@ from jade.app.manifest import Manifest
 from jade.app.runner import build_stages
 from jade.formats.samples import ShardRef
 from jade.pipeline.progress import fmt_eta, stage_progress
-from jade.pipeline.rundir import RunDir, read_json
+from jade.pipeline.rundir import RunDir
+from jade.pipeline.runlock import holder as lock_holder
 from jade.pipeline.runner import plan
 from jade.pipeline.stage import ShardStage
 from jade.stages.publish import Publish
@@ -30,17 +31,17 @@ def _counts(rec: dict) -> str:
 
 def status_lines(run_dir: str, shards: bool = False) -> list[str]:
     run = RunDir(run_dir)
-    meta = read_json(run.run_json)
+    meta = run.read_json("run.json")
     if not meta:
         raise FileNotFoundError(f"{run_dir} is not a run directory (no run.json)")
     m = build(Manifest, copy.deepcopy(meta["manifest"]), "")
     found = [ShardRef(**s) for s in meta.get("shards", [])]
     stages = build_stages(m)
     ctx = plan(stages, run, found)
-    holder = read_json(run.root / ".lock")
+    holder = lock_holder(run)
     since = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(holder.get("since", 0))) if holder else ""
     lines = [
-        f"run {run.root}: "
+        f"run {run.url}: "
         + (
             f"held by host {holder.get('host')} pid {holder.get('pid')} since {since}"
             if holder

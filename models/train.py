@@ -8,6 +8,7 @@ freezing, LoRA) and the FSDP strategy are `models.tuning`'s; at their defaults t
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 import math
@@ -24,6 +25,7 @@ import pyarrow.parquet as pq
 import torch
 from PIL import Image
 
+from jade import remote
 from jade.atomic import atomic_dir, atomic_write_json
 from jade.models import attention as attention_rules
 from jade.models import factory, tuning
@@ -77,7 +79,7 @@ class ImageCache:
     def get(self, path: str) -> Image.Image:
         img = self._items.get(path)
         if img is None:
-            with Image.open(path) as f:
+            with Image.open(io.BytesIO(remote.read_bytes(path)) if remote.is_url(path) else path) as f:
                 img = f.convert("RGB").resize(self.size, Image.BICUBIC)
             self._items[path] = img
             if len(self._items) > self.capacity:
@@ -304,7 +306,11 @@ class ResumeState:
     the same files, so all of them make the same choice."""
 
     def __init__(self, job: TrainJob, rank: int, world_size: int):
-        self.dir = Path(job.resume_dir) if job.resume_dir else None
+        # a resume_dir at a URL (a run directory on an object store): through a local mirror (`jade.remote`)
+        self.mirror = (
+            remote.ResumeMirror(job.resume_dir, rank) if remote.is_url(job.resume_dir or "") else None
+        )
+        self.dir = self.mirror.local if self.mirror else Path(job.resume_dir) if job.resume_dir else None
         self.every = int(job.checkpoint_every or CHECKPOINT_EVERY)
         self.fp = str(job.meta.get("fingerprint", ""))
         self.rank, self.world, self.strategy = rank, world_size, job.strategy
@@ -319,6 +325,8 @@ class ResumeState:
         from safetensors.torch import save_model
 
         atomic_write_json(self._pos_file(self.rank), position, indent=None)
+        if self.mirror:
+            self.mirror.push_file(self._pos_file(self.rank), self.rank)
         if barrier:
             barrier()  # every position is on disk before the weights that go with them
         full = tuning.full_state(model, opt) if tuning.is_sharded(model) else None  # FSDP: every worker
@@ -339,8 +347,12 @@ class ResumeState:
             if self.strategy != "ddp":  # its optimizer state is a full, name-keyed one
                 meta["strategy"] = self.strategy
             (tmp / "state.json").write_text(json.dumps(meta))
+        if self.mirror:
+            self.mirror.push_dir(position["step"])
 
     def load(self, model) -> dict | None:
+        if self.mirror:
+            self.mirror.pull(self.world)
         if self.dir is None or not (self.dir / "state.json").exists():
             return None
         meta = json.loads((self.dir / "state.json").read_text())
@@ -359,6 +371,8 @@ class ResumeState:
         return state
 
     def clear(self) -> None:
+        if self.mirror:
+            self.mirror.clear()
         if self.dir is not None:
             shutil.rmtree(self.dir, ignore_errors=True)
             for p in self.dir.parent.glob(f"{self.dir.name}.rank*.json"):

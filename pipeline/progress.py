@@ -12,7 +12,7 @@ import logging
 import sys
 import time
 
-from jade.pipeline.rundir import RunDir, atomic_write_json, read_json
+from jade.pipeline.rundir import STATE, RunDir, read_json
 
 log = logging.getLogger("jade")
 
@@ -38,8 +38,9 @@ def fmt_eta(eta: float | None) -> str:
     return f"ETA {m}m{s:02d}s" if m else f"ETA {s}s"
 
 
-def progress_path(run: RunDir, stage: str):
-    return run.state / "_progress" / f"{stage}.json"
+def progress_path(run: RunDir, stage: str) -> str:
+    """Where a stage's latest attempt records its start, relative to the run directory."""
+    return f"{STATE}/_progress/{stage}.json"
 
 
 LINE_EVERY_S = 30.0
@@ -83,7 +84,7 @@ class Progress:
         self.stage, self.total, self.t0 = stage, total, time.time()
         self.done = self.failed = self.images = 0
         self.bar = Bar(stage, total)
-        atomic_write_json(progress_path(run, stage), {"started_at": self.t0, "shards_total": total, "fp": fp})
+        run.write_json(progress_path(run, stage), {"started_at": self.t0, "shards_total": total, "fp": fp})
 
     def __call__(self, summary: dict) -> None:
         if summary.get("error"):
@@ -107,7 +108,7 @@ class Progress:
 
 def stage_progress(run: RunDir, stage: str, fp: str, shard_fps: dict[str, str]) -> dict | None:
     """images/s and ETA of a stage's latest attempt, from its progress file and its current shard records."""
-    prog = read_json(progress_path(run, stage))
+    prog = run.read_json(progress_path(run, stage))
     if not prog or prog.get("fp") != fp:
         return None
     recs = [r for s, f in shard_fps.items() if (r := run.done(stage, f, s))]

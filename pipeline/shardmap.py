@@ -23,7 +23,7 @@ from dataclasses import asdict
 
 from jade.formats.samples import ShardRef
 from jade.pipeline.progress import Progress
-from jade.pipeline.rundir import RunDir, atomic_write_json, atomic_write_parquet, fingerprint, read_json
+from jade.pipeline.rundir import STATE, RunDir, fingerprint
 from jade.pipeline.stage import Context, Runtime, ShardStage
 from jade.pipeline.stats import sum_counts
 
@@ -89,14 +89,15 @@ def output_fingerprint(run: RunDir, paths: list[str]) -> str:
     h = hashlib.sha256()
     for rel in sorted(paths):
         h.update(rel.encode() + b"\0")
-        with open(run.root / rel, "rb") as f:
+        with run.open(rel) as f:
             for block in iter(lambda: f.read(1 << 20), b""):
                 h.update(block)
     return h.hexdigest()[:16]
 
 
-def _pending(run: RunDir, stage: ShardStage, shard_id: str):
-    return run.state / stage.name / "_pending" / f"{shard_id}.json"
+def _pending(stage: ShardStage, shard_id: str) -> str:
+    """A commit's intent, relative to the run directory: the files it may leave if it does not finish."""
+    return f"{STATE}/{stage.name}/_pending/{shard_id}.json"
 
 
 def owned_files(run: RunDir, stage: ShardStage, shard_id: str) -> set[str]:
@@ -105,12 +106,12 @@ def owned_files(run: RunDir, stage: ShardStage, shard_id: str) -> set[str]:
     records named their files), the `owns` globs: a directory listing per shard, which grows with the run."""
     exact = [g for g in stage.owns(shard_id) if not any(c in g for c in "*?[")]
     named = set()
-    for rec in (read_json(run.record_path(stage.name, shard_id)), read_json(_pending(run, stage, shard_id))):
+    for rec in (run.read_json(run.record_rel(stage.name, shard_id)), run.read_json(_pending(stage, shard_id))):
         if rec and "files" in rec:
             named |= set(rec["files"])
     if not named and len(exact) < len(stage.owns(shard_id)):
-        named = {str(p.relative_to(run.root)) for g in stage.owns(shard_id) for p in run.root.glob(g)}
-    return {rel for rel in {*exact, *named} if (run.root / rel).is_file()}
+        named = {rel for g in stage.owns(shard_id) for rel in run.glob(g)}
+    return {rel for rel in {*exact, *named} if run.exists(rel)}
 
 
 def commit(
@@ -121,11 +122,11 @@ def commit(
     killed half-way leaves its intent, so the next one knows every file it may have left."""
     old = owned_files(run, stage, shard.shard_id)
     new = sorted(result.tables)
-    atomic_write_json(_pending(run, stage, shard.shard_id), {"files": sorted(old | set(new))}, indent=None)
+    run.write_json(_pending(stage, shard.shard_id), {"files": sorted(old | set(new))}, indent=None)
     for rel, table in result.tables.items():
-        atomic_write_parquet(run.root / rel, table)
+        run.write_parquet(rel, table)
     for stale in old - set(new):
-        (run.root / stale).unlink(missing_ok=True)
+        run.remove(stale)
     rec = {
         "shard": shard.shard_id,
         "images": result.images,
@@ -136,7 +137,7 @@ def commit(
         **(timing or {}),
     }
     run.mark_done(stage.name, fp, rec, shard.shard_id)
-    _pending(run, stage, shard.shard_id).unlink(missing_ok=True)
+    run.remove(_pending(stage, shard.shard_id))
     return rec
 
 
@@ -169,19 +170,21 @@ class ShardTask:
 def prune(run: RunDir, stage: ShardStage, keep: set[str]) -> list[str]:
     """Remove the files and records of shards that are not (or no longer) this stage's current output."""
     gone = []
-    for rec in sorted((run.state / stage.name).glob("*.json")):
-        if rec.name.startswith("_") or rec.stem in keep:
+    for rec in run.glob(f"{STATE}/{stage.name}/*.json"):
+        shard = rec.rsplit("/", 1)[-1][: -len(".json")]
+        if shard.startswith("_") or shard in keep:
             continue
-        for rel in owned_files(run, stage, rec.stem):
-            (run.root / rel).unlink(missing_ok=True)
-        rec.unlink(missing_ok=True)
-        _pending(run, stage, rec.stem).unlink(missing_ok=True)
-        gone.append(rec.stem)
-    for intent in sorted((run.state / stage.name / "_pending").glob("*.json")):  # commits that never finished
-        if intent.stem not in keep:
-            for rel in owned_files(run, stage, intent.stem):
-                (run.root / rel).unlink(missing_ok=True)
-            intent.unlink(missing_ok=True)
+        for rel in owned_files(run, stage, shard):
+            run.remove(rel)
+        run.remove(rec)
+        run.remove(_pending(stage, shard))
+        gone.append(shard)
+    for intent in run.glob(f"{STATE}/{stage.name}/_pending/*.json"):  # commits that never finished
+        shard = intent.rsplit("/", 1)[-1][: -len(".json")]
+        if shard not in keep:
+            for rel in owned_files(run, stage, shard):
+                run.remove(rel)
+            run.remove(intent)
     return gone
 
 
@@ -217,7 +220,7 @@ def map_stage(ctx: Context, stage: ShardStage) -> dict:
     try:
         results = (
             ctx.executor.map_shards(
-                ShardTask(stage, str(run.root), runtime), items, res, on_result=progress, name=stage.name
+                ShardTask(stage, run.url, runtime), items, res, on_result=progress, name=stage.name
             )
             if items
             else []

@@ -17,18 +17,18 @@ trained on), drawn from the world's own question templates, and reports accuracy
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 from collections import Counter, defaultdict
 from pathlib import Path
 
-import pyarrow.parquet as pq
-
+from jade import remote
 from jade.models import presupposition
 from jade.models.attention import rule_of
 from jade.models.tasks import QUESTION_TYPES, iou
 from jade.models.vqa_normalize import normalize_answer
-from jade.pipeline.rundir import RunDir, atomic_write_bytes, atomic_write_json, read_json
+from jade.pipeline.rundir import RunDir
 from jade.sampleworld import WORLD_FOLDER
 from jade.stages.filter import Filter
 from jade.stages.finetune import Finetune
@@ -222,18 +222,23 @@ def score(truth: dict, rows: list[dict], rejected: list[dict]) -> dict:
 PROBE_QUESTIONS = 12  # true questions per held-out image in model_accuracy
 
 
-def probe_items(world: Path, max_images: int = 100) -> list[tuple[Path, object]]:
+def probe_items(world: Path | str, max_images: int = 100) -> list[tuple[Path | str, object]]:
     """(image path, QA) pairs: ``PROBE_QUESTIONS`` true questions about each of the world's first
-    ``max_images`` held-out VQA val images, drawn from the world's templates with a per-image seed."""
+    ``max_images`` held-out VQA val images, drawn from the world's templates with a per-image seed. ``world``:
+    a local folder, or an fsspec URL (then the image paths are URLs)."""
     import random
 
     from jade.sampleworld.language import sample_question_records
 
-    truth = read_json(world / "truth" / "vqa_val_scene_graphs.json") or {}
+    try:
+        truth = json.loads(remote.read_bytes(f"{world}/truth/vqa_val_scene_graphs.json"))
+    except (FileNotFoundError, json.JSONDecodeError):
+        truth = {}
     items = []
     for image_id, graph in list(truth.items())[:max_images]:
-        path = world / "coco" / "val2014" / f"COCO_val2014_{int(image_id):012d}.jpg"
-        if path.exists():
+        name = f"coco/val2014/COCO_val2014_{int(image_id):012d}.jpg"
+        path = f"{world}/{name}" if remote.is_url(world) else Path(world) / name
+        if remote.exists(path):
             rng = random.Random(f"model_accuracy:{image_id}")
             items += [(path, qa) for qa in sample_question_records(graph, rng, PROBE_QUESTIONS)]
     return items
@@ -256,7 +261,7 @@ def answer_verdicts(
     verdicts: dict[str, list[bool]] = defaultdict(list)
     images = []
     for path, _ in items:
-        with Image.open(path) as f:
+        with Image.open(io.BytesIO(remote.read_bytes(path)) if remote.is_url(path) else path) as f:
             images.append(f.convert("RGB"))
     texts = greedy(
         model, processor, images, [answer_prompt(qa.question) for _, qa in items], attention, 8, batch, device
@@ -273,7 +278,7 @@ def model_accuracy(run: RunDir, max_images: int = 100, batch: int = 64) -> dict 
     filter and ``answer_prior`` (always the template's most frequent true answer); None without the images."""
     from jade.models import factory
 
-    items = probe_items(run.root / WORLD_FOLDER, max_images)
+    items = probe_items(run.uri(WORLD_FOLDER), max_images)
     if not items:
         return None
     # The answer prior: a model that always gives each template's most frequent true answer.
@@ -287,9 +292,10 @@ def model_accuracy(run: RunDir, max_images: int = 100, batch: int = 64) -> dict 
             prior[k].append(qa.answer == mode[qa.template])
     out = {"answer_prior": accuracy_summary(prior)}
     for role in ("generator", "filter"):
-        ckpt = run.path(Finetune.checkpoint(role))
-        if not (ckpt / "config.json").exists():
+        rel = run.rel(Finetune.checkpoint(role))
+        if not run.exists(f"{rel}/config.json"):
             continue
+        ckpt = run.local_dir(rel, factory.JADE_META)  # a local copy when the run is on a store
         model, processor = factory.load(str(ckpt))
         out[role] = accuracy_summary(answer_verdicts(model, processor, items, rule_of(ckpt), batch))
     return out
@@ -309,21 +315,21 @@ def accuracy_summary(verdicts: dict[str, list[bool]]) -> dict:
 
 def evaluate_run(run_dir: str | Path) -> dict:
     run = RunDir(run_dir)
-    world = run.root / WORLD_FOLDER
-    truth = read_json(world / "truth" / "cc3m_scene_graphs.json")
+    world = run.uri(WORLD_FOLDER)
+    truth = run.read_json(f"{WORLD_FOLDER}/truth/cc3m_scene_graphs.json")
     if truth is None:
         raise SystemExit(
             f"jade eval: {world}/truth/cc3m_scene_graphs.json not found (sample-world runs only)"
         )
     rows = [
         r
-        for f in sorted(run.root.glob(Publish.DATA.glob()))
-        for r in pq.read_table(f, columns=["key", "qa", "regions", "provenance"]).to_pylist()
+        for f in run.glob(Publish.DATA.glob())
+        for r in run.read_table(f, columns=["key", "qa", "regions", "provenance"]).to_pylist()
     ]
     rejected = [
         r
-        for f in sorted(run.root.glob(Filter.REJECTED.glob()))
-        for r in pq.read_table(
+        for f in run.glob(Filter.REJECTED.glob())
+        for r in run.read_table(
             f, columns=["key", "question", "type", "answer", "reason", "check"]
         ).to_pylist()
     ]
@@ -346,8 +352,8 @@ def evaluate_run(run_dir: str | Path) -> dict:
     )
     report["images_without_truth"] = len(missing)
     report["model_accuracy"] = model_accuracy(run)
-    atomic_write_json(run.root / "eval.json", report)
-    atomic_write_bytes(run.root / "eval.md", markdown(report).encode())
+    run.write_json("eval.json", report)
+    run.write_bytes("eval.md", markdown(report).encode())
     return report
 
 

@@ -22,12 +22,13 @@ from PIL import Image
 from jade.formats.run_tables import load_images
 from jade.formats.samples import ShardRef
 from jade.models.tasks import QUESTION_TYPES
-from jade.pipeline.rundir import RunDir, atomic_write_bytes, read_json
+from jade.pipeline.rundir import RunDir, atomic_write_bytes
 from jade.stages.filter import Filter
 from jade.stages.publish import Publish
 
 BOX = "#ff00ff"  # box and label colour (the browser test looks for it)
 KEPT, REJECTED = ("#dafbe1", "#1a7f37"), ("#ffebe9", "#cf222e")  # (background, text)
+GALLERY = "gallery/index.html"  # the default page, relative to the run directory
 THUMB = 384  # longest side of embedded images that are larger (re-encoded as JPEG)
 SHOW = 320  # displayed width in CSS pixels
 
@@ -92,12 +93,13 @@ def _data_uri(data: bytes | None) -> str | None:
 def read_rows(run: RunDir, n: int) -> list[dict]:
     """The first `n` published rows (streamed: a large file is not read whole)."""
     rows: list[dict] = []
-    for f in sorted(run.root.glob(Publish.DATA.glob())):
-        pf = pq.ParquetFile(f)
-        for batch in pf.iter_batches(batch_size=max(1, min(n, 256))):
-            rows += batch.to_pylist()[: n - len(rows)]
-            if len(rows) >= n:
-                return rows
+    for f in run.glob(Publish.DATA.glob()):
+        with run.open(f) as fh:
+            pf = pq.ParquetFile(fh)
+            for batch in pf.iter_batches(batch_size=max(1, min(n, 256))):
+                rows += batch.to_pylist()[: n - len(rows)]
+                if len(rows) >= n:
+                    return rows
     return rows
 
 
@@ -107,7 +109,7 @@ def images_from_shards(run: RunDir, rows: list[dict]) -> dict[str, bytes]:
     for r in rows:
         wanted[(r.get("provenance") or {}).get("source_shard")].add(r["key"])
     found = {}
-    for s in (read_json(run.run_json) or {}).get("shards", []):
+    for s in (run.read_json("run.json") or {}).get("shards", []):
         keys = wanted.get(s["shard_id"])
         if not keys:
             continue
@@ -122,12 +124,12 @@ def rejected_pairs(run: RunDir, rows: list[dict]) -> dict[str, list[dict]]:
     """Rejected pairs of the given rows, from the rejected/ files of their source shards (all if unknown)."""
     keys = {r["key"] for r in rows}
     sources = {(r.get("provenance") or {}).get("source_shard") for r in rows}
-    files = sorted(run.root.glob(Filter.REJECTED.glob()))
+    files = run.glob(Filter.REJECTED.glob())
     if None not in sources:
-        files = [f for f in files if f in {run.path(Filter.REJECTED, s) for s in sources}]
+        files = [f for f in files if f in {run.rel(Filter.REJECTED, s) for s in sources}]
     out = defaultdict(list)
     for f in files:
-        for r in pq.read_table(f).to_pylist():
+        for r in run.read_table(f).to_pylist():
             if r["key"] in keys:
                 out[r["key"]].append(r)
     return out
@@ -174,19 +176,19 @@ def card_html(row: dict, image: bytes | None, rejected: list[dict]) -> str:
     )
 
 
-def build_gallery(run_dir: str | Path, out: str | Path | None = None, n: int = 48) -> Path:
-    """Write the gallery of the first `n` published images; returns the HTML file's path."""
+def build_gallery(run_dir: str | Path, out: str | Path | None = None, n: int = 48) -> Path | str:
+    """Write the gallery of the first `n` published images (to ``out``, else into the run directory); returns
+    the HTML file's path (a URL when the run directory is on an object store)."""
     run = RunDir(run_dir)
-    data = run.path(Publish.DATA, "x").parent
-    if not data.is_dir():
-        raise SystemExit(f"jade gallery: {data} not found (publish has not run)")
-    out = Path(out) if out else run.root / "gallery" / "index.html"
+    data = run.rel(Publish.DATA, "x").rsplit("/", 1)[0]
+    if not run.exists(data):
+        raise SystemExit(f"jade gallery: {run.uri(data)} not found (publish has not run)")
     rows = read_rows(run, n)
     images = {r["key"]: (r.get("image") or {}).get("bytes") for r in rows}
     if any(v is None for v in images.values()):
         images.update(images_from_shards(run, [r for r in rows if images[r["key"]] is None]))
     rejected = rejected_pairs(run, rows)
-    stats = read_json(run.path(Publish.STATS)) or {}
+    stats = run.read_json(run.rel(Publish.STATS)) or {}
     e = html.escape
     summary = f"{len(rows)} images shown"
     if stats:
@@ -200,10 +202,11 @@ def build_gallery(run_dir: str | Path, out: str | Path | None = None, n: int = 4
     status = "".join(
         f'<label><input type="checkbox" data-value="{v}" checked> {v}</label>' for v in ("kept", "rejected")
     )
+    name = run.url.rstrip("/").rsplit("/", 1)[-1]
     page = f"""<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><title>JADE gallery: {e(run.root.name)}</title>
+<html lang="en"><head><meta charset="utf-8"><title>JADE gallery: {e(name)}</title>
 <style>{CSS}</style></head>
-<body><header><h1>JADE gallery: {e(run.root.name)}</h1><p>{e(summary)}</p>
+<body><header><h1>JADE gallery: {e(name)}</h1><p>{e(summary)}</p>
 <form id="controls"><fieldset><legend>question type</legend>{checks}</fieldset>
 <fieldset><legend>pairs</legend>{status}</fieldset>
 <fieldset><legend>regions</legend><label><input type="checkbox" id="boxes" checked> boxes</label></fieldset></form>
@@ -211,5 +214,8 @@ def build_gallery(run_dir: str | Path, out: str | Path | None = None, n: int = 4
 {"".join(card_html(r, images.get(r["key"]), rejected.get(r["key"], [])) for r in rows)}
 </main><script>{JS}</script></body></html>
 """
-    atomic_write_bytes(out, page.encode())
-    return out
+    if out:
+        atomic_write_bytes(out, page.encode())
+        return Path(out)
+    run.write_bytes(GALLERY, page.encode())
+    return Path(run.uri(GALLERY)) if run.local else run.uri(GALLERY)

@@ -18,6 +18,7 @@ from jade.formats.samples import ShardRef
 from jade.models import presupposition
 from jade.models.backends import EngineOptions, make_backend
 from jade.models.backends.base import Completion, Request
+from jade.models.factory import JADE_META
 from jade.models.tasks import answer_prompt, clean_text
 from jade.pipeline.resources import StageResources
 from jade.pipeline.rundir import RunDir
@@ -62,7 +63,7 @@ class Answerer:
         self.batch_size = runtime.batch_size
         self.backend = make_backend(
             self.s.backend,
-            str(run.path(stage.model)),
+            str(run.local_dir(run.rel(stage.model), JADE_META)),  # a local copy when on a store
             EngineOptions(stage.decode_rows, runtime.threads, stage.trust_remote_code),
         )
 

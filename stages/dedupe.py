@@ -26,13 +26,12 @@ from dataclasses import dataclass
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from jade.formats.run_tables import Failure, failures_table
 from jade.formats.samples import ShardRef
 from jade.pipeline.executor import WorkerFactory
 from jade.pipeline.resources import StageResources
-from jade.pipeline.rundir import RunDir, atomic_write_bytes, atomic_write_parquet
+from jade.pipeline.rundir import RunDir
 from jade.pipeline.stage import Context, Runtime, ShardFiles, ShardResult, ShardStage
 
 __all__ = ["Dedupe", "DedupeSettings", "Deduper", "digest", "find_duplicates"]
@@ -170,14 +169,16 @@ class DigestWorker:
     def __call__(self, item: dict) -> dict:
         table = self.run.read_table(self.samples, item["shard_id"], columns=["key", "sha256"])
         tag = np.array([[int(item["input_fp"], 16), 0]], dtype=np.uint64)  # row 0: what it is the digest of
-        atomic_write_bytes(self.run.root / item["path"], _npy(np.concatenate([tag, digest(table)])))
+        self.run.write_bytes(item["path"], _npy(np.concatenate([tag, digest(table)])))
         return {"shard": item["shard_id"], "rows": table.num_rows}
 
 
-def _load_digest(path, input_fp: str) -> np.ndarray | None:
+def _load_digest(run: RunDir, rel: str, input_fp: str) -> np.ndarray | None:
     """A saved digest, if it is of this ingest output (its tag row); else None."""
+    import io
+
     try:
-        d = np.load(path, allow_pickle=False)
+        d = np.load(io.BytesIO(run.read_bytes(rel)), allow_pickle=False)
     except (FileNotFoundError, ValueError):
         return None
     return d[1:] if len(d) and int(d[0, 0]) == int(input_fp, 16) else None
@@ -191,13 +192,18 @@ def _npy(a: np.ndarray) -> bytes:
     return f.getvalue()
 
 
+def _drops(shard_id: str) -> str:
+    """A shard's drop list (rows and reasons), relative to the run directory."""
+    return f"_work/{Dedupe.name}/drops/{shard_id}.parquet"
+
+
 class Deduper:
     def __init__(self, run: RunDir, samples: ShardFiles):
         self.run, self.samples = run, samples
 
     def __call__(self, shard: ShardRef) -> ShardResult:
         table = self.run.read_table(self.samples, shard.shard_id)
-        drops = pq.read_table(self.run.work(Dedupe.name) / "drops" / f"{shard.shard_id}.parquet").to_pylist()
+        drops = self.run.read_table(_drops(shard.shard_id)).to_pylist()
         gone = {d["row"]: d["reason"] for d in drops}
         keep = [i for i in range(table.num_rows) if i not in gone]
         rows = table.select(["key", "url"]).to_pylist()
@@ -239,7 +245,7 @@ class Dedupe(ShardStage):
 
     def prepare(self, ctx: Context, shards: list[ShardRef]) -> None:
         """The drop list of every shard (`_work/dedupe/drops/`), from the digests of every shard."""
-        run, work = ctx.run, ctx.run.work(self.name)
+        run = ctx.run
         upstream = ctx.producer(self.samples).name
         fps = {}
         for s in shards:  # every shard here has a current upstream record (`shards`: with current inputs)
@@ -247,18 +253,18 @@ class Dedupe(ShardStage):
             assert rec is not None, s.shard_id
             fps[s.shard_id] = rec["output_fp"]
         paths = {s: f"_work/{self.name}/digests/{s}.npy" for s in fps}
-        loaded = {s: _load_digest(run.root / p, fps[s]) for s, p in paths.items()}
+        loaded = {s: _load_digest(run, p, fps[s]) for s, p in paths.items()}
         todo = [{"shard_id": s, "path": paths[s], "input_fp": fps[s]} for s, d in loaded.items() if d is None]
         if todo:
             results = ctx.executor.map_shards(
-                WorkerFactory(DigestWorker, str(run.root), self.samples), todo, self.resources, name=self.name
+                WorkerFactory(DigestWorker, run.url, self.samples), todo, self.resources, name=self.name
             )
             if failed := [r for r in results if r.get("error")]:
                 raise RuntimeError(f"{self.name}: digest of shard {failed[0]['shard']}: {failed[0]['error']}")
         order = [s.shard_id for s in shards]
         digests: list[np.ndarray] = []
         for sid in order:
-            d = loaded[sid] if loaded[sid] is not None else _load_digest(run.root / paths[sid], fps[sid])
+            d = loaded[sid] if loaded[sid] is not None else _load_digest(run, paths[sid], fps[sid])
             if d is None:
                 raise RuntimeError(f"{self.name}: no digest of shard {sid} at {paths[sid]}")
             digests.append(d)
@@ -270,13 +276,12 @@ class Dedupe(ShardStage):
         for sid in order:
             rows = drops.get(sid, [])
             table = pa.table({"row": [r for r, _ in rows], "reason": [x for _, x in rows]}, schema=DROPS)
-            atomic_write_parquet(work / "drops" / f"{sid}.parquet", table)
+            run.write_parquet(_drops(sid), table)
 
     def owns(self, shard_id: str) -> list[str]:
         """Its outputs, and its scratch files of the shard (the digest and the drop list: gone once the shard is
         committed, or the shard is removed from the run)."""
-        work = f"_work/{self.name}"
-        return [*super().owns(shard_id), f"{work}/drops/{shard_id}.parquet", f"{work}/digests/{shard_id}.npy"]
+        return [*super().owns(shard_id), _drops(shard_id), f"_work/{self.name}/digests/{shard_id}.npy"]
 
     def worker(self, run: RunDir, runtime: Runtime) -> Deduper:
         return Deduper(run, self.samples)

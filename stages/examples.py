@@ -14,7 +14,6 @@ The image shards are not read here (that is `ingest`): fine-tuning depends only 
 from __future__ import annotations
 
 import logging
-import shutil
 import time
 from collections import Counter
 from dataclasses import asdict, dataclass, field
@@ -31,7 +30,7 @@ from jade.models.vqa_normalize import answer_type, normalize_answer
 from jade.pipeline.executor import WorkerFactory
 from jade.pipeline.logs import worker_logging
 from jade.pipeline.resources import StageResources
-from jade.pipeline.rundir import RunDir, atomic_parquet_writer, atomic_write_parquet
+from jade.pipeline.rundir import RunDir
 from jade.pipeline.stage import Context, StageFiles, WholeStage
 from jade.typed import build
 
@@ -58,6 +57,7 @@ QA_TASKS = {"question", "answer"}
 NAME = "examples"  # the stage's name, also the `stage` of the failures it records
 FLUSH_ROWS = 20_000  # examples buffered before a write: bounded memory at any annotation-file size
 MISSING = "missing image file"
+PARTS = f"_work/{NAME}/parts"  # one part per annotation job, merged per role (relative to the run directory)
 
 
 @dataclass
@@ -261,19 +261,19 @@ class AnnotationJob:
     """One annotation file -> a part of a role's examples and of failures/training/. Plain Python, no Ray."""
 
     def __init__(self, run_root: str):
-        self.parts = RunDir(run_root).work(NAME) / "parts"
+        self.run = RunDir(run_root)
         worker_logging()
 
     def __call__(self, job: dict) -> dict:
         t0, failures = time.time(), list[Failure]()
         try:
-            with atomic_parquet_writer(self.parts / f"{job['shard_id']}.parquet", EXAMPLE) as writer:
+            with self.run.parquet_writer(f"{PARTS}/{job['shard_id']}.parquet", EXAMPLE) as writer:
                 ex = ExampleWriter(job["tasks"], writer)
                 READERS[job["kind"]](job_source(job), job["file"], ex, failures)
                 ex.flush()
         except FormatError as e:  # the driver re-raises it: the run stops, naming the file and byte
             return {"shard": job["shard_id"], "format_error": [e.path, e.position, e.message]}
-        atomic_write_parquet(self.parts / f"{job['shard_id']}.failures.parquet", failures_table(failures))
+        self.run.write_parquet(f"{PARTS}/{job['shard_id']}.failures.parquet", failures_table(failures))
         seconds = time.time() - t0
         log.info(
             "ingest %s: %s examples, %d missing images, %s skipped in %.1fs",
@@ -292,13 +292,14 @@ class AnnotationJob:
         }
 
 
-def _merge_parts(parts: list, out) -> None:
-    """Concatenate Parquet parts into one file, a row group at a time."""
-    with atomic_parquet_writer(out, EXAMPLE) as writer:
+def _merge_parts(run: RunDir, parts: list[str], out: str) -> None:
+    """Concatenate Parquet parts into one file, a row group at a time (paths relative to the run directory)."""
+    with run.parquet_writer(out, EXAMPLE) as writer:
         for part in parts:
-            f = pq.ParquetFile(part)
-            for i in range(f.num_row_groups):
-                writer.write_table(f.read_row_group(i))
+            with run.open(part) as fh:
+                f = pq.ParquetFile(fh)
+                for i in range(f.num_row_groups):
+                    writer.write_table(f.read_row_group(i))
 
 
 @dataclass(frozen=True)
@@ -327,12 +328,11 @@ class Examples(WholeStage):
 
     def run(self, ctx: Context) -> dict:
         run = ctx.run
-        work = run.work(self.name)
-        shutil.rmtree(work / "parts", ignore_errors=True)
+        run.remove_tree(PARTS)
         jobs = annotation_jobs(self.settings)
         results = _by_shard(
             ctx.executor.map_shards(
-                WorkerFactory(AnnotationJob, str(run.root)), jobs, self.resources, name=self.name
+                WorkerFactory(AnnotationJob, run.url), jobs, self.resources, name=self.name
             )
         )
         for job in jobs:
@@ -351,12 +351,12 @@ class Examples(WholeStage):
                 skipped.update(results[job_id]["skipped"])
             if not counts:
                 raise ValueError(f"no {role} training examples (tasks {spec['tasks']}, data {spec['data']})")
-            _merge_parts([work / "parts" / f"{j}.parquet" for j in mine], run.path(self.output(role)))
+            _merge_parts(run, [f"{PARTS}/{j}.parquet" for j in mine], run.rel(self.output(role)))
             summary["examples"][role], summary["examples_skipped"][role] = dict(counts), dict(skipped)
             log.info("examples: %s %s", role, dict(counts))
         found: set[Failure] = set()
         for job in jobs:
-            part = pq.read_table(work / "parts" / f"{job['shard_id']}.failures.parquet")
+            part = run.read_table(f"{PARTS}/{job['shard_id']}.failures.parquet")
             found.update(Failure(**r) for r in part.to_pylist())
 
         def order(f: Failure) -> tuple:
@@ -364,8 +364,8 @@ class Examples(WholeStage):
 
         # one row per (source, image)
         rows = sorted({(f.source, f.key): f for f in sorted(found, key=order)}.values(), key=order)
-        atomic_write_parquet(run.path(self.FAILURES), failures_table(rows))
-        shutil.rmtree(work / "parts", ignore_errors=True)
+        run.write_parquet(run.rel(self.FAILURES), failures_table(rows))
+        run.remove_tree(PARTS)
         summary["training_failed"] = len(rows)
         return summary
 

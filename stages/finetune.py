@@ -10,10 +10,8 @@ from __future__ import annotations
 
 import logging
 import shutil
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-
-import pyarrow.parquet as pq
 
 from jade.models import factory
 from jade.models.attention import RULES
@@ -22,8 +20,9 @@ from jade.models.tasks import strip_locs
 from jade.models.train import ResumeState, TrainJob, train_loop
 from jade.pipeline.progress import TrainWatch
 from jade.pipeline.resources import TrainResources
-from jade.pipeline.rundir import replace_dir
+from jade.pipeline.rundir import RunDir
 from jade.pipeline.stage import Context, StageFiles, WholeStage
+from jade.remote import is_url, localize
 from jade.typed import ConfigError, validate_choice
 
 __all__ = [
@@ -92,32 +91,33 @@ class Finetune(WholeStage):
 
     def run(self, ctx: Context) -> dict:
         run, spec, seed = ctx.run, self.settings.spec, self.settings.seed
-        final = run.path(self.checkpoint(self.role))
-        fp = ctx.fp(self.name)
-        if factory.read_meta(final).get("fingerprint") == fp:
+        final, fp = run.rel(self.checkpoint(self.role)), ctx.fp(self.name)
+        meta = run.read_json(f"{final}/{factory.JADE_META}") or {}
+        if meta.get("fingerprint") == fp:
             log.info("%s: checkpoint with the same settings exists, reused", self.name)
-            return {"reused": True, **factory.read_meta(final).get("train_metrics", {})}
-        examples = run.path(self.examples)
-        tmp = final.with_name(f".{self.role}.tmp")
+            return {"reused": True, **meta.get("train_metrics", {})}
+        # local working folders: in the run directory, or (a run directory on a store) in the local cache
+        tmp = (run.scratch / final).with_name(f".{self.role}.tmp")
         shutil.rmtree(tmp, ignore_errors=True)  # a killed run's leftovers (the run directory is locked)
-        processor_dir = None
+        processor = f"_work/{self.name}/processor"
         if not spec.base:
-            texts = pq.read_table(examples, columns=["prefix", "suffix"])
+            texts = run.read_table(run.rel(self.examples), columns=["prefix", "suffix"])
             corpus = texts.column("prefix").to_pylist() + texts.column("suffix").to_pylist()
-            processor = factory.build_processor(strip_locs(corpus), spec.architecture)
-            processor_dir = tmp.with_name(f".{self.role}.processor")
-            shutil.rmtree(processor_dir, ignore_errors=True)
-            processor.save_pretrained(processor_dir)
+            built = tmp.with_name(f".{self.role}.processor")
+            shutil.rmtree(built, ignore_errors=True)
+            factory.build_processor(strip_locs(corpus), spec.architecture).save_pretrained(built)
+            run.put_dir(built, processor)  # where every training worker reads it
         job = TrainJob(
-            examples=str(examples),
+            examples=run.uri(run.rel(self.examples)),
             out_dir=str(tmp),
             arch=spec.architecture,
             train=spec.train,
             seed=seed,
             attention=spec.attention,
             base=spec.base,
-            processor_dir=str(processor_dir) if processor_dir else None,
-            resume_dir=str(run.work(self.name) / "resume"),  # mid-training checkpoints: a re-run resumes
+            processor_dir=run.uri(processor) if not spec.base else None,
+            # mid-training checkpoints: a re-run resumes
+            resume_dir=run.uri(f"_work/{self.name}/resume"),
             threads=self.threads,
             trust_remote_code=self.trust_remote_code,
             strategy=self.resources.strategy,  # ddp | fsdp: how the workers hold the model (models.tuning)
@@ -136,11 +136,37 @@ class Finetune(WholeStage):
             f" from {spec.base}" if spec.base else "",
         )
         with TrainWatch(Path(job.out_dir + ".progress.json"), self.name):
-            ctx.executor.train(train_loop, job, self.resources, run.work(self.name))
-        if not (tmp / "config.json").exists():
-            raise RuntimeError(f"{self.name}: training finished without writing a checkpoint to {tmp}")
-        replace_dir(tmp, final)
+            ctx.executor.train(
+                TrainAndPut(run.url, final), job, self.resources, run.scratch / "_work" / self.name
+            )
+        meta = run.read_json(f"{final}/{factory.JADE_META}") or {}
+        if meta.get("fingerprint") != fp:
+            raise RuntimeError(
+                f"{self.name}: training finished without writing a checkpoint to {run.uri(final)}"
+            )
         ResumeState(job, 0, 1).clear()  # finished: the resume state is spent
-        if processor_dir:
-            shutil.rmtree(processor_dir, ignore_errors=True)
-        return {"reused": False, **factory.read_meta(final).get("train_metrics", {})}
+        run.remove_tree(processor)
+        return {"reused": False, **meta.get("train_metrics", {})}
+
+
+class TrainAndPut:
+    """What each training worker runs (picklable: it travels to Ray Train's workers): `train_loop` on local
+    copies of what it reads where those are URLs (examples, processor, base; `jade.remote.localize`), then, on
+    rank 0, the checkpoint moved into the run directory (`RunDir.put_dir`: a rename, or on an object store an
+    upload with jade_model.json last). The run directory's completion record comes after, on the driver."""
+
+    def __init__(self, run_url: str, rel: str):
+        self.run_url, self.rel = run_url, rel
+
+    def __call__(self, job: TrainJob, rank: int = 0, world_size: int = 1, **hooks) -> dict:
+        local = {
+            "examples": localize(job.examples, "file"),
+            "processor_dir": localize(job.processor_dir, "dir") if job.processor_dir else None,
+            "base": localize(job.base, "dir") if job.base and is_url(job.base) else job.base,
+        }
+        metrics = train_loop(replace(job, **local), rank=rank, world_size=world_size, **hooks)
+        if rank == 0:
+            if not (Path(job.out_dir) / "config.json").exists():
+                raise RuntimeError(f"training finished without writing a checkpoint to {job.out_dir}")
+            RunDir(self.run_url).put_dir(job.out_dir, self.rel, last=factory.JADE_META)
+        return metrics

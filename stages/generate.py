@@ -19,6 +19,7 @@ from jade.formats.samples import ShardRef
 from jade.models import tasks
 from jade.models.backends import EngineOptions, backend_names, make_backend
 from jade.models.backends.base import Request
+from jade.models.factory import JADE_META
 from jade.models.regions import RegionRule, select_regions
 from jade.models.vqa_normalize import normalize_answer
 from jade.pipeline.resources import StageResources
@@ -100,7 +101,7 @@ class Generator:
         self.batch_size = runtime.batch_size
         self.backend = make_backend(
             self.g.backend,
-            str(run.path(stage.model)),
+            str(run.local_dir(run.rel(stage.model), JADE_META)),  # a local copy when on a store
             EngineOptions(stage.decode_rows, runtime.threads, stage.trust_remote_code),
         )
 

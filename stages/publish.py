@@ -23,7 +23,7 @@ from jade.formats.samples import ShardRef
 from jade.models import factory
 from jade.models.specs import is_default_training
 from jade.pipeline.resources import StageResources
-from jade.pipeline.rundir import RunDir, atomic_write_bytes, atomic_write_json, fingerprint
+from jade.pipeline.rundir import RunDir, fingerprint
 from jade.pipeline.stage import Context, Runtime, ShardFiles, ShardResult, ShardStage, StageFiles
 from jade.pipeline.stats import sum_counts
 from jade.reports.card import CardInfo, DataFiles, dataset_card
@@ -53,7 +53,7 @@ class Publisher:
         self.schema = features(self.s.embed_images, bool(training)).arrow_schema
         fps = {role: runtime.fingerprint(ckpt) for role, ckpt in stage.models.items()}
         rules = {
-            f"{role}_attention": factory.read_meta(run.path(ckpt)).get("attention", "prefix")
+            f"{role}_attention": model_meta(run, ckpt).get("attention", "prefix")
             for role, ckpt in stage.models.items()
         }
         # what made a row: the models (their fine-tuning's fingerprints, attention rules and, when not the
@@ -131,14 +131,19 @@ class Publish(ShardStage):
         empty = empty_shards(published, records, self.name)
         if empty:
             stats["empty_shards"] = empty
-        atomic_write_json(run.path(self.STATS), stats)
+        run.write_json(run.rel(self.STATS), stats)
         prov = {role: ctx.fp(ctx.producer(ckpt).name) for role, ckpt in self.models.items()}
         globs = [p for s in published for p in self.owns(s)]
-        files = data_files(run, run.path(self.CARD).parent, globs, records[self.name], published)
+        files = data_files(run, run.rel(self.CARD).rsplit("/", 1)[0], globs, records[self.name], published)
         training = bool(training_provenance(run, self.models))
         card = dataset_card(self.card, stats, prov, features(self.settings.embed_images, training), files)
-        atomic_write_bytes(run.path(self.CARD), card.encode())
+        run.write_bytes(run.rel(self.CARD), card.encode())
         return stats
+
+
+def model_meta(run: RunDir, ckpt: StageFiles) -> dict:
+    """A checkpoint's jade_model.json (`models.factory.JADE_META`), read through the run directory; {} if none."""
+    return run.read_json(f"{run.rel(ckpt)}/{factory.JADE_META}") or {}
 
 
 def training_provenance(run: RunDir, models: dict[str, StageFiles]) -> dict[str, str]:
@@ -146,7 +151,7 @@ def training_provenance(run: RunDir, models: dict[str, StageFiles]) -> dict[str,
     freeze, lora, strategy, workers) as JSON under ``<role>_training``, when any of them is not the default; {}
     when every model was trained the default way (the provenance then has no such fields, as before the
     options existed)."""
-    recs = {role: factory.read_meta(run.path(ckpt)).get("training") or {} for role, ckpt in models.items()}
+    recs = {role: model_meta(run, ckpt).get("training") or {} for role, ckpt in models.items()}
     if all(is_default_training(rec) for rec in recs.values()):
         return {}
     return {f"{role}_training": json.dumps(rec, sort_keys=True) for role, rec in recs.items()}
@@ -168,19 +173,22 @@ def empty_shards(published: list[str], records: dict[str, list[dict]], publisher
 
 
 def data_files(
-    run: RunDir, folder, globs: list[str], publish_records: list[dict], published: list[str]
+    run: RunDir, folder: str, globs: list[str], publish_records: list[dict], published: list[str]
 ) -> DataFiles:
-    """The card's view of the data files (names relative to the dataset's ``folder``): the files each shard's
-    record names (the ``globs`` for records written before records named their files)."""
+    """The card's view of the data files (names relative to the dataset's ``folder``, both relative to the run):
+    the files each shard's record names (the ``globs`` for records written before records named their files)."""
     if all("files" in r for r in publish_records):
-        paths = sorted(run.root / f for r in publish_records for f in r["files"])
+        paths = sorted(f for r in publish_records for f in r["files"])
     else:
-        paths = sorted({p for g in globs for p in run.root.glob(g) if p.is_file()})
-    meta = [pq.read_metadata(p) for p in paths]
+        paths = sorted({p for g in globs for p in run.glob(g)})
+    meta = []
+    for p in paths:
+        with run.open(p) as f:
+            meta.append(pq.read_metadata(f))
     return DataFiles(
-        names=[str(p.relative_to(folder)) for p in paths],
+        names=[p[len(folder) + 1 :] for p in paths],
         num_examples=sum(md.num_rows for md in meta),
-        download_size=sum(p.stat().st_size for p in paths),
+        download_size=sum(run.size(p) for p in paths),
         num_bytes=sum(md.row_group(i).total_byte_size for md in meta for i in range(md.num_row_groups)),
         # each shard's record fingerprints the bytes of the files it wrote (pipeline.shardmap)
         fingerprint=fingerprint(

@@ -64,9 +64,13 @@ def test_progress_rate_and_eta_from_records(tmp_path, monkeypatch):
 
 
 def test_run_directory_takes_paths_and_file_uris_and_says_what_else_to_do(tmp_path):
-    from jade.pipeline.rundir import RunDir
+    from jade.pipeline.rundir import RunDir, RunDirError
 
     assert RunDir(f"file://{tmp_path}/r").root == (tmp_path / "r").resolve()
     assert RunDir(tmp_path / "r").root == (tmp_path / "r").resolve()
-    with pytest.raises(ValueError, match="mount the bucket"):
-        RunDir("s3://bucket/runs/cc3m")
+    s3 = RunDir("s3://bucket/runs/cc3m/")  # an object store: no local path, a URL (tests/pipeline/test_s3.py)
+    assert not s3.local and s3.url == "s3://bucket/runs/cc3m" and s3.uri("run.json").endswith("cc3m/run.json")
+    with pytest.raises(RunDirError, match="object store"):
+        _ = s3.root
+    with pytest.raises(ValueError, match="an fsspec URL whose backend is installed"):
+        RunDir("nosuchprotocol://bucket/runs/cc3m")
