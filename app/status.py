@@ -54,7 +54,7 @@ def status_lines(run_dir: str, shards: bool = False) -> list[str]:
             lines.append(f"{st.name:20s} {'done' if run.done(st.name, fp) else 'pending'}")
             continue
         fps = ctx.shard_fps[st.name]
-        recs = {s: r for s, f in fps.items() if (r := run.done(st.name, f, s))}
+        recs = {s: r for s, r in run.done_many(st.name, fps).items() if r}
         failed = {s: r for s, r in run.failed(st.name).items() if r.get("fingerprint") == fps.get(s)}
         total = len(found)
         state = "done" if len(recs) == total and not failed else ("partial" if recs or failed else "pending")

@@ -111,7 +111,7 @@ def stage_progress(run: RunDir, stage: str, fp: str, shard_fps: dict[str, str]) 
     prog = run.read_json(progress_path(run, stage))
     if not prog or prog.get("fp") != fp:
         return None
-    recs = [r for s, f in shard_fps.items() if (r := run.done(stage, f, s))]
+    recs = [r for r in run.done_many(stage, shard_fps).values() if r]
     fresh = [r for r in recs if r.get("finished_at", 0) >= prog["started_at"]]  # done by this attempt
     total, done = prog["shards_total"], len(recs)
     last = max((r["finished_at"] for r in fresh), default=prog["started_at"])

@@ -158,6 +158,10 @@ class RunDir:
     def read_bytes(self, rel: str) -> bytes:
         return self.store.read_bytes(rel)
 
+    def read_many(self, rels: list[str]) -> dict[str, bytes]:
+        """The bytes of each of ``rels`` that exists (an object store fetches them concurrently)."""
+        return self.store.read_many(rels)
+
     def open(self, rel: str):
         """A binary file object for reading (the caller closes it)."""
         return self.store.open(rel)
@@ -230,6 +234,19 @@ class RunDir:
         """The completion record if it exists and was made with fingerprint `fp`."""
         rec = self.read_json(self.record_rel(stage, shard))
         return rec if rec and rec.get("fingerprint") == fp else None
+
+    def done_many(self, stage: str, fps: dict[str, str]) -> dict[str, dict | None]:
+        """`done` for many shards ({shard: fingerprint}) at once (an object store fetches them concurrently)."""
+        rels = {s: self.record_rel(stage, s) for s in fps}
+        found = self.store.read_many(list(rels.values()))
+        out: dict[str, dict | None] = {}
+        for s, rel in rels.items():
+            try:
+                rec = json.loads(found[rel]) if rel in found else None
+            except json.JSONDecodeError:
+                rec = None
+            out[s] = rec if isinstance(rec, dict) and rec.get("fingerprint") == fps[s] else None
+        return out
 
     def mark_done(self, stage: str, fp: str, payload: dict, shard: str | None = None) -> None:
         record = {**payload, "fingerprint": fp, "finished_at": round(time.time(), 3)}

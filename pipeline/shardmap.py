@@ -53,8 +53,10 @@ def shard_fingerprints(ctx: Context, stage: ShardStage, shards: list[ShardRef]) 
     whole = {a.name: ctx.fp(a.name) for a in after if not isinstance(a, ShardStage)}
     outputs: dict[str, dict[str, str | None]] = {a: {} for a in upstream_shard}
     for a in upstream_shard:
+        mine = ctx.shard_fps.get(a, {})
+        recs = ctx.run.done_many(a, {s.shard_id: mine.get(s.shard_id) or "" for s in ctx.shards})
         for s in ctx.shards:
-            rec = ctx.run.done(a, ctx.shard_fps.get(a, {}).get(s.shard_id) or "", s.shard_id)
+            rec = recs[s.shard_id]
             outputs[a][s.shard_id] = rec["output_fp"] if rec else None
     earlier = _earlier(ctx.shards, outputs) if stage.reads_earlier else {}
     fps: dict[str, str | None] = {}
@@ -199,7 +201,8 @@ def map_stage(ctx: Context, stage: ShardStage) -> dict:
         **{s: {"stage": stage.name, "error": "no upstream output"} for s, v in fps.items() if v is None},
     }
     current = [s for s in shards if fps[s.shard_id]]
-    todo = [s for s in current if not run.done(stage.name, fps[s.shard_id] or "", s.shard_id)]
+    have = run.done_many(stage.name, {s.shard_id: fps[s.shard_id] or "" for s in current})
+    todo = [s for s in current if not have[s.shard_id]]
     res = stage.resources
     threads = ctx.threads or max(1, (os.cpu_count() or 1) // max(1, res.pool()[1]))
     runtime = Runtime(
@@ -239,7 +242,7 @@ def map_stage(ctx: Context, stage: ShardStage) -> dict:
     ctx.failed_shards.update(failed)
     ok = {s.shard_id for s in current} - set(failed)
     prune(run, stage, ok)  # shards removed from the manifest, or left out now: their old outputs are stale
-    records = [run.done(stage.name, fps[s] or "", s) for s in sorted(ok)]
+    records = list(run.done_many(stage.name, {s: fps[s] or "" for s in sorted(ok)}).values())
     summary = {
         "shards": len(ok),
         "shards_run": len(results) - len(failed),

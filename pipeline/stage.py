@@ -162,9 +162,10 @@ class Context:
         list aligned with ``shards``)."""
         out = {}
         for st in self.lineage(stage):
+            found = self.run.done_many(st.name, {s: self.shard_fps[st.name].get(s, "") for s in shards})
             recs = []
             for s in shards:
-                rec = self.run.done(st.name, self.shard_fps[st.name].get(s, ""), s)
+                rec = found[s]
                 if rec is None:
                     raise RuntimeError(f"{stage.name}: shard {s} has no current {st.name} record")
                 recs.append(rec)

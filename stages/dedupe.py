@@ -173,13 +173,15 @@ class DigestWorker:
         return {"shard": item["shard_id"], "rows": table.num_rows}
 
 
-def _load_digest(run: RunDir, rel: str, input_fp: str) -> np.ndarray | None:
-    """A saved digest, if it is of this ingest output (its tag row); else None."""
+def _digest_of(saved: bytes | None, input_fp: str) -> np.ndarray | None:
+    """A saved digest (its file's bytes), if it is of this ingest output (its tag row); else None."""
     import io
 
+    if saved is None:
+        return None
     try:
-        d = np.load(io.BytesIO(run.read_bytes(rel)), allow_pickle=False)
-    except (FileNotFoundError, ValueError):
+        d = np.load(io.BytesIO(saved), allow_pickle=False)
+    except ValueError:
         return None
     return d[1:] if len(d) and int(d[0, 0]) == int(input_fp, 16) else None
 
@@ -248,12 +250,14 @@ class Dedupe(ShardStage):
         run = ctx.run
         upstream = ctx.producer(self.samples).name
         fps = {}
+        recs = run.done_many(upstream, {s.shard_id: ctx.shard_fps[upstream][s.shard_id] for s in shards})
         for s in shards:  # every shard here has a current upstream record (`shards`: with current inputs)
-            rec = run.done(upstream, ctx.shard_fps[upstream][s.shard_id], s.shard_id)
+            rec = recs[s.shard_id]
             assert rec is not None, s.shard_id
             fps[s.shard_id] = rec["output_fp"]
         paths = {s: f"_work/{self.name}/digests/{s}.npy" for s in fps}
-        loaded = {s: _load_digest(run, p, fps[s]) for s, p in paths.items()}
+        saved = run.read_many(list(paths.values()))
+        loaded = {s: _digest_of(saved.get(p), fps[s]) for s, p in paths.items()}
         todo = [{"shard_id": s, "path": paths[s], "input_fp": fps[s]} for s, d in loaded.items() if d is None]
         if todo:
             results = ctx.executor.map_shards(
@@ -262,9 +266,10 @@ class Dedupe(ShardStage):
             if failed := [r for r in results if r.get("error")]:
                 raise RuntimeError(f"{self.name}: digest of shard {failed[0]['shard']}: {failed[0]['error']}")
         order = [s.shard_id for s in shards]
+        saved = run.read_many([paths[sid] for sid in order if loaded[sid] is None])  # made just now
         digests: list[np.ndarray] = []
         for sid in order:
-            d = loaded[sid] if loaded[sid] is not None else _load_digest(run, paths[sid], fps[sid])
+            d = loaded[sid] if loaded[sid] is not None else _digest_of(saved.get(paths[sid]), fps[sid])
             if d is None:
                 raise RuntimeError(f"{self.name}: no digest of shard {sid} at {paths[sid]}")
             digests.append(d)

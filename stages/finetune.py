@@ -159,12 +159,13 @@ class TrainAndPut:
         self.run_url, self.rel = run_url, rel
 
     def __call__(self, job: TrainJob, rank: int = 0, world_size: int = 1, **hooks) -> dict:
-        local = {
-            "examples": localize(job.examples, "file"),
-            "processor_dir": localize(job.processor_dir, "dir") if job.processor_dir else None,
-            "base": localize(job.base, "dir") if job.base and is_url(job.base) else job.base,
-        }
-        metrics = train_loop(replace(job, **local), rank=rank, world_size=world_size, **hooks)
+        local = replace(
+            job,
+            examples=localize(job.examples, "file"),
+            processor_dir=localize(job.processor_dir, "dir") if job.processor_dir else None,
+            base=localize(job.base, "dir") if job.base and is_url(job.base) else job.base,
+        )
+        metrics = train_loop(local, rank=rank, world_size=world_size, **hooks)
         if rank == 0:
             if not (Path(job.out_dir) / "config.json").exists():
                 raise RuntimeError(f"training finished without writing a checkpoint to {job.out_dir}")
