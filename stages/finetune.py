@@ -31,6 +31,7 @@ __all__ = [
     "FinetuneSettings",
     "ModelSpec",
     "TASKS",
+    "TrainAndPut",
 ]
 
 log = logging.getLogger("jade")
