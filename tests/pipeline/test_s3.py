@@ -69,6 +69,7 @@ def test_records_tables_and_globs_live_on_the_store(s3):
 
 
 def test_a_folder_is_uploaded_marker_last_and_copied_down_once(s3, tmp_path, monkeypatch):
+    monkeypatch.setenv("JADE_CACHE", str(tmp_path / "cache"))  # its own: tests/app/test_s3_run.py counts copies
     run = RunDir(f"{s3}/ckpt-run")
     old = tmp_path / "old"
     old.mkdir()
@@ -188,3 +189,68 @@ def test_the_heartbeat_refreshes_the_lock_and_learns_when_it_was_taken_over(s3, 
     finally:
         lock.__exit__(None, None, None)
     assert json.loads(run.read_bytes(".lock"))["token"] == "u"  # the new holder's lock is left alone
+
+
+def test_a_commit_killed_half_way_on_s3_leaves_no_orphan(s3, monkeypatch):
+    """The shard commit of `pipeline.shardmap` on the store: an intent object before the tables, the files in
+    the record, the intent removed last. A commit that died between its tables (5 parts) and its record is
+    cleaned up by the next one from the intent it left, without listing the folder of outputs; a shard removed
+    from the run is pruned from its record, and one whose commit never finished, from its intent."""
+    from jade.formats.samples import ShardRef
+    from jade.pipeline.executor import LocalExecutor
+    from jade.pipeline.runner import execute
+    from jade.pipeline.store import ObjectStore
+    from tests.pipeline.test_shardmap import Source
+
+    run = RunDir(f"{s3}/commits")
+
+    def go(shards, parts):
+        refs = [ShardRef(s, f"{s}.tar", "webdataset") for s in shards]
+        return execute([Source(parts)], run, refs, LocalExecutor())
+
+    go(["a", "b"], 3)
+    assert run.read_json("_state/source/a.json")["files"] == [f"out/a-{k}.parquet" for k in range(3)]
+    assert not run.glob("_state/source/_pending/*")  # each intent removed once its record was written
+    run.write_json("_state/source/_pending/a.json", {"files": [f"out/a-{k}.parquet" for k in range(5)]})
+    for k in range(5):
+        run.write_parquet(f"out/a-{k}.parquet", pa.table({"k": [k]}))
+    run.remove("_state/source/a.json")
+    listed = []
+    real = ObjectStore.glob
+
+    def glob(self, pattern):
+        listed.append(pattern)
+        return real(self, pattern)
+
+    monkeypatch.setattr(ObjectStore, "glob", glob)
+    go(["a", "b"], 3)
+    monkeypatch.undo()
+    assert run.glob("out/a-*") == [f"out/a-{k}.parquet" for k in range(3)]
+    assert not run.exists("_state/source/_pending/a.json")
+    assert not [p for p in listed if p.startswith("out/")]  # no folder of outputs was listed
+    # "b" dropped from the run; "c" died mid-commit (its intent and one part, no record): both pruned
+    run.write_json("_state/source/_pending/c.json", {"files": ["out/c-0.parquet"]})
+    run.write_parquet("out/c-0.parquet", pa.table({"k": [0]}))
+    go(["a"], 3)
+    assert run.glob("out/*") == [f"out/a-{k}.parquet" for k in range(3)]
+    assert run.glob("_state/source/**") == ["_state/source/_stage.json", "_state/source/a.json"]
+
+
+def test_the_endpoint_and_credentials_come_from_fsspec_never_from_the_manifest(s3, monkeypatch, capsys):
+    """Without AWS_ENDPOINT_URL, fsspec's config (here its "s3" section, as ~/.config/fsspec/*.json or
+    FSSPEC_S3_* variables set it) names the server; a manifest that tries to name one is refused before anything
+    is written, the key named."""
+    from jade.app.cli import main
+
+    endpoint = os.environ["AWS_ENDPOINT_URL"]
+    monkeypatch.delenv("AWS_ENDPOINT_URL")
+    monkeypatch.setitem(fsspec.config.conf, "s3", {"endpoint_url": endpoint})
+    run = RunDir(f"{s3}/conf-run")
+    run.write_json("probe.json", {"via": "fsspec config"})
+    direct = fsspec.filesystem("s3", endpoint_url=endpoint, skip_instance_cache=True)
+    assert json.loads(direct.cat_file("jade/conf-run/probe.json")) == {"via": "fsspec config"}
+    sets = ["storage_options.endpoint_url=http://elsewhere:9000", "storage_options.key=AKIA"]
+    argv = ["run", "sample", "--out", f"{s3}/conf-run", "--executor", "local"]
+    assert main([*argv, *[a for s in sets for a in ("--set", s)]]) == 2
+    assert "storage_options: unknown key" in capsys.readouterr().err
+    assert run.glob("**") == ["probe.json"]
