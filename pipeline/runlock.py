@@ -153,7 +153,7 @@ class RunLock:
     # both --------------------------------------------------------------------------------------------
     def _beat(self) -> None:
         while self._stop is not None and not self._stop.wait(self.HEARTBEAT_S):
-            if self.run.local:
+            if self.path is not None:  # a file system
                 with contextlib.suppress(OSError):
                     os.utime(self.path)
                 continue

@@ -53,8 +53,8 @@ def shard_fingerprints(ctx: Context, stage: ShardStage, shards: list[ShardRef]) 
     whole = {a.name: ctx.fp(a.name) for a in after if not isinstance(a, ShardStage)}
     outputs: dict[str, dict[str, str | None]] = {a: {} for a in upstream_shard}
     for a in upstream_shard:
-        mine = ctx.shard_fps.get(a, {})
-        recs = ctx.run.done_many(a, {s.shard_id: mine.get(s.shard_id) or "" for s in ctx.shards})
+        theirs = ctx.shard_fps.get(a, {})
+        recs = ctx.run.done_many(a, {s.shard_id: theirs.get(s.shard_id) or "" for s in ctx.shards})
         for s in ctx.shards:
             rec = recs[s.shard_id]
             outputs[a][s.shard_id] = rec["output_fp"] if rec else None
@@ -108,7 +108,8 @@ def owned_files(run: RunDir, stage: ShardStage, shard_id: str) -> set[str]:
     records named their files), the `owns` globs: a directory listing per shard, which grows with the run."""
     exact = [g for g in stage.owns(shard_id) if not any(c in g for c in "*?[")]
     named = set()
-    for rec in (run.read_json(run.record_rel(stage.name, shard_id)), run.read_json(_pending(stage, shard_id))):
+    for rel in (run.record_rel(stage.name, shard_id), _pending(stage, shard_id)):
+        rec = run.read_json(rel)
         if rec and "files" in rec:
             named |= set(rec["files"])
     if not named and len(exact) < len(stage.owns(shard_id)):

@@ -69,7 +69,8 @@ def test_records_tables_and_globs_live_on_the_store(s3):
 
 
 def test_a_folder_is_uploaded_marker_last_and_copied_down_once(s3, tmp_path, monkeypatch):
-    monkeypatch.setenv("JADE_CACHE", str(tmp_path / "cache"))  # its own: tests/app/test_s3_run.py counts copies
+    # its own cache: tests/app/test_s3_run.py counts the session's copies
+    monkeypatch.setenv("JADE_CACHE", str(tmp_path / "cache"))
     run = RunDir(f"{s3}/ckpt-run")
     old = tmp_path / "old"
     old.mkdir()
