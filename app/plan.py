@@ -300,14 +300,14 @@ def cmd_plan(args) -> int:
 
 def roles_to_train(run, only: list[str] | None, fingerprints: dict[str, str]) -> list[str]:
     """The roles `jade run` will fine-tune: selected (``--stages``) and without a checkpoint of the same
-    settings (`stages.finetune`)."""
+    settings (`stages.finetune`), read through the run directory (local or on an object store)."""
     from jade.models import factory
 
     return [
         r
         for r in ROLES
         if (not only or f"finetune_{r}" in only)
-        and factory.read_meta(run.path(Finetune.checkpoint(r))).get("fingerprint")
+        and (run.read_json(f"{run.rel(Finetune.checkpoint(r))}/{factory.JADE_META}") or {}).get("fingerprint")
         != fingerprints[f"finetune_{r}"]
     ]
 
