@@ -81,7 +81,8 @@ def run_pretrain(
     for rel in ("dataset", "rejected"):
         if run.exists(rel):
             run.download(rel, stage / rel)
-    (stage / "run.json").write_bytes(run.read_bytes("run.json"))
+    if run.exists("run.json"):  # optional, as on a local run directory (`vqa_files`)
+        (stage / "run.json").write_bytes(run.read_bytes("run.json"))
     if out is not None:
         return _run_pretrain(stage, cfg, executor, resources, out, fresh, eval_only)
     local = run.scratch / "pretrain"
