@@ -23,6 +23,7 @@ from pathlib import Path
 import yaml
 
 from jade.app.manifest import BASES_DIR, MANIFEST_DIR
+from jade.app.world_source import WorldSource
 from jade.models import factory
 from jade.models.pretrain.config import PretrainConfig, WorldSpec
 from jade.models.pretrain.loop import PretrainJob, load_checkpoint, pretrain_loop
@@ -105,7 +106,10 @@ def make_base(
     t0, prev, probes, seconds, done = time.time(), None, [], 0.0, 0
     for k, stage in enumerate(stages, start=1):
         dir_ = work if k == 1 else work / f"stage-{k}"
-        job = PretrainJob(stage, str(dir_), init=prev and str(prev))
+        source = WorldSource(
+            stage.world or WorldSpec(), stage.steps, stage.arch.image_size, stage.probe_images
+        )
+        job = PretrainJob(stage, str(dir_), init=prev and str(prev), source=source)
         executor.train(pretrain_loop, job, TrainResources(), dir_ / "ray")
         state = json.loads((dir_ / "checkpoint" / "state.json").read_text())
         stage_probes = state.get("probes", [])

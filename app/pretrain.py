@@ -122,7 +122,9 @@ def _run_pretrain(
     _, heldout = load_split(
         dataset, "alttext", cfg.eval_fraction, cfg.arch.image_size, cfg.streaming, cfg.max_images
     )
-    heldout = type(heldout)(**{k: v[:MAX_EVAL_IMAGES] for k, v in vars(heldout).items()})
+    heldout = type(heldout)(
+        **{k: v[:MAX_EVAL_IMAGES] if isinstance(v, list) else v for k, v in vars(heldout).items()}
+    )
     report = evaluate(model, processor, cfg, heldout, vqa_files(run_dir))
     history = state["history"]
     steps = [h["step"] for h in history]

@@ -12,6 +12,25 @@ from dataclasses import dataclass, field
 import numpy as np
 
 
+@dataclass(frozen=True)
+class Vocabulary:
+    """The words of the world the object-aware tasks (objects, locate, detect, relate, binding, ...) ask about,
+    passed in with the data by the source that knows the world: the pretrainer itself knows no world."""
+
+    colors: tuple[str, ...]
+    shapes: tuple[str, ...]
+    sizes: tuple[str, ...]
+    rows: tuple[str, ...]  # top to bottom
+    cols: tuple[str, ...]  # left to right
+    positions: dict[str, tuple[str, str]]  # a place's name -> (its row, its column)
+    # the names of the four relations, in this order: left of, right of, above, below
+    relations: tuple[str, str, str, str]
+
+    def relation_axis(self, relation: str) -> str:
+        """``h`` for left of / right of, ``v`` for above / below."""
+        return "h" if self.relations.index(relation) < 2 else "v"
+
+
 @dataclass
 class PretrainData:
     """Pretraining images (PIL, at the model's input size) and their texts, aligned by index."""
@@ -26,6 +45,7 @@ class PretrainData:
     # every published text (kept QA and regions even in the alt-text-only variant): the tokenizer's corpus,
     # so that the data variants share one vocabulary
     vocab_texts: list[str] = field(default_factory=list)
+    vocab: Vocabulary | None = None  # the world's words (world sources; the object-aware tasks need them)
 
     def captioned(self) -> list[tuple[int, str]]:
         """(image index, alt-text) of every image that has one: the examples of the alt-text tasks."""

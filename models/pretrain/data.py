@@ -101,12 +101,16 @@ class DatasetSource:
         return self.data.vocab_texts
 
 
-def make_source(cfg, dataset_dir: str | Path | None):
-    """The source `cfg.source` names: a published dataset, or the sample world's scene stream."""
+def make_source(cfg, dataset_dir: str | Path | None, given=None):
+    """The source `cfg.source` names: a published dataset, or the one the application passes in (``given``:
+    the sample world's scene stream, `app.world_source`, which `jade base` builds; the pretrainer knows no
+    world of its own)."""
+    if given is not None:
+        return given
     if cfg.source == "dataset":
         if not dataset_dir:
             raise ValueError("pretrain: the dataset source needs a published dataset directory")
         return DatasetSource(cfg, dataset_dir)
-    from jade.models.pretrain.world import WorldSource, WorldSpec
-
-    return WorldSource(cfg.world or WorldSpec(), cfg.steps, cfg.arch.image_size, cfg.probe_images)
+    raise ValueError(
+        f"pretrain.source: {cfg.source!r} is passed in by the application (jade base), not built here"
+    )

@@ -93,6 +93,9 @@ class PretrainJob:
     # a finished run's directory to continue from (a later stage of a base recipe): its weights and its
     # processor, with a fresh optimizer, sampler and schedule
     init: str | None = None
+    # a source the application built (the world source of `jade base`: `app.world_source.WorldSource`);
+    # None: the published dataset
+    source: object | None = None
 
 
 def pretrain_loop(
@@ -105,7 +108,7 @@ def pretrain_loop(
     device = "cuda" if torch.cuda.is_available() and job.use_gpu else "cpu"
     out = Path(job.out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    source = make_source(cfg, job.dataset)
+    source = make_source(cfg, job.dataset, job.source)
     # a later stage keeps the earlier stage's tokenizer, unchanged
     init = Path(job.init) if job.init else None
     processor = _processor(out / "processor", source.vocab_texts(), cfg.arch, init and init / "processor")

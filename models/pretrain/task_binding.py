@@ -8,17 +8,16 @@ relations (yes or no from the objects' cells). The prompt is the factory's answe
 
 from __future__ import annotations
 
-from jade.models.pretrain.base import PretrainData
+from jade.models.pretrain.base import PretrainData, Vocabulary
 from jade.models.pretrain.task_relate import relations
 from jade.models.pretrain.task_vqa import VQA
-from jade.sampleworld.scene import RELATIONS
 
 
 def _alone(objects: list[dict], o: dict, *keys: str) -> bool:
     return sum(all(p[k] == o[k] for k in keys) for p in objects) == 1
 
 
-def binding_questions(objects: list[dict], relate: bool = True) -> list[tuple[str, str]]:
+def binding_questions(objects: list[dict], vocab: Vocabulary, relate: bool = True) -> list[tuple[str, str]]:
     """(question, answer) for every binding question the scene allows (without the relation questions when
     not ``relate``)."""
     out = []
@@ -32,13 +31,13 @@ def binding_questions(objects: list[dict], relate: bool = True) -> list[tuple[st
         out.append((f"Where is the {a['color']} {a['shape']}?", a["position"]))
         for b in named if relate else []:
             if a is not b:
-                held = relations(a, b)
+                held = relations(a, b, vocab)
                 out += [
                     (
                         f"Is the {a['color']} {a['shape']} {r} the {b['color']} {b['shape']}?",
                         "yes" if r in held else "no",
                     )
-                    for r in RELATIONS
+                    for r in vocab.relations
                 ]
     return out
 
@@ -49,7 +48,12 @@ class Binding(VQA):
     name = "binding"
 
     def examples(self, data: PretrainData) -> list[tuple[int, str, str]]:
-        return [(i, q, a) for i, objs in enumerate(data.objects) if objs for q, a in binding_questions(objs)]
+        return [
+            (i, q, a)
+            for i, objs in enumerate(data.objects)
+            if objs
+            for q, a in binding_questions(objs, data.vocab)
+        ]
 
 
 class Query(Binding):
@@ -66,14 +70,11 @@ class Query(Binding):
             (i, q, a)
             for i, objs in enumerate(data.objects)
             if objs
-            for q, a in binding_questions(objs, False)
+            for q, a in binding_questions(objs, data.vocab, False)
         ]
 
 
-_AXIS = {r: ("h" if r in ("to the left of", "to the right of") else "v") for r in RELATIONS}
-
-
-def relation_questions(objects: list[dict]) -> list[tuple[str, str]]:
+def relation_questions(objects: list[dict], vocab: Vocabulary) -> list[tuple[str, str]]:
     """The world's relation questions, yes and no balanced per ordered pair: every relation that holds from A
     to B (yes) and as many that do not (no; those of the axis the pair differs on first, so a pair side by
     side is asked about left and right, not only about above and below)."""
@@ -83,10 +84,13 @@ def relation_questions(objects: list[dict]) -> list[tuple[str, str]]:
         for b in named:
             if a is b:
                 continue
-            held = relations(a, b)
+            held = relations(a, b, vocab)
             # not-held relations, the ones of an axis where the pair differs first (the harder "no")
-            differs = {_AXIS[r] for r in held}
-            wrong = sorted((r for r in RELATIONS if r not in held), key=lambda r: _AXIS[r] not in differs)
+            differs = {vocab.relation_axis(r) for r in held}
+            wrong = sorted(
+                (r for r in vocab.relations if r not in held),
+                key=lambda r: vocab.relation_axis(r) not in differs,
+            )
             for r, answer in [(r, "yes") for r in held] + [(r, "no") for r in wrong[: max(len(held), 1)]]:
                 out.append((f"Is the {a['color']} {a['shape']} {r} the {b['color']} {b['shape']}?", answer))
     return out
@@ -100,4 +104,9 @@ class Relation(Binding):
     name = "relation"
 
     def examples(self, data: PretrainData) -> list[tuple[int, str, str]]:
-        return [(i, q, a) for i, objs in enumerate(data.objects) if objs for q, a in relation_questions(objs)]
+        return [
+            (i, q, a)
+            for i, objs in enumerate(data.objects)
+            if objs
+            for q, a in relation_questions(objs, data.vocab)
+        ]

@@ -6,16 +6,15 @@ tell when there is none: the retrieval that questions about "the circle" need (w
 
 from __future__ import annotations
 
-from jade.models.pretrain.base import PretrainData, TaskContext
+from jade.models.pretrain.base import PretrainData, TaskContext, Vocabulary
 from jade.models.pretrain.task_locate import NONE, describe
 from jade.models.tasks import box_to_tokens
-from jade.sampleworld.scene import COLORS, SHAPES
 
 PROMPT = "detect {description}"
 KEYS = (("color", "shape"), ("size", "shape"), ("color",))
 
 
-def detections(objects: list[dict]) -> list[tuple[str, str]]:
+def detections(objects: list[dict], vocab: Vocabulary) -> list[tuple[str, str]]:
     """(description, target) for every shape, and for the colours, colour-shapes and size-shapes present, plus
     as many absent colour-shapes as there are present ones."""
 
@@ -23,7 +22,7 @@ def detections(objects: list[dict]) -> list[tuple[str, str]]:
         hits = [o for o in objects if all(o[k] == values[k] for k in keys)]
         return " ; ".join(box_to_tokens(o["bbox"]) for o in hits) or NONE
 
-    out = [(s, target(("shape",), {"shape": s})) for s in SHAPES]
+    out = [(s, target(("shape",), {"shape": s})) for s in vocab.shapes]
     for keys in KEYS:
         seen = sorted({tuple(o[k] for k in keys) for o in objects})
         out += [
@@ -31,7 +30,7 @@ def detections(objects: list[dict]) -> list[tuple[str, str]]:
             for v in seen
         ]
     present = {(o["color"], o["shape"]) for o in objects}
-    absent = [(c, s) for c in sorted(COLORS) for s in SHAPES if (c, s) not in present]
+    absent = [(c, s) for c in sorted(vocab.colors) for s in vocab.shapes if (c, s) not in present]
     step = max(1, len(absent) // max(1, len(present)))
     out += [(f"{c} {s}", NONE) for c, s in absent[::step][: len(present)]]
     return out
@@ -41,7 +40,9 @@ class Detect:
     name = "detect"
 
     def examples(self, data: PretrainData) -> list[tuple[int, str, str]]:
-        return [(i, d, t) for i, objs in enumerate(data.objects) if objs for d, t in detections(objs)]
+        return [
+            (i, d, t) for i, objs in enumerate(data.objects) if objs for d, t in detections(objs, data.vocab)
+        ]
 
     def loss(self, ctx: TaskContext, examples: list[tuple[int, str, str]]):
         prompts = [PROMPT.format(description=d) for _, d, _ in examples]

@@ -7,9 +7,8 @@ from __future__ import annotations
 
 import itertools
 
-from jade.models.pretrain.base import PretrainData, TaskContext
+from jade.models.pretrain.base import PretrainData, TaskContext, Vocabulary
 from jade.models.tasks import box_to_tokens
-from jade.sampleworld.scene import COLORS, SHAPES, SIZES
 
 PROMPT = "locate {description}"
 NONE = "none"
@@ -22,7 +21,7 @@ def describe(values: dict, keys: tuple[str, ...]) -> str:
     return " ".join(values[k] for k in keys)
 
 
-def descriptions(objects: list[dict]) -> list[tuple[str, str]]:
+def descriptions(objects: list[dict], vocab: Vocabulary) -> list[tuple[str, str]]:
     """(description, target) for every object and every way of naming it that fits it alone, and for
     descriptions that fit no object (target ``none``)."""
     out = []
@@ -32,7 +31,7 @@ def descriptions(objects: list[dict]) -> list[tuple[str, str]]:
                 out.append((describe(o, keys), box_to_tokens(o["bbox"])))
     for keys in KEYS[:3]:
         for combo in itertools.product(
-            *({"color": sorted(COLORS), "shape": SHAPES, "size": SIZES}[k] for k in keys)
+            *({"color": sorted(vocab.colors), "shape": vocab.shapes, "size": vocab.sizes}[k] for k in keys)
         ):
             values = dict(zip(keys, combo, strict=True))
             if not any(all(p[k] == values[k] for k in keys) for p in objects):
@@ -46,7 +45,7 @@ class Locate:
     def examples(self, data: PretrainData) -> list[tuple[int, str, str]]:
         out = []
         for i, objs in enumerate(data.objects):
-            found = descriptions(objs)
+            found = descriptions(objs, data.vocab)
             present = [d for d in found if d[1] != NONE]
             absent = [d for d in found if d[1] == NONE]
             # every present description, and about a third as many absent ones (deterministic per image)

@@ -7,26 +7,21 @@ teach only through one yes/no bit at a time (world source only)."""
 
 from __future__ import annotations
 
-from jade.models.pretrain.base import PretrainData, TaskContext
-from jade.sampleworld.scene import COLS, RELATIONS, ROWS, parse_position
+from jade.models.pretrain.base import PretrainData, TaskContext, Vocabulary
 
 WHERE = "where {a}"
 RELATE = "relate {a} ; {b}"
 
 
-def relations(a: dict, b: dict) -> list[str]:
+def relations(a: dict, b: dict, vocab: Vocabulary) -> list[str]:
     """The relations from ``a`` to ``b`` (objects with a ``position`` name), by strict row / column order."""
-    (ra, ca), (rb, cb) = parse_position(a["position"]), parse_position(b["position"])
-    held = {
-        "to the left of": COLS.index(ca) < COLS.index(cb),
-        "to the right of": COLS.index(ca) > COLS.index(cb),
-        "above": ROWS.index(ra) < ROWS.index(rb),
-        "below": ROWS.index(ra) > ROWS.index(rb),
-    }
-    return [r for r in RELATIONS if held[r]]
+    (ra, ca), (rb, cb) = vocab.positions[a["position"]], vocab.positions[b["position"]]
+    ia, ib, ja, jb = vocab.cols.index(ca), vocab.cols.index(cb), vocab.rows.index(ra), vocab.rows.index(rb)
+    held = (ia < ib, ia > ib, ja < jb, ja > jb)  # left of, right of, above, below
+    return [r for r, h in zip(vocab.relations, held, strict=True) if h]
 
 
-def relate_examples(objects: list[dict]) -> list[tuple[str, str]]:
+def relate_examples(objects: list[dict], vocab: Vocabulary) -> list[tuple[str, str]]:
     """(prompt, target) for each object its colour and shape single out, and each ordered pair of them."""
     named = [
         o for o in objects if sum(p["color"] == o["color"] and p["shape"] == o["shape"] for p in objects) == 1
@@ -34,7 +29,7 @@ def relate_examples(objects: list[dict]) -> list[tuple[str, str]]:
     out = [(WHERE.format(a=f"{o['color']} {o['shape']}"), o["position"]) for o in named]
     for a in named:
         for b in named:
-            if a is not b and (rel := relations(a, b)):
+            if a is not b and (rel := relations(a, b, vocab)):
                 out.append(
                     (
                         RELATE.format(a=f"{a['color']} {a['shape']}", b=f"{b['color']} {b['shape']}"),
@@ -48,7 +43,12 @@ class Relate:
     name = "relate"
 
     def examples(self, data: PretrainData) -> list[tuple[int, str, str]]:
-        return [(i, p, t) for i, objs in enumerate(data.objects) if objs for p, t in relate_examples(objs)]
+        return [
+            (i, p, t)
+            for i, objs in enumerate(data.objects)
+            if objs
+            for p, t in relate_examples(objs, data.vocab)
+        ]
 
     def loss(self, ctx: TaskContext, examples: list[tuple[int, str, str]]):
         batch = ctx.batch(

@@ -9,10 +9,10 @@ import yaml
 from safetensors.torch import load_file, save_model
 
 from jade.app.base import load_recipe, make_base, stage_configs
+from jade.app.world_source import probe_data
 from jade.models.pretrain.config import PretrainConfig
 from jade.models.pretrain.grow import layer_sources, load_grown
 from jade.models.pretrain.loop import _processor, build_model
-from jade.models.pretrain.world import probe_data
 from jade.models.train import example_batch
 from jade.pipeline.executor import LocalExecutor
 from tests.models.test_pretrain_relate import RECIPE

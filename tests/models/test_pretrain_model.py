@@ -6,7 +6,7 @@ import torch
 from PIL import Image
 
 from jade.models import factory
-from jade.models.pretrain.base import PretrainData, TaskContext
+from jade.models.pretrain.base import PretrainData, TaskContext, Vocabulary
 from jade.models.pretrain.model import PretrainModel
 from jade.models.pretrain.tasks import TASKS
 from jade.models.specs import Architecture
@@ -73,6 +73,16 @@ def test_every_task_gives_a_finite_loss_with_gradients(tiny):
             ]
             for c in ("red", "green", "blue", "yellow")
         ],
+        # the world's words come with the data (a world of its own here, not the sample world's)
+        vocab=Vocabulary(
+            colors=("red", "green", "blue", "yellow"),
+            shapes=("circle", "square"),
+            sizes=("small", "large"),
+            rows=("top", "bottom"),
+            cols=("left", "right"),
+            positions={f"{r} {c}": (r, c) for r in ("top", "bottom") for c in ("left", "right")},
+            relations=("to the left of", "to the right of", "above", "below"),
+        ),
     )
     # a second object in the last scene, so the tasks about pairs (relation) have examples
     data.objects[-1].append(

@@ -7,6 +7,7 @@ import yaml
 from safetensors.torch import load_file
 
 from jade.app.base import load_recipe, make_base, stage_configs
+from jade.app.world_source import VOCABULARY
 from jade.models.pretrain.task_binding import binding_questions, relation_questions
 from jade.models.pretrain.task_relate import relate_examples, relations
 from jade.pipeline.executor import LocalExecutor
@@ -30,7 +31,7 @@ def test_relate_names_places_and_every_relation_that_holds():
         _obj("green", "circle", "top"),
         _obj("green", "circle", "bottom"),  # not singled out by colour and shape: never named
     ]
-    got = dict(relate_examples(objects))
+    got = dict(relate_examples(objects, VOCABULARY))
     assert got["where red circle"] == "top left" and got["where blue square"] == "bottom right"
     assert got["relate red circle ; blue square"] == "to the left of ; above"
     assert got["relate blue square ; red circle"] == "to the right of ; below"
@@ -39,7 +40,7 @@ def test_relate_names_places_and_every_relation_that_holds():
 
 
 def test_same_place_on_one_axis_names_only_the_other():
-    got = dict(relate_examples([_obj("red", "circle", "left"), _obj("blue", "square", "right")]))
+    got = dict(relate_examples([_obj("red", "circle", "left"), _obj("blue", "square", "right")], VOCABULARY))
     assert got["relate red circle ; blue square"] == "to the left of"
 
 
@@ -49,7 +50,7 @@ def test_binding_asks_the_world_s_own_questions_with_true_answers():
         _obj("blue", "square", "bottom right"),
         _obj("red", "square", "center"),
     ]
-    got = binding_questions(objects)
+    got = binding_questions(objects, VOCABULARY)
     graph = {
         "objects": {
             str(i): {
@@ -59,7 +60,7 @@ def test_binding_asks_the_world_s_own_questions_with_true_answers():
                     {"name": r, "object": str(j)}
                     for j, p in enumerate(objects)
                     if p is not o
-                    for r in relations(o, p)
+                    for r in relations(o, p, VOCABULARY)
                 ],
             }
             for i, o in enumerate(objects)
@@ -75,10 +76,12 @@ def test_binding_asks_the_world_s_own_questions_with_true_answers():
     for q, a in got:  # the world's own parser reads each question and agrees
         assert answer_question(q, graph) == a, q
     # the `query` task: the same questions without the relations
-    assert binding_questions(objects, relate=False) == [(q, a) for q, a in got if not q.startswith("Is the")]
-    assert len(binding_questions(objects, relate=False)) == 2 + 3
+    assert binding_questions(objects, VOCABULARY, relate=False) == [
+        (q, a) for q, a in got if not q.startswith("Is the")
+    ]
+    assert len(binding_questions(objects, VOCABULARY, relate=False)) == 2 + 3
     # the `relation` task: yes and no balanced per pair, a side-by-side pair asked about left and right
-    rel = relation_questions(objects)
+    rel = relation_questions(objects, VOCABULARY)
     assert sum(a == "yes" for _, a in rel) == sum(a == "no" for _, a in rel)
     for q, a in rel:
         assert answer_question(q, graph) == a, q

@@ -1,4 +1,4 @@
-"""The world source of the pretrainer: an unlimited stream of fresh sample-world scenes with their truth, served
+"""The world source of the pretrainer (`jade base`), given to it by the application: an unlimited stream of fresh sample-world scenes with their truth, served
 in chunks (`jade base`). Chunk ``c`` covers steps ``c * chunk_steps`` to ``(c + 1) * chunk_steps`` and holds
 ``chunk_images`` scenes never drawn before, so the model never sees an image twice: it must learn the world,
 not the images. A chunk is a pure function of (seed, c), so a resumed run draws what an uninterrupted one
@@ -18,13 +18,14 @@ from collections import Counter, defaultdict
 from PIL import Image
 
 from jade.models.greedy import greedy
-from jade.models.pretrain.base import PretrainData
+from jade.models.pretrain.base import PretrainData, Vocabulary
 from jade.models.pretrain.config import WorldSpec
 from jade.models.pretrain.task_dense import PROMPT as DESCRIBE
 from jade.models.pretrain.task_detect import PROMPT as DETECT
 from jade.models.tasks import answer_prompt, box_to_tokens, iou, parse_box
 from jade.models.vqa_normalize import normalize_answer
 from jade.sampleworld.language import caption_matches, region_phrases, sample_question_records
+from jade.sampleworld.scene import COLORS, COLS, POSITIONS, RELATIONS, ROWS, SHAPES, SIZES, parse_position
 from jade.sampleworld.stream import corpus, draw
 
 PROBE_STREAM = "probe"  # held-out scenes: the base's own probe questions (never trained on)
@@ -45,6 +46,18 @@ PROMPTS = [
 ]
 
 
+# the world's words, for the object-aware tasks (the pretrainer imports nothing of the world)
+VOCABULARY = Vocabulary(
+    colors=tuple(COLORS),
+    shapes=SHAPES,
+    sizes=SIZES,
+    rows=ROWS,
+    cols=COLS,
+    positions={p: parse_position(p) for p in POSITIONS},
+    relations=RELATIONS,
+)
+
+
 def truth_objects(scene) -> list[dict]:
     """A scene's objects in reading order (row by row, left to right) with boxes as fractions."""
     s = scene.image_size
@@ -63,7 +76,7 @@ def truth_objects(scene) -> list[dict]:
 def scenes_data(drawn: list, image_size: int, seed_text: str, qa_per_image: int) -> PretrainData:
     """PretrainData of streamed scenes: images at the model's size, true QA (the world's templates), region
     phrases over true boxes, and the true objects."""
-    data = PretrainData(keys=[], images=[], captions=[], qa=[], regions=[], objects=[])
+    data = PretrainData(keys=[], images=[], captions=[], qa=[], regions=[], objects=[], vocab=VOCABULARY)
     for k, d in enumerate(drawn):
         rng = random.Random(f"{seed_text}:{k}")
         objs = truth_objects(d.scene)
