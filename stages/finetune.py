@@ -8,6 +8,7 @@ place only when complete. It is skipped when a checkpoint made with the same set
 
 from __future__ import annotations
 
+import json
 import logging
 import shutil
 from dataclasses import asdict, dataclass, field, replace
@@ -23,7 +24,7 @@ from jade.pipeline.resources import TrainResources
 from jade.pipeline.rundir import RunDir
 from jade.pipeline.stage import Context, StageFiles, WholeStage
 from jade.remote import is_url, localize
-from jade.typed import ConfigError, validate_choice
+from jade.typed import ConfigError, since, validate_choice
 
 __all__ = [
     "DATA",
@@ -32,6 +33,7 @@ __all__ = [
     "ModelSpec",
     "TASKS",
     "TrainAndPut",
+    "adopt",
 ]
 
 log = logging.getLogger("jade")
@@ -50,6 +52,10 @@ class ModelSpec:
     train: Training = field(default_factory=Training)
     tasks: list[str] = field(default_factory=list)  # caption, question, answer
     data: list[str] = field(default_factory=list)  # training sources: vg, gqa, vqa
+    # false: `base` is already this role's fine-tuned model (a finished run's checkpoints/<role>), used as it
+    # is, with no training (manifests/sample-paper.yaml reuses the default run's models this way). Added after
+    # runs were made: left out of the fingerprint while true, so existing checkpoints stay valid.
+    finetune: bool = since("issue-26", True)
 
     def validate(self, at: str) -> None:
         validate_choice(self.attention, RULES, f"{at}.attention")
@@ -59,6 +65,8 @@ class ModelSpec:
             validate_choice(src, DATA, f"{at}.data")
         if not self.data:
             raise ConfigError(f"{at}.data: name at least one training source ({', '.join(DATA)})")
+        if not self.finetune and not self.base:
+            raise ConfigError(f"{at}.finetune: false needs {at}.base (the model to use)")
 
 
 @dataclass(frozen=True)
@@ -66,6 +74,25 @@ class FinetuneSettings:
     spec: ModelSpec
     family: str
     seed: int
+
+
+def adopt(base: Path, tmp: Path, meta: dict, attention: str) -> dict:
+    """``models.<role>.finetune: false``: a finished run's fine-tuned checkpoint becomes this role's model, copied
+    unchanged into ``tmp`` (the caller puts it in the run directory); its record keeps what it was trained with
+    and gains this run's fingerprint and its origin."""
+    record = factory.read_meta(base)
+    if not (base / "config.json").exists() or not record:
+        raise FileNotFoundError(f"{base}: not a fine-tuned checkpoint (config.json and {factory.JADE_META})")
+    if record.get("attention", attention) != attention:
+        raise ValueError(
+            f"{base}: trained under attention {record['attention']!r}, the manifest says {attention!r}"
+        )
+    shutil.copytree(base, tmp)
+    (tmp / factory.JADE_META).write_text(
+        json.dumps({**record, **meta, "adopted_from": str(base)}, indent=2, sort_keys=True)
+    )
+    log.info("%s: %s used as it is (finetune: false)", meta["role"], base)
+    return {"reused": False, "adopted_from": str(base), **record.get("train_metrics", {})}
 
 
 class Finetune(WholeStage):
@@ -100,6 +127,11 @@ class Finetune(WholeStage):
         # local working folders: in the run directory, or (a run directory on a store) in the local cache
         tmp = (run.scratch / final).with_name(f".{self.role}.tmp")
         shutil.rmtree(tmp, ignore_errors=True)  # a killed run's leftovers (the run directory is locked)
+        if not spec.finetune:
+            base = Path(localize(spec.base, "dir") if is_url(spec.base) else spec.base)
+            summary = adopt(base, tmp, {"role": self.role, "fingerprint": fp}, spec.attention)
+            run.put_dir(tmp, final, last=factory.JADE_META)
+            return summary
         processor = f"_work/{self.name}/processor"
         if not spec.base:
             texts = run.read_table(run.rel(self.examples), columns=["prefix", "suffix"])
