@@ -1,11 +1,23 @@
-"""The JADE ablation in miniature: pretrain on a sample-world run with one budget under several data and
-task-mixing settings, several seeds each, and write the downstream metrics as a markdown table.
+"""The paper's claims, measured: pretrain on one factory run's dataset under each setting, several seeds each,
+score every checkpoint on downstream benchmarks with clean truth, and write the table with its power.
 
-    python -m jade.app.paper_table runs/sample [--quick] [--seeds 0,1,2]
+    python -m jade.app.paper_table runs/sample-paper [--quick] [--seeds 0,1,2] [--settings a,b,c,...]
 
-Settings: (a) alt-text only; (b) + the generated, filtered QA and dense captions; (c) + the generated QA
-pairs without filtering (the rejected pairs added back); (d) setting (b) under each other task-mixing
-strategy. Every number in the table comes from the runs under ``DIR/paper_table/``; nothing is a constant.
+Settings (one budget for all, fixed before any was run; docs/pretraining.md says why):
+  a            alt-text only                          (JADE's baseline)
+  b            + the generated, filtered QA and dense captions   (JADE)
+  c            + the generated QA without filtering (the rejected pairs added back)
+  b_uniform    b with uniform task mixing instead of dynamic     (Dynamic Pretraining's ablation)
+  b_itc_regions  b with ITC on the dense captions too (one caption of the whole image made of them), not
+               on the alt-text alone                             (CLIP with Quality Captions)
+Differences, paired over seeds: b-a, b-c, dynamic-uniform (b - b_uniform), itc_regions-itc_alt
+(b_itc_regions - b).
+
+Benchmarks: written by the sample world into DIR/bench (`sampleworld.benchmarks`: own random streams, checked
+byte for byte against every image of DIR/world); VQA v2 val comes from the run's own world (DIR/run.json).
+Every run lands in DIR/paper_table/<setting>/seed<k>/ (metrics.json, checkpoint; its log beside it); a rerun skips the
+runs whose metrics.json has the same settings and resumes a run from its checkpoint. Runs go in parallel,
+one per CPU core (one on a GPU, which each run then uses). The table: DIR/paper_table.md and .json.
 """
 
 from __future__ import annotations
@@ -13,114 +25,253 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import statistics
+import os
 import sys
 import time
-from dataclasses import asdict
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from multiprocessing import get_context
 from pathlib import Path
 
-from jade.app.pretrain import run_pretrain
+from jade.app.manifest import BASES_DIR
+from jade.app.paper_render import render, table_json
 from jade.models.pretrain.config import PretrainConfig
-from jade.pipeline.executor import LocalExecutor, RayExecutor
 
 log = logging.getLogger("jade")
 
-SETTINGS = [  # (row label, data variant, mixing)
-    ("(a) alt-text only, dynamic", "alttext", "dynamic"),
-    ("(b) + filtered QA & dense captions, dynamic", "filtered", "dynamic"),
-    ("(c) + unfiltered QA (rejected added back), dynamic", "unfiltered", "dynamic"),
-    ("(d) (b) with uniform mixing", "filtered", "uniform"),
-    ("(d) (b) with proportional mixing", "filtered", "proportional"),
-    ("(d) (b) with round-robin mixing", "filtered", "round_robin"),
-]
-METRICS = [
-    ("vqa_accuracy", "VQA acc"),
-    ("retrieval_i2t_r1", "I→T R@1"),
-    ("retrieval_t2i_r1", "T→I R@1"),
-    ("retrieval_i2t_r5", "I→T R@5"),
-    ("retrieval_t2i_r5", "T→I R@5"),
-    ("cider", "CIDEr-D"),
-]
-BUDGETS = {  # the same budget for every setting; --quick for a short check
-    "full": {"steps": 300, "vqa_steps": 150, "vqa_eval_questions": 300},
-    "quick": {"steps": 80, "vqa_steps": 80, "vqa_eval_questions": 200},
+SETTINGS = {  # name -> (row label, settings over the common ones)
+    "a": ("(a) alt-text only", {"data": "alttext"}),
+    "b": ("(b) + filtered QA & dense captions", {"data": "filtered"}),
+    "c": ("(c) + unfiltered QA (rejected added back)", {"data": "unfiltered"}),
+    "b_uniform": ("(b), uniform mixing instead of dynamic", {"data": "filtered", "mixing": "uniform"}),
+    "b_itc_regions": (
+        "(b), ITC on the dense captions as well as the alt-text",
+        {"data": "filtered", "itc_texts": ["alttext", "regions"]},
+    ),
+}
+DIFFERENCES = {  # claim -> (setting, the setting it is compared with)
+    "b-a": ("b", "a"),
+    "b-c": ("b", "c"),
+    "dynamic-uniform": ("b", "b_uniform"),
+    "itc_regions-itc_alt": ("b_itc_regions", "b"),
+}
+# the common settings of every run: the base's vision tower as the shared start, a fresh 2-layer decoder
+COMMON = {
+    "arch": {
+        "image_size": 48,
+        "patch_size": 16,
+        "vision_hidden": 128,
+        "vision_layers": 2,
+        "text_hidden": 128,
+        "text_layers": 2,
+        "head_dim": 32,
+        "kv_heads": 1,
+        "vocab_size": 1000,
+    },
+    "tasks": ["itc", "caption", "completion", "vqa", "dense"],
+    "itc_batch": 32,
+    "batch_size": 32,
+    "lr": 1e-3,
+    "warmup_steps": 100,
+    "eval_fraction": 0.0,  # every dataset image pretrains: the benchmarks are images of their own
+    "checkpoint_every": 500,
+    "log_every": 100,
+    "threads": 1,
+}
+BUDGETS = {  # the same for every setting and seed
+    "full": {
+        "steps": 3000,
+        "vqa_steps": 300,
+        "vqa_eval_questions": 3000,
+        "downstream": {
+            "caption_steps": 300,
+            "region_steps": 300,
+            "caption_images": 1000,
+            "region_refs": 1000,
+        },
+    },
+    "quick": {
+        "steps": 150,
+        "vqa_steps": 40,
+        "vqa_eval_questions": 300,
+        "downstream": {"caption_steps": 40, "region_steps": 40, "caption_images": 100, "region_refs": 200},
+    },
+}
+QUICK_BENCH = {
+    "test_images": 200,
+    "caption_train_images": 200,
+    "region_train_images": 200,
+    "region_test_images": 100,
 }
 
 
-def _cell(values: list[float | None]) -> str:
-    vals = [v for v in values if v is not None]
-    if not vals:
-        return "n/a"
-    sd = statistics.stdev(vals) if len(vals) > 1 else 0.0
-    return f"{statistics.mean(vals):.3f} ± {sd:.3f}"
+def run_config(setting: str, seed: int, budget: dict, bench: Path) -> PretrainConfig:
+    base = str(Path(BASES_DIR) / "sampleworld-tiny")
+    d = {
+        **COMMON,
+        **budget,
+        **SETTINGS[setting][1],
+        "seed": seed,
+        "benchmarks": str(bench),
+        "init_vision": base,
+    }
+    return PretrainConfig.from_dict(json.loads(json.dumps(d)))
 
 
-def render(
-    results: dict[str, list[dict]], budget: dict, seeds: list[int], command: str, minutes: float
-) -> str:
-    lines = [
-        "# Pretraining ablation on the sample world (JADE's table, in miniature)",
-        "",
-        f"Command: `{command}` ({minutes:.1f} min). Budget per run: {budget}; seeds {seeds}; "
-        "cells are mean ± standard deviation over seeds.",
-        "",
-        "| setting | " + " | ".join(name for _, name in METRICS) + " |",
-        "|---|" + "---|" * len(METRICS),
-    ]
-    for label, runs in results.items():
-        lines.append(f"| {label} | " + " | ".join(_cell([r.get(k) for r in runs]) for k, _ in METRICS) + " |")
-    return "\n".join(lines) + "\n"
+def _same(out: Path, cfg: PretrainConfig, name: str) -> bool:
+    try:
+        return json.loads((out / name).read_text())["config"] == cfg.to_dict()
+    except (OSError, KeyError, ValueError):
+        return False
+
+
+def one_run(run_dir: str, out: str, cfg_dict: dict, use_gpu: bool) -> dict:
+    """One setting and seed, in its own process: pretrain (resuming a checkpoint of the same settings),
+    evaluate; the run's log goes to out.log beside the run's folder."""
+    from jade.app.pretrain import run_pretrain
+    from jade.pipeline.executor import LocalExecutor
+
+    out_p = Path(out)
+    out_p.mkdir(parents=True, exist_ok=True)
+    handler = logging.FileHandler(out_p.with_suffix(".log"))
+    handler.setFormatter(logging.Formatter("%(asctime)s %(message)s", "%H:%M:%S"))
+    logging.getLogger("jade").handlers[:] = [handler]
+    logging.getLogger("jade").setLevel(logging.INFO)
+    cfg = PretrainConfig.from_dict(cfg_dict)
+    fresh = not _same(out_p / "checkpoint", cfg, "state.json")
+    t0 = time.time()
+    m = run_pretrain(run_dir, cfg, LocalExecutor(), out=out_p, fresh=fresh, use_gpu=use_gpu)
+    return {"minutes": (time.time() - t0) / 60, **m}
+
+
+def _line(done: int, total: int, name: str, seed: int, m: dict, eta_min: float) -> str:
+    keys = ("vqa_accuracy", "retrieval_i2t_r1", "retrieval_t2i_r1", "cider", "region_accuracy")
+    vals = " ".join(
+        f"{k.split('_')[0] if k != 'retrieval_t2i_r1' else 't2i'}={m[k]:.3f}"
+        if m.get(k) is not None
+        else f"{k}=n/a"
+        for k in keys
+    )
+    return f"paper table [{done}/{total}] {name} seed {seed}: {m.get('minutes', 0):.1f} min, {vals}; ETA {eta_min:.0f} min"
+
+
+def run_all(
+    run_dir: Path, runs: list[tuple[str, int, PretrainConfig, Path]], workers: int, use_gpu: bool
+) -> dict:
+    """Every (setting, seed) run, ``workers`` at a time; finished runs with the same settings are read back."""
+    results: dict[tuple[str, int], dict] = {}
+    todo = []
+    for name, seed, cfg, out in runs:
+        if _same(out, cfg, "metrics.json"):
+            results[name, seed] = json.loads((out / "metrics.json").read_text())
+        else:
+            todo.append((name, seed, cfg, out))
+    if results:
+        log.info("paper table: %d of %d runs already done with these settings", len(results), len(runs))
+    t0, done, total = time.time(), len(results), len(runs)
+    ctx = get_context("spawn")  # fresh interpreters: no torch or Ray state shared with this one
+    with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
+        futures = {
+            pool.submit(one_run, str(run_dir), str(o), c.to_dict(), use_gpu): (n, s) for n, s, c, o in todo
+        }
+        pending = set(futures)
+        while pending:
+            finished, pending = wait(pending, return_when=FIRST_COMPLETED)
+            for f in finished:
+                name, seed = futures[f]
+                results[name, seed] = m = f.result()
+                done += 1
+                ran = done - (total - len(todo))
+                eta = (time.time() - t0) / 60 / ran * (total - done)
+                log.info("%s", _line(done, total, name, seed, m, eta))
+    return results
 
 
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
-    p = argparse.ArgumentParser(prog="paper_table", description=__doc__)
-    p.add_argument("dir", help="a sample-world run directory (dataset/, rejected/, run.json)")
-    p.add_argument("--quick", action="store_true", help=f"shorter budget: {BUDGETS['quick']}")
+    p = argparse.ArgumentParser(
+        prog="paper_table", description=__doc__, formatter_class=argparse.RawTextHelpFormatter
+    )
+    p.add_argument(
+        "dir", help="a finished factory run (dataset/, rejected/, run.json, world/): runs/sample-paper"
+    )
+    p.add_argument(
+        "--quick", action="store_true", help="a smoke run: tiny budget and benchmarks (numbers not quoted)"
+    )
     p.add_argument("--seeds", default="0,1,2")
-    p.add_argument(
-        "--steps",
-        type=int,
-        help="pretraining steps per run instead of the budget's (the VQA fine-tune stays); the table then goes "
-        "to paper_table-steps<N>.md and its runs under paper_table-steps<N>/",
-    )
-    p.add_argument(
-        "--settings",
-        default="abcd",
-        help="which rows to run, by letter: a (alt-text), b (+ filtered), c (+ unfiltered), d (b's mixings)",
-    )
-    p.add_argument("--executor", choices=["local", "ray"], default="local")
+    p.add_argument("--settings", default=",".join(SETTINGS), help=f"of {', '.join(SETTINGS)}")
+    p.add_argument("--workers", type=int, help="runs at once (default: 1 on a GPU, else one per CPU core)")
+    p.add_argument("--out", help="the table's files (default: DIR/paper_table[-quick].{md,json})")
     args = p.parse_args(argv)
+    import torch
+
+    from jade.app.paper_data import benchmarks_for, chance_baselines
+
     run_dir = Path(args.dir)
-    budget = dict(BUDGETS["quick" if args.quick else "full"])
-    name = "paper_table"
-    if args.steps is not None:  # --steps 0 is an error, not the default budget
-        if args.steps < 1:
-            p.error("--steps must be at least 1")
-        budget["steps"], name = args.steps, f"paper_table-steps{args.steps}"
+    if not (run_dir / "dataset").is_dir() or not (run_dir / "run.json").exists():
+        p.error(f"{run_dir}: not a finished factory run (make paper-data makes runs/sample-paper)")
+    names = [n.strip() for n in args.settings.split(",") if n.strip()]
+    unknown = [n for n in names if n not in SETTINGS]
+    if unknown:
+        p.error(f"--settings: unknown {unknown} (known: {', '.join(SETTINGS)})")
     seeds = [int(s) for s in args.seeds.split(",")]
-    executor = LocalExecutor() if args.executor == "local" else RayExecutor()
-    t0, results = time.time(), {}
-    try:
-        for i, (label, data, mixing) in enumerate(SETTINGS):
-            if label[1] not in args.settings:
-                continue
-            results[label] = []
-            for seed in seeds:
-                cfg = PretrainConfig(data=data, mixing=mixing, seed=seed, **budget)
-                out = run_dir / name / f"{i}_{data}_{mixing}" / f"seed{seed}"
-                log.info("paper table: %s, seed %d", label, seed)
-                m = run_pretrain(run_dir, cfg, executor, out=out, fresh=True)
-                results[label].append({k: m.get(k) for k, _ in METRICS} | {"config": asdict(cfg)})
-    finally:
-        if hasattr(executor, "shutdown"):
-            executor.shutdown()
+    kind = "quick" if args.quick else "full"
+    tag = "paper_table-quick" if args.quick else "paper_table"
+    use_gpu = torch.cuda.is_available()
+    workers = args.workers or (1 if use_gpu else max(1, os.cpu_count() or 1))
+    t0 = time.time()
+    bench, overlap = benchmarks_for(
+        run_dir, QUICK_BENCH if args.quick else {}, run_dir / f"bench{'-quick' if args.quick else ''}"
+    )
+    budget = BUDGETS[kind]
+    runs = [
+        (n, s, run_config(n, s, budget, bench), run_dir / tag / n / f"seed{s}")
+        for s in seeds  # seed-major: a partial table has every setting on the first seeds
+        for n in names
+    ]
+    log.info(
+        "paper table: %d runs (%s x seeds %s), %d at a time on %s",
+        len(runs),
+        ",".join(names),
+        seeds,
+        workers,
+        "the GPU" if use_gpu else "CPU",
+    )
+    results = run_all(run_dir, runs, workers, use_gpu)
+    chance = chance_baselines(run_dir, bench, runs[0][2])
     command = "python -m jade.app.paper_table " + " ".join(argv if argv is not None else sys.argv[1:])
-    md = render(results, budget, seeds, command, (time.time() - t0) / 60)
-    (run_dir / f"{name}.md").write_text(md)
-    (run_dir / f"{name}.json").write_text(json.dumps(results, indent=1))
+    doc = table_json(results, names, seeds, DIFFERENCES, chance, SETTINGS)
+    doc["meta"] = {
+        "command": command,
+        "minutes": (time.time() - t0) / 60,
+        "budget": kind,
+        "device": "cuda" if use_gpu else f"cpu, {workers} runs at once, 1 thread each",
+        "benchmark_overlap": overlap,
+        "config": {n: run_config(n, 0, budget, bench).to_dict() for n in names},
+        **provenance(),
+    }
+    out = Path(args.out) if args.out else run_dir / tag
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.with_suffix(".json").write_text(json.dumps(doc, indent=1))
+    md = render(doc)
+    out.with_suffix(".md").write_text(md)
     print(md)
     return 0
+
+
+def provenance() -> dict:
+    """The commit the table was made at (and whether the tree had changes), the load of the machine."""
+    import subprocess
+
+    def git(*a: str) -> str:
+        r = subprocess.run(["git", *a], capture_output=True, text=True, cwd=Path(__file__).resolve().parent)
+        return r.stdout.strip()
+
+    return {
+        "commit": git("rev-parse", "HEAD"),
+        "dirty": bool(git("status", "--porcelain", "--untracked-files=no")),
+        "load_average": os.getloadavg(),
+        "cpus": os.cpu_count(),
+    }
 
 
 if __name__ == "__main__":

@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import logging
 import shutil
+import time
 from pathlib import Path
 
 from jade import remote
@@ -70,10 +71,11 @@ def run_pretrain(
     out: str | Path | None = None,
     fresh: bool = False,
     eval_only: bool = False,
+    use_gpu: bool | None = None,
 ) -> dict:
     run = RunDir(run_dir)
     if run.local:
-        return _run_pretrain(run.root, cfg, executor, resources, out, fresh, eval_only)
+        return _run_pretrain(run.root, cfg, executor, resources, out, fresh, eval_only, use_gpu)
     if out is not None and remote.is_url(str(out)):
         raise ValueError(f"--out {out}: a local folder (the default, DIR/pretrain, is on the run's store)")
     stage = run.scratch / "pretrain-stage"  # the run's files that pretraining reads, copied down
@@ -84,7 +86,7 @@ def run_pretrain(
     if run.exists("run.json"):  # optional, as on a local run directory (`vqa_files`)
         (stage / "run.json").write_bytes(run.read_bytes("run.json"))
     if out is not None:
-        return _run_pretrain(stage, cfg, executor, resources, out, fresh, eval_only)
+        return _run_pretrain(stage, cfg, executor, resources, out, fresh, eval_only, use_gpu)
     local = run.scratch / "pretrain"
     shutil.rmtree(local, ignore_errors=True)
     if fresh:
@@ -92,7 +94,7 @@ def run_pretrain(
     elif run.exists(f"pretrain/{CKPT}/state.json"):
         run.download("pretrain", local)  # resume from (or evaluate) the stored checkpoint
     try:
-        return _run_pretrain(stage, cfg, executor, resources, local, False, eval_only)
+        return _run_pretrain(stage, cfg, executor, resources, local, False, eval_only, use_gpu)
     finally:  # what was trained so far, also when stopped: a rerun resumes from it
         if (local / CKPT / "state.json").exists():
             run.put_dir(local, "pretrain", last=f"{CKPT}/state.json")
@@ -106,26 +108,38 @@ def _run_pretrain(
     out: str | Path | None,
     fresh: bool,
     eval_only: bool,
+    use_gpu: bool | None = None,
 ) -> dict:
+    """Pretrain on ``run_dir``'s dataset (unless ``eval_only``), evaluate, write ``metrics.json``. ``use_gpu``:
+    None uses CUDA when the machine has it."""
+    import torch
+
+    use_gpu = torch.cuda.is_available() if use_gpu is None else use_gpu
+    device = "cuda" if use_gpu else "cpu"
+    run_dir = Path(run_dir)
     dataset = run_dir / "dataset"
     out = Path(out) if out else run_dir / "pretrain"
     if fresh:
         shutil.rmtree(out, ignore_errors=True)
     out.mkdir(parents=True, exist_ok=True)
+    t0 = time.time()
     if not eval_only:
-        job = PretrainJob(cfg, str(out.resolve()), str(dataset.resolve()))
+        job = PretrainJob(cfg, str(out.resolve()), str(dataset.resolve()), use_gpu=use_gpu)
         executor.train(pretrain_loop, job, resources or TrainResources(), out.resolve() / "ray")
     if not (out / CKPT / "state.json").exists():
         raise RuntimeError(f"{out}: no pretraining checkpoint to evaluate")
+    train_seconds = time.time() - t0
     model, processor, state = load_checkpoint(out)
     cfg = PretrainConfig.from_dict(state["config"])
-    _, heldout = load_split(
-        dataset, "alttext", cfg.eval_fraction, cfg.arch.image_size, cfg.streaming, cfg.max_images
-    )
-    heldout = type(heldout)(
-        **{k: v[:MAX_EVAL_IMAGES] if isinstance(v, list) else v for k, v in vars(heldout).items()}
-    )
-    report = evaluate(model, processor, cfg, heldout, vqa_files(run_dir))
+    heldout = None
+    if not cfg.benchmarks:  # the held-out images' alt-text are the references
+        _, heldout = load_split(
+            dataset, "alttext", cfg.eval_fraction, cfg.arch.image_size, cfg.streaming, cfg.max_images
+        )
+        heldout = type(heldout)(
+            **{k: v[:MAX_EVAL_IMAGES] if isinstance(v, list) else v for k, v in vars(heldout).items()}
+        )
+    report = evaluate(model, processor, cfg, heldout, vqa_files(run_dir), device)
     history = state["history"]
     steps = [h["step"] for h in history]
     shares = {t: [h["shares"].get(t, 0.0) for h in history] for t in state["tasks"]}
@@ -134,11 +148,13 @@ def _run_pretrain(
         "retrieval_i2t_r1": report["retrieval_i2t_r1"],
         "retrieval_t2i_r1": report["retrieval_t2i_r1"],
         "cider": report["cider"],
+        "region_accuracy": report.get("region_accuracy"),
         "steps": state["step"],
+        "pretrain_seconds": None if eval_only else train_seconds,
         "task_shares": shares,  # per task: its share of each step's batch, aligned with task_shares_step
         "task_shares_step": steps,
         "task_losses": {t: [h["losses"].get(t) for h in history] for t in state["tasks"]},
-        **{k: v for k, v in report.items() if k not in ("vqa_accuracy", "cider")},
+        **{k: v for k, v in report.items() if k not in ("vqa_accuracy", "cider", "region_accuracy")},
         "config": state["config"],
     }
     atomic_write_json(out / "metrics.json", metrics, indent=1)

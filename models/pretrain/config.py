@@ -30,6 +30,25 @@ DATASET_TASKS = TASKS[
     :6
 ]  # the tasks a published dataset feeds (the default); the world source adds the others
 SOURCES = ("dataset", "world")
+ITC_TEXTS = (
+    "alttext",
+    "regions",
+)  # what ITC pairs an image with: its alt-text, its dense captions as one text
+
+
+@dataclass
+class Downstream:
+    """The downstream evaluation on benchmark files (`PretrainConfig.benchmarks`, the layout of
+    `sampleworld.benchmarks`): short fine-tunes of a copy of the checkpoint, fixed and the same for every
+    checkpoint (steps, batch, learning rate, seed), then the test split. VQA keeps its own `vqa_*` settings."""
+
+    caption_steps: int = 300  # captioning fine-tune on the captioning train split (image -> a reference)
+    region_steps: int = 300  # referring-expression fine-tune (expression -> box) on the region train split
+    batch_size: int = 32
+    lr: float = 1e-3
+    caption_images: int = 1000  # test images captioned (retrieval ranks all of them)
+    caption_max_tokens: int = 48
+    region_refs: int = 1000  # test expressions located
 
 
 @dataclass
@@ -89,6 +108,18 @@ class PretrainConfig:
     vqa_batch_size: int = 32
     vqa_lr: float = 1e-3
     vqa_eval_questions: int = 300
+    # a folder of downstream benchmarks (sampleworld.benchmarks' layout): retrieval, captioning and the region
+    # task are scored there, against clean references; None: retrieval and captioning on the held-out images
+    # against their alt-text (the only references a dataset without benchmarks has)
+    benchmarks: str | None = None
+    downstream: Downstream = field(default_factory=Downstream)
+    # a checkpoint (save_pretrained folder) whose vision tower initialises the model: one shared start for every
+    # setting of a comparison, as JADE starts from a pretrained image encoder; None: from scratch
+    init_vision: str | None = None
+    # ITC pairs per step outside the task mixing (ALBEF and BLIP compute the contrastive loss on every batch);
+    # 0: ITC is one of the mixed tasks
+    itc_batch: int = 0
+    itc_texts: list[str] = field(default_factory=lambda: ["alttext"])
 
     def __post_init__(self) -> None:
         for name, allowed in (
@@ -99,19 +130,30 @@ class PretrainConfig:
         ):
             if getattr(self, name) not in allowed:
                 raise ValueError(f"pretrain.{name}: {getattr(self, name)!r} is not one of {allowed}")
+        for t in self.itc_texts:
+            if t not in ITC_TEXTS:
+                raise ValueError(f"pretrain.itc_texts: {t!r} is not one of {ITC_TEXTS}")
+        if not self.itc_texts:
+            raise ValueError("pretrain.itc_texts: name at least one text source")
+        if self.itc_batch < 0:
+            raise ValueError("pretrain.itc_batch: must be >= 0")
         for t in self.tasks:
             if t not in TASKS:
                 raise ValueError(f"pretrain.tasks: unknown task {t!r} (known: {', '.join(TASKS)})")
         if not self.tasks:
             raise ValueError("pretrain.tasks: name at least one task")
-        if self.mixing != "round_robin" and self.min_per_task * len(self.tasks) > self.batch_size:
+        mixed = [t for t in self.tasks if not (self.itc_batch and t == "itc")]
+        if self.mixing != "round_robin" and self.min_per_task * len(mixed) > self.batch_size:
             raise ValueError(
                 f"pretrain.batch_size: {self.batch_size} is below min_per_task x tasks "
-                f"({self.min_per_task} x {len(self.tasks)})"
+                f"({self.min_per_task} x {len(mixed)})"
             )
         for name in ("steps", "batch_size", "grad_accum", "window"):
             if getattr(self, name) < 1:
                 raise ValueError(f"pretrain.{name}: must be at least 1")
+        for name in ("caption_steps", "region_steps", "batch_size", "caption_images", "region_refs"):
+            if getattr(self.downstream, name) < 1:
+                raise ValueError(f"pretrain.downstream.{name}: must be at least 1")
 
     @classmethod
     def from_dict(cls, d: dict, at: str = "pretrain") -> PretrainConfig:

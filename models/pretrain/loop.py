@@ -29,9 +29,10 @@ from jade.models.pretrain.base import TaskContext
 from jade.models.pretrain.config import PretrainConfig
 from jade.models.pretrain.data import make_source
 from jade.models.pretrain.grow import load_grown
+from jade.models.pretrain.init_vision import load_vision_tower
 from jade.models.pretrain.model import PretrainModel
 from jade.models.pretrain.sampler import TaskSampler
-from jade.models.pretrain.tasks import TASKS
+from jade.models.pretrain.tasks import make_task
 from jade.models.train import adamw, clip_and_step, lr_at, set_lr
 
 log = logging.getLogger("jade")
@@ -121,7 +122,10 @@ def pretrain_loop(
             else ""
         )
         log.info("pretrain: starting from %s%s", job.init, grew)
-    tasks = [TASKS[n]() for n in cfg.tasks]
+    elif cfg.init_vision and not (out / CKPT / "state.json").exists():
+        n = load_vision_tower(model, cfg.init_vision)
+        log.info("pretrain: vision tower (%d tensors) from %s", n, cfg.init_vision)
+    tasks = [make_task(n, cfg) for n in cfg.tasks]
 
     def chunk_pools(c: int) -> tuple:
         data = source.chunk(c)
@@ -135,9 +139,13 @@ def pretrain_loop(
     log.info(
         "pretrain: %d images; examples per task: %s", len(data), {t.name: len(pools[t.name]) for t in tasks}
     )
+    # ITC outside the mixing (itc_batch > 0): its own pairs every step; the sampler splits the batch among the rest
+    fixed = {t.name: cfg.itc_batch for t in tasks if cfg.itc_batch and t.name == "itc"}
+    mixed = [t for t in tasks if t.name not in fixed]
     sampler = TaskSampler(
-        {t.name: len(pools[t.name]) for t in tasks}, cfg.batch_size, cfg.mixing, cfg.window, cfg.min_per_task
+        {t.name: len(pools[t.name]) for t in mixed}, cfg.batch_size, cfg.mixing, cfg.window, cfg.min_per_task
     )
+    step_size = cfg.batch_size + sum(fixed.values())
     opt = adamw(model, cfg.lr, cfg.weight_decay)
     start, history, probes = 0, [], []
     if (out / CKPT / "state.json").exists():  # resume
@@ -160,7 +168,7 @@ def pretrain_loop(
             data, pools = chunk_pools(chunk)
         lr = lr_at(step, cfg.steps, cfg.warmup_steps, cfg.lr)
         set_lr(opt, lr)
-        alloc = sampler.allocate(step)
+        alloc = {**sampler.allocate(step), **fixed}
         losses = dict.fromkeys(alloc, 0.0)
         for micro in range(cfg.grad_accum):
             # seeded per step: a resumed run draws the same examples as an uninterrupted one
@@ -174,7 +182,7 @@ def pretrain_loop(
                 pick = rng.choice(len(pool), size=n, replace=len(pool) < n)
                 with torch.autocast("cuda", dtype=torch.bfloat16, enabled=amp):
                     loss = t.loss(ctx, [pool[i] for i in pick])
-                total = total + (n / cfg.batch_size) * loss
+                total = total + (1.0 if t.name in fixed else n / cfg.batch_size) * loss
                 losses[t.name] += loss.item() / cfg.grad_accum
             (total / cfg.grad_accum).backward()
         for p in model.parameters():
@@ -183,8 +191,8 @@ def pretrain_loop(
         clip_and_step(model, opt)
         names = [n for n in alloc if alloc[n] > 0]
         mean = _all_mean(torch.tensor([losses[n] for n in names]), world_size).tolist()
-        sampler.update(dict(zip(names, mean, strict=True)))
-        shares = {n: alloc[n] / cfg.batch_size for n in alloc}
+        sampler.update({n: v for n, v in zip(names, mean, strict=True) if n not in fixed})
+        shares = {n: alloc[n] / step_size for n in alloc}
         step_loss = sum(shares[n] * v for n, v in zip(names, mean, strict=True))
         ema = step_loss if ema is None else 0.95 * ema + 0.05 * step_loss
         history.append({"step": step + 1, "shares": shares, "losses": dict(zip(names, mean, strict=True))})

@@ -1,5 +1,10 @@
 """Image-text contrastive (CLIP-style): pooled image tokens vs the decoder's text-only state, symmetric
-InfoNCE over the batch. Pairs in one batch come from distinct images."""
+InfoNCE over the batch. Pairs in one batch come from distinct images.
+
+What an image is paired with (`texts`): its alt-text (``alttext``, the default), and, as *CLIP with Quality
+Captions* trains on synthetic captions beside the web ones, its dense captions joined into one caption of the
+whole image (``regions``: `region_caption`). With both, each image has up to two pairs in the pool and a
+batch draws from all of them."""
 
 from __future__ import annotations
 
@@ -26,11 +31,31 @@ def distinct(examples: list[tuple[int, str]]) -> list[tuple[int, str]]:
     return out
 
 
+def region_caption(regions: list[dict]) -> str:
+    """An image's dense captions as one caption of the image: in reading order of their boxes (by the row of
+    the box centre in thirds, then its x), joined as a list: ``a red circle, a blue square and a triangle``."""
+
+    def order(r: dict) -> tuple:
+        x0, y0, x1, y1 = r["bbox"]
+        return min(2, int(3 * (y0 + y1) / 2)), (x0 + x1) / 2
+
+    parts = [" ".join(r["caption"].split()) for r in sorted(regions, key=order) if r.get("caption")]
+    if len(parts) <= 1:
+        return "".join(parts)
+    return ", ".join(parts[:-1]) + " and " + parts[-1]
+
+
 class ITC:
     name = "itc"
 
+    def __init__(self, texts: tuple[str, ...] | list[str] = ("alttext",)):
+        self.texts = tuple(texts)
+
     def examples(self, data: PretrainData) -> list[tuple[int, str]]:
-        return data.captioned()
+        out = data.captioned() if "alttext" in self.texts else []
+        if "regions" in self.texts:
+            out += [(i, t) for i, regs in enumerate(data.regions) if (t := region_caption(regs))]
+        return out
 
     def loss(self, ctx: TaskContext, examples: list[tuple[int, str]]):
         ex = distinct(examples)

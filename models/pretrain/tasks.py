@@ -32,3 +32,10 @@ TASKS = {
         Relation,
     )
 }
+
+
+def make_task(name: str, cfg=None):
+    """The task ``name``, with its settings from the pretraining config where it has any (ITC's texts)."""
+    if name == "itc" and cfg is not None:
+        return ITC(cfg.itc_texts)
+    return TASKS[name]()

@@ -148,20 +148,3 @@ def test_pretrain_with_two_ray_train_workers(tmp_path):
     assert main(argv) == 0
     metrics = json.loads((run / "pretrain" / "metrics.json").read_text())
     assert metrics["steps"] == 4 and all(len(v) == 4 for v in metrics["task_shares"].values())
-
-
-def test_paper_table_with_its_own_pretraining_steps(tmp_path):
-    """`make paper-table STEPS=N`: the same table with N pretraining steps a run, written beside the default
-    table (never over it) and run in a directory of its own."""
-    from jade.app import paper_table
-
-    run = tmp_path / "run"
-    make_published(run)
-    assert paper_table.main([str(run), "--quick", "--seeds", "0", "--settings", "a", "--steps", "3"]) == 0
-    md = (run / "paper_table-steps3.md").read_text()
-    assert "'steps': 3" in md and "(a) alt-text only" in md and "--steps 3" in md
-    assert not (run / "paper_table.md").exists() and not (run / "paper_table").exists()
-    state = json.loads(
-        (run / "paper_table-steps3" / "0_alttext_dynamic" / "seed0" / "checkpoint" / "state.json").read_text()
-    )
-    assert state["step"] == 3
