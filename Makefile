@@ -3,12 +3,13 @@ SHELL := /bin/bash
 PY := .venv/bin/python
 DATA ?= sample
 OUT ?= runs/$(notdir $(basename $(DATA)))
+PAPER ?= runs/sample-paper
 export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 export PIP_CONSTRAINT := $(CURDIR)/constraints.txt
 
 
-.PHONY: help setup browser generate base pretrain test test-slow test-gpu bench lint format submit paper-table
+.PHONY: help setup browser generate base pretrain test test-slow test-gpu bench lint format submit paper-data paper-table
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk -F':.*?## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -30,8 +31,13 @@ pretrain: setup ## multi-task pretraining on $(OUT)/dataset + evaluation: $(OUT)
 base: setup ## pretrain the sample world's tiny base: models/bases/<name> (recipe: manifests/bases/sampleworld-tiny.yaml) [SET="k=v ..."]
 	.venv/bin/jade base $(foreach s,$(SET),--set $(s))
 
-paper-table: setup ## the JADE ablation in miniature (data variants x mixing x 3 seeds): $(OUT)/paper_table.md [QUICK=1] [SETTINGS=abc] [STEPS=N]
-	$(PY) -m jade.app.paper_table $(OUT) $(if $(QUICK),--quick) $(if $(SETTINGS),--settings $(SETTINGS)) $(if $(STEPS),--steps $(STEPS))
+paper-data: setup ## the paper table's data: runs/sample (make generate) then runs/sample-paper, the factory over 3,000 CC3M-like images with its models
+	@test -f runs/sample/checkpoints/filter/config.json || $(MAKE) generate DATA=sample OUT=runs/sample
+	.venv/bin/jade run sample-paper --out runs/sample-paper
+
+paper-table: setup ## the paper's claims with their standard errors: $(PAPER)/paper_table.{md,json} [QUICK=1] [SEEDS=0,1,2] [SETTINGS=a,b,...]
+	@test -f $(PAPER)/dataset/README.md || $(MAKE) paper-data
+	$(PY) -m jade.app.paper_table $(PAPER) $(if $(QUICK),--quick) $(if $(SEEDS),--seeds $(SEEDS)) $(if $(SETTINGS),--settings $(SETTINGS))
 
 browser: ## headless Chromium for the gallery test (apt-get as root or with sudo; else it says how)
 	@bash tests/install_browser.sh

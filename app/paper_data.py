@@ -60,8 +60,10 @@ def chance_baselines(run_dir: Path, bench: Path, cfg: PretrainConfig) -> dict:
         )
     train = load_captions(bench, "captrain", 8)
     caption, out["cider"] = chance.constant_caption_cider(train.refs, test.refs[: ds.caption_images])
-    box, out["region_accuracy"] = chance.constant_box_accuracy(
-        load_refs(bench, "reftrain", 8).boxes, load_refs(bench, "reftest", 8, ds.region_refs).boxes
+    ref_test = load_refs(bench, "reftest", 8, ds.region_refs)
+    out["region_accuracy"] = chance.random_candidate(ref_test.candidates, ref_test.boxes)
+    box, out["region_constant_box"] = chance.constant_box_accuracy(
+        load_refs(bench, "reftrain", 8).boxes, ref_test.boxes
     )
     files = vqa_files(run_dir)
     out["vqa_accuracy"] = (

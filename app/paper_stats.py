@@ -43,7 +43,9 @@ def verdict(diff: dict, higher: str, lower: str) -> str:
     if m is None or se is None:
         return "not measured"
     if se == 0:
-        return f"{higher} {'=' if m == 0 else '>' if m > 0 else '<'} {lower} on every seed (se 0)"
+        if m == 0:
+            return "equal on every seed (SE 0)"
+        return f"{higher if m > 0 else lower} ahead by the same amount on every seed (SE 0)"
     z = m / se
     if abs(z) >= 2:
         return f"{higher if m > 0 else lower} ahead ({abs(z):.1f} SE)"

@@ -69,6 +69,7 @@ COMMON = {
     },
     "tasks": ["itc", "caption", "completion", "vqa", "dense"],
     "itc_batch": 32,
+    "merge_lm_tasks": True,
     "batch_size": 32,
     "lr": 1e-3,
     "warmup_steps": 100,

@@ -1,6 +1,6 @@
 """Downstream benchmarks with clean truth, on images that nothing else draws: the analogues of COCO captions
 (Karpathy train / 5k test: retrieval and captioning, five references an image) and of RefCOCO (a referring
-expression -> its object's box).
+expression -> its object's box, among the boxes of every object of the image: RefCOCO's instances).
 
 Every image comes from its own random stream, ``item_rng(seed, "bench:<split>", index)``: no dataset writer
 of the world (``vg``, ``gqa``, ``vqa_train``, ``vqa_val``, ``cc3m``) and no base stream (``base:*``) draws
@@ -14,7 +14,9 @@ References come from the truth (`sampleworld.captions`), never from the alt-text
     refcoco/refs_{split}.json                        RefCOCO's refs and instances, in one JSON file
     truth/{split}_scene_graphs.json                  GQA scene-graph format, as the world's truth
 
-RefCOCO's boxes are COCO's ``[x, y, width, height]`` in pixels; its refs carry ``sentences`` of ``sent``.
+RefCOCO's boxes are COCO's ``[x, y, width, height]`` in pixels; ``annotations`` hold every object of an image
+(the candidates), ``refs`` point at one of them (``ann_id``) and carry ``sentences`` of ``sent``. Its images
+hold 2 to 4 objects (RefCOCO's images hold several of the category referred to).
 """
 
 from __future__ import annotations
@@ -52,10 +54,13 @@ class BenchConfig:
     caption_train_images: int = 2000
     region_train_images: int = 1000
     region_test_images: int = 500
+    region_min_objects: int = 2  # a referring expression chooses among at least two objects
     captions_per_image: int = 5
     refs_per_image: int = 2
 
     def __post_init__(self):
+        if not 1 <= self.region_min_objects <= self.max_objects:
+            raise ValueError("bench.region_min_objects: need 1 <= region_min_objects <= max_objects")
         if not 1 <= self.min_objects <= self.max_objects <= 9:
             raise ValueError(
                 f"bench.min_objects/max_objects: need 1 <= min <= max <= 9, got {self.min_objects}"
@@ -69,9 +74,10 @@ class BenchConfig:
 
 
 def _scenes(cfg: BenchConfig, split: str):
-    _, stream, size = SPLITS[split]
+    kind, stream, size = SPLITS[split]
+    low = cfg.region_min_objects if kind == "refcoco" else cfg.min_objects
     for i in range(getattr(cfg, size)):
-        yield i, make_scene(item_rng(cfg.seed, stream, i), cfg.image_size, cfg.min_objects, cfg.max_objects)
+        yield i, make_scene(item_rng(cfg.seed, stream, i), cfg.image_size, low, cfg.max_objects)
 
 
 def _image_entry(image_id: int, file_name: str, size: int) -> dict:
@@ -108,14 +114,15 @@ def write_refcoco_split(root: Path, cfg: BenchConfig, split: str) -> dict:
         images.append(_image_entry(image_id, name, cfg.image_size))
         ids = object_ids(FIRST_OBJECT_ID + 10 * image_id, scene)
         truth[str(image_id)] = scene_graph(scene, ids)
+        for oid, o in zip(ids, scene.objects, strict=True):  # every object: the candidates
+            box = [o.x, o.y, o.w, o.h]
+            anns.append(
+                {"id": int(oid), "image_id": image_id, "bbox": box, "area": o.w * o.h, "category_id": 1}
+            )
         rng = item_rng(cfg.seed, SPLITS[split][1], i, "refs")
         named = [(oid, o) for oid, o in zip(ids, scene.objects, strict=True) if expressions(scene, o)]
         for oid, o in rng.sample(named, min(cfg.refs_per_image, len(named))):
             ann_id = int(oid)
-            bbox = [o.x, o.y, o.w, o.h]
-            anns.append(
-                {"id": ann_id, "image_id": image_id, "bbox": bbox, "area": o.w * o.h, "category_id": 1}
-            )
             sent = rng.choice(expressions(scene, o))
             refs.append(
                 {

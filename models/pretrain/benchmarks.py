@@ -34,11 +34,13 @@ class CaptionSet:
 
 @dataclass
 class RefSet:
-    """Referring expressions: the image each is about, the expression, its object's box."""
+    """Referring expressions: the image each is about, the expression, its object's box, and the boxes of every
+    object of that image (the candidates, the target among them)."""
 
     images: list
     sentences: list[str]
     boxes: list[tuple[float, float, float, float]]
+    candidates: list[list[tuple[float, float, float, float]]]
 
     def __len__(self) -> int:
         return len(self.sentences)
@@ -79,15 +81,22 @@ def load_refs(folder: str | Path, split: str, size: int, limit: int | None = Non
     doc = _read(root / f"refs_{split}.json")
     images = {im["id"]: im for im in doc["images"]}
     anns = {a["id"]: a for a in doc["annotations"]}
+    of_image = defaultdict(list)
+    for a in doc["annotations"]:
+        of_image[a["image_id"]].append(a)
     cache: dict[int, object] = {}
-    out = RefSet([], [], [])
+    out = RefSet([], [], [], [])
     for ref in doc["refs"][:limit]:
-        im, ann = images[ref["image_id"]], anns[ref["ann_id"]]
+        im = images[ref["image_id"]]
         if ref["image_id"] not in cache:
             cache[ref["image_id"]] = _image(root / "images" / split / im["file_name"], size)
-        x, y, w, h = ann["bbox"]
-        W, H = im["width"], im["height"]
         out.images.append(cache[ref["image_id"]])
         out.sentences.append(" ".join(ref["sentences"][0]["sent"].split()))
-        out.boxes.append((x / W, y / H, (x + w) / W, (y + h) / H))
+        out.boxes.append(_box(anns[ref["ann_id"]], im))
+        out.candidates.append([_box(a, im) for a in of_image[ref["image_id"]]])
     return out
+
+
+def _box(ann: dict, im: dict) -> tuple[float, float, float, float]:
+    x, y, w, h = ann["bbox"]
+    return (x / im["width"], y / im["height"], (x + w) / im["width"], (y + h) / im["height"])

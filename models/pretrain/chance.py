@@ -7,8 +7,8 @@
   texts drawn from all of them; text -> image at K: K / images;
 - captioning: a constant caption, the most frequent reference of the captioning train split, given for every
   test image and scored with CIDEr-D against the test references;
-- the region task: a constant box, the train target box that is right (IoU >= 0.5) for most train
-  expressions, given for every test expression.
+- the region task: one of the image's object boxes at random (the mean of 1 / candidates), and, for the
+  record, a constant box: the train target box that is right (IoU >= 0.5) for most train expressions.
 """
 
 from __future__ import annotations
@@ -75,3 +75,14 @@ def constant_box_accuracy(train_boxes: list[tuple], test_boxes: list[tuple]) -> 
     best = train[int(hits.argmax())]
     test = (_ious(best[None, :], np.asarray(test_boxes, dtype=float)) >= 0.5).mean()
     return tuple(float(v) for v in best), float(test)
+
+
+def random_candidate(candidates: list[list[tuple]], targets: list[tuple]) -> float:
+    """Expected accuracy of choosing one candidate box at random (each candidate right when IoU >= 0.5)."""
+    from jade.models.tasks import iou
+
+    rates = [
+        sum(iou(c, t) >= 0.5 for c in cands) / len(cands)
+        for cands, t in zip(candidates, targets, strict=True)
+    ]
+    return float(np.mean(rates)) if rates else 0.0

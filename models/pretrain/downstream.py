@@ -6,9 +6,11 @@
 - captioning (COCO Karpathy test protocol): a short fixed fine-tune on the captioning train split (each step a
   random one of an image's references), then greedy captions of the test images, CIDEr-D against all their
   references (never the alt-text);
-- the region task (RefCOCO protocol): a short fixed fine-tune on the train split's expressions
-  (``detect <expression>`` -> the box as four location tokens), then greedy boxes for the test expressions;
-  right when the box overlaps the truth at IoU >= 0.5.
+- the region task (RefCOCO with ground-truth boxes as proposals, as UNITER and ViLBERT evaluate it): a short
+  fixed fine-tune on the train split's expressions as dense captions of their boxes (``describe <box>`` ->
+  the expression, the pretrainer's `dense` format), then, for each test expression, every object box of its
+  image is scored by the likelihood of the expression given that box; the best box is right when it overlaps
+  the truth at IoU >= 0.5. Chance: one candidate at random.
 
 Each fine-tune trains a copy of the checkpoint, with the same steps, batch, learning rate and seed for every
 checkpoint, so the only thing that differs between settings is the pretrained model.
@@ -26,10 +28,11 @@ from jade.models.pretrain.benchmarks import CaptionSet, RefSet
 from jade.models.pretrain.cider import cider_d
 from jade.models.pretrain.model import text_batch
 from jade.models.pretrain.task_caption import PROMPT as CAPTION_PROMPT
-from jade.models.tasks import box_to_tokens, iou, parse_box
+from jade.models.pretrain.task_dense import PROMPT as DENSE_PROMPT
+from jade.models.tasks import box_to_tokens, iou
 from jade.models.train import example_batch, lr_at
 
-REGION_PROMPT = "detect {expression}"
+REGION_PROMPT = DENSE_PROMPT  # "describe {box}"
 KS = (1, 5, 10)
 
 
@@ -112,13 +115,43 @@ def captioning(model, processor, train: CaptionSet, test: CaptionSet, ds, seed: 
 def region(model, processor, train: RefSet, test: RefSet, ds, seed: int, attention: str, device):
     def draw(rng, n):
         pick = rng.choice(len(train), size=min(n, len(train)), replace=False)
-        prompts = [REGION_PROMPT.format(expression=train.sentences[i]) for i in pick]
-        return [train.images[i] for i in pick], prompts, [box_to_tokens(train.boxes[i]) for i in pick]
+        prompts = [REGION_PROMPT.format(box=box_to_tokens(train.boxes[i])) for i in pick]
+        return [train.images[i] for i in pick], prompts, [train.sentences[i] for i in pick]
 
     ft = finetune_copy(model, processor, draw, ds.region_steps, ds.batch_size, ds.lr, seed, attention, device)
-    prompts = [REGION_PROMPT.format(expression=s) for s in test.sentences]
-    preds = greedy(ft.lm, processor, test.images, prompts, attention, 4, 64, device)
-    right = [
-        (b := parse_box(p)) is not None and iou(b, t) >= 0.5 for p, t in zip(preds, test.boxes, strict=True)
-    ]
+    rows = [(r, c) for r in range(len(test)) for c in range(len(test.candidates[r]))]
+    nll = expression_nll(
+        ft,
+        processor,
+        [test.images[r] for r, _ in rows],
+        [REGION_PROMPT.format(box=box_to_tokens(test.candidates[r][c])) for r, c in rows],
+        [test.sentences[r] for r, _ in rows],
+        attention,
+        device,
+    )
+    best: dict[int, tuple[float, int]] = {}
+    for (r, c), v in zip(rows, nll, strict=True):
+        if r not in best or v < best[r][0]:
+            best[r] = (v, c)
+    right = [iou(test.candidates[r][best[r][1]], test.boxes[r]) >= 0.5 for r in range(len(test))]
     return {"region_accuracy": float(np.mean(right)) if right else None, "region_refs": len(right)}
+
+
+@torch.inference_mode()
+def expression_nll(
+    model, processor, images, prompts, targets, attention: str, device, bs: int = 64
+) -> list[float]:
+    """The summed negative log-likelihood of each target given its image and prompt."""
+    out: list[float] = []
+    for s in range(0, len(prompts), bs):
+        batch = example_batch(
+            processor, images[s : s + bs], prompts[s : s + bs], targets[s : s + bs], device, attention
+        )
+        labels = batch.pop("labels")
+        logits = model.lm(**batch).logits[:, :-1].float()
+        target = labels[:, 1:]
+        tok = torch.nn.functional.cross_entropy(
+            logits.transpose(1, 2), target, ignore_index=-100, reduction="none"
+        )
+        out += tok.sum(1).tolist()
+    return out

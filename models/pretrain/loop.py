@@ -25,7 +25,7 @@ from safetensors.torch import load_model, save_model
 from jade.atomic import atomic_dir
 from jade.models import factory
 from jade.models.factory import Architecture
-from jade.models.pretrain.base import TaskContext
+from jade.models.pretrain.base import LMTask, TaskContext, merged_lm_losses
 from jade.models.pretrain.config import PretrainConfig
 from jade.models.pretrain.data import make_source
 from jade.models.pretrain.grow import load_grown
@@ -174,16 +174,24 @@ def pretrain_loop(
             # seeded per step: a resumed run draws the same examples as an uninterrupted one
             rng = np.random.default_rng([cfg.seed, rank, step, micro])
             ctx = TaskContext(model, processor, data, cfg.attention, device, rng)
-            total = 0.0
+            total, merged = 0.0, []
             for t in tasks:
                 n, pool = alloc[t.name], pools[t.name]
                 if n == 0 or not pool:
                     continue
                 pick = rng.choice(len(pool), size=n, replace=len(pool) < n)
+                if cfg.merge_lm_tasks and isinstance(t, LMTask):
+                    merged.append((t, [pool[i] for i in pick]))
+                    continue
                 with torch.autocast("cuda", dtype=torch.bfloat16, enabled=amp):
                     loss = t.loss(ctx, [pool[i] for i in pick])
                 total = total + (1.0 if t.name in fixed else n / cfg.batch_size) * loss
                 losses[t.name] += loss.item() / cfg.grad_accum
+            if merged:  # the generative tasks' examples in one forward pass, each task's loss its own
+                with torch.autocast("cuda", dtype=torch.bfloat16, enabled=amp):
+                    for name, loss in merged_lm_losses(ctx, merged).items():
+                        total = total + (alloc[name] / cfg.batch_size) * loss
+                        losses[name] += loss.item() / cfg.grad_accum
             (total / cfg.grad_accum).backward()
         for p in model.parameters():
             if p.grad is not None:

@@ -2,17 +2,16 @@
 
 from __future__ import annotations
 
-from jade.models.pretrain.base import PretrainData, TaskContext
+from jade.models.pretrain.base import LMTask, PretrainData, TaskContext
 
 PROMPT = "caption en"
 
 
-class Captioning:
+class Captioning(LMTask):
     name = "caption"
 
     def examples(self, data: PretrainData) -> list[tuple[int, str]]:
         return data.captioned()
 
-    def loss(self, ctx: TaskContext, examples: list[tuple[int, str]]):
-        batch = ctx.batch([i for i, _ in examples], [PROMPT] * len(examples), [c for _, c in examples])
-        return ctx.model.lm_loss(batch)
+    def lm_examples(self, ctx: TaskContext, examples: list[tuple[int, str]]) -> tuple:
+        return ([i for i, _ in examples], [PROMPT] * len(examples), [c for _, c in examples])

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from jade.models.pretrain.base import PretrainData, TaskContext
+from jade.models.pretrain.base import LMTask, PretrainData, TaskContext
 from jade.models.tasks import box_to_tokens
 
 PROMPT = "describe {box}"
 
 
-class DenseCaption:
+class DenseCaption(LMTask):
     name = "dense"
 
     def examples(self, data: PretrainData) -> list[tuple[int, tuple, str]]:
@@ -19,10 +19,9 @@ class DenseCaption:
             if r.get("caption")
         ]
 
-    def loss(self, ctx: TaskContext, examples: list[tuple[int, tuple, str]]):
-        batch = ctx.batch(
+    def lm_examples(self, ctx: TaskContext, examples: list[tuple[int, tuple, str]]) -> tuple:
+        return (
             [i for i, _, _ in examples],
             [PROMPT.format(box=box_to_tokens(b)) for _, b, _ in examples],
             [c for _, _, c in examples],
         )
-        return ctx.model.lm_loss(batch)

@@ -6,7 +6,7 @@ tell when there is none: the retrieval that questions about "the circle" need (w
 
 from __future__ import annotations
 
-from jade.models.pretrain.base import PretrainData, TaskContext, Vocabulary
+from jade.models.pretrain.base import LMTask, PretrainData, TaskContext, Vocabulary
 from jade.models.pretrain.task_locate import NONE, describe
 from jade.models.tasks import box_to_tokens
 
@@ -36,7 +36,7 @@ def detections(objects: list[dict], vocab: Vocabulary) -> list[tuple[str, str]]:
     return out
 
 
-class Detect:
+class Detect(LMTask):
     name = "detect"
 
     def examples(self, data: PretrainData) -> list[tuple[int, str, str]]:
@@ -44,7 +44,6 @@ class Detect:
             (i, d, t) for i, objs in enumerate(data.objects) if objs for d, t in detections(objs, data.vocab)
         ]
 
-    def loss(self, ctx: TaskContext, examples: list[tuple[int, str, str]]):
+    def lm_examples(self, ctx: TaskContext, examples: list[tuple[int, str, str]]) -> tuple:
         prompts = [PROMPT.format(description=d) for _, d, _ in examples]
-        batch = ctx.batch([i for i, _, _ in examples], prompts, [t for _, _, t in examples])
-        return ctx.model.lm_loss(batch)
+        return ([i for i, _, _ in examples], prompts, [t for _, _, t in examples])

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import itertools
 
-from jade.models.pretrain.base import PretrainData, TaskContext, Vocabulary
+from jade.models.pretrain.base import LMTask, PretrainData, TaskContext, Vocabulary
 from jade.models.tasks import box_to_tokens
 
 PROMPT = "locate {description}"
@@ -39,7 +39,7 @@ def descriptions(objects: list[dict], vocab: Vocabulary) -> list[tuple[str, str]
     return out
 
 
-class Locate:
+class Locate(LMTask):
     name = "locate"
 
     def examples(self, data: PretrainData) -> list[tuple[int, str, str]]:
@@ -53,10 +53,9 @@ class Locate:
             out += [(i, d, t) for d, t in absent[:: max(1, 3 * len(absent) // max(1, len(present)))]]
         return out
 
-    def loss(self, ctx: TaskContext, examples: list[tuple[int, str, str]]):
-        batch = ctx.batch(
+    def lm_examples(self, ctx: TaskContext, examples: list[tuple[int, str, str]]) -> tuple:
+        return (
             [i for i, _, _ in examples],
             [PROMPT.format(description=d) for _, d, _ in examples],
             [t for _, _, t in examples],
         )
-        return ctx.model.lm_loss(batch)

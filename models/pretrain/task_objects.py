@@ -3,7 +3,7 @@ its size, colour and shape, separated by " ; " (detection with attributes; world
 
 from __future__ import annotations
 
-from jade.models.pretrain.base import PretrainData, TaskContext
+from jade.models.pretrain.base import LMTask, PretrainData, TaskContext
 from jade.models.tasks import box_to_tokens
 
 PROMPT = "objects"
@@ -13,12 +13,11 @@ def listing(objects: list[dict]) -> str:
     return " ; ".join(f"{box_to_tokens(o['bbox'])} {o['size']} {o['color']} {o['shape']}" for o in objects)
 
 
-class Objects:
+class Objects(LMTask):
     name = "objects"
 
     def examples(self, data: PretrainData) -> list[tuple[int, str]]:
         return [(i, listing(objs)) for i, objs in enumerate(data.objects) if objs]
 
-    def loss(self, ctx: TaskContext, examples: list[tuple[int, str]]):
-        batch = ctx.batch([i for i, _ in examples], [PROMPT] * len(examples), [t for _, t in examples])
-        return ctx.model.lm_loss(batch)
+    def lm_examples(self, ctx: TaskContext, examples: list[tuple[int, str]]) -> tuple:
+        return ([i for i, _ in examples], [PROMPT] * len(examples), [t for _, t in examples])

@@ -7,7 +7,7 @@ teach only through one yes/no bit at a time (world source only)."""
 
 from __future__ import annotations
 
-from jade.models.pretrain.base import PretrainData, TaskContext, Vocabulary
+from jade.models.pretrain.base import LMTask, PretrainData, TaskContext, Vocabulary
 
 WHERE = "where {a}"
 RELATE = "relate {a} ; {b}"
@@ -39,7 +39,7 @@ def relate_examples(objects: list[dict], vocab: Vocabulary) -> list[tuple[str, s
     return out
 
 
-class Relate:
+class Relate(LMTask):
     name = "relate"
 
     def examples(self, data: PretrainData) -> list[tuple[int, str, str]]:
@@ -50,8 +50,5 @@ class Relate:
             for p, t in relate_examples(objs, data.vocab)
         ]
 
-    def loss(self, ctx: TaskContext, examples: list[tuple[int, str, str]]):
-        batch = ctx.batch(
-            [i for i, _, _ in examples], [p for _, p, _ in examples], [t for _, _, t in examples]
-        )
-        return ctx.model.lm_loss(batch)
+    def lm_examples(self, ctx: TaskContext, examples: list[tuple[int, str, str]]) -> tuple:
+        return ([i for i, _, _ in examples], [p for _, p, _ in examples], [t for _, _, t in examples])

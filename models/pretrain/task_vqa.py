@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from jade.models.pretrain.base import PretrainData, TaskContext
+from jade.models.pretrain.base import LMTask, PretrainData, TaskContext
 from jade.models.tasks import answer_prompt
 
 
-class VQA:
+class VQA(LMTask):
     name = "vqa"
 
     def examples(self, data: PretrainData) -> list[tuple[int, str, str]]:
@@ -17,10 +17,9 @@ class VQA:
             if qa.get("question") and qa.get("answer")
         ]
 
-    def loss(self, ctx: TaskContext, examples: list[tuple[int, str, str]]):
-        batch = ctx.batch(
+    def lm_examples(self, ctx: TaskContext, examples: list[tuple[int, str, str]]) -> tuple:
+        return (
             [i for i, _, _ in examples],
             [answer_prompt(q) for _, q, _ in examples],
             [a for _, _, a in examples],
         )
-        return ctx.model.lm_loss(batch)

@@ -6,7 +6,7 @@ import torch
 from PIL import Image
 
 from jade.models import factory
-from jade.models.pretrain.base import PretrainData, TaskContext, Vocabulary
+from jade.models.pretrain.base import PretrainData, TaskContext, Vocabulary, merged_lm_losses
 from jade.models.pretrain.model import PretrainModel
 from jade.models.pretrain.tasks import TASKS
 from jade.models.specs import Architecture
@@ -105,6 +105,18 @@ def test_every_task_gives_a_finite_loss_with_gradients(tiny):
         loss.backward()
     assert model.itm_head.weight.grad is not None and model.img_proj.weight.grad is not None
     model.zero_grad()
+    model.eval()  # no dropout: the merged pass must give each task's own loss
+    lm = [(TASKS[n](), None) for n in ("caption", "vqa", "dense")]
+    parts = [(t, t.examples(data)[:3]) for t, _ in lm]
+    alone = {t.name: t.loss(TaskContext(model, proc, data, "prefix", "cpu", None), ex) for t, ex in parts[:1]}
+    merged = merged_lm_losses(TaskContext(model, proc, data, "prefix", "cpu", None), parts[:1])
+    assert merged["caption"].item() == pytest.approx(alone["caption"].item(), rel=1e-5)
+    both = merged_lm_losses(TaskContext(model, proc, data, "prefix", "cpu", None), parts)
+    assert set(both) == {"caption", "vqa", "dense"} and all(torch.isfinite(v) for v in both.values())
+    # left padding to the longer examples moves positions: close to, not equal to, each task alone
+    for t, ex in parts:
+        own = t.loss(TaskContext(model, proc, data, "prefix", "cpu", None), ex).item()
+        assert both[t.name].item() == pytest.approx(own, rel=0.2), t.name
 
 
 def test_the_task_registry_matches_the_config_names():

@@ -1,0 +1,99 @@
+"""The paper table's statistics and its JSON contract (pure: numbers in, table out), the benchmark overlap
+check, and the whole table on a tiny run (slow)."""
+
+import json
+import math
+
+import pytest
+
+from jade.app.paper_data import overlap
+from jade.app.paper_render import CONTRACT, render, table_json
+from jade.app.paper_stats import min_detectable, paired, summary, verdict
+from jade.app.paper_table import DIFFERENCES, SETTINGS
+from jade.sampleworld import WorldConfig, write_world
+from jade.sampleworld.benchmarks import BenchConfig, write_benchmarks
+
+
+def test_summary_and_paired_difference():
+    s = summary({0: 0.5, 1: 0.7, 2: None})
+    assert s["mean"] == pytest.approx(0.6) and s["sd"] == pytest.approx(math.sqrt(0.02)) and s["seeds"] == 2
+    d = paired({0: 0.6, 1: 0.8, 2: 0.7}, {0: 0.5, 1: 0.6, 2: 0.7})
+    # per-seed differences 0.1, 0.2, 0.0: mean 0.1, sd 0.1, se 0.1 / sqrt(3)
+    assert (
+        d["mean"] == pytest.approx(0.1) and d["se"] == pytest.approx(0.1 / math.sqrt(3)) and d["seeds"] == 3
+    )
+    assert paired({0: 1.0}, {0: 0.0})["se"] is None
+    assert verdict({"mean": 0.1, "se": 0.02}, "b", "a") == "b ahead (5.0 SE)"
+    assert verdict({"mean": -0.1, "se": 0.02}, "b", "a") == "a ahead (5.0 SE)"
+    assert verdict({"mean": 0.01, "se": 0.02}, "b", "a").startswith("no difference shown")
+    diffs = {"x": {"m": {"se": 0.01}}, "y": {"m": {"se": 0.03}}}
+    assert min_detectable(diffs, "m") == pytest.approx(0.06)
+
+
+def _results(seeds):
+    """Made-up per-run numbers: b is 0.05 ahead of every other setting on every metric, with seed noise."""
+    out = {}
+    for n in SETTINGS:
+        for s in seeds:
+            base = 0.5 + (0.05 if n == "b" else 0.0) + 0.01 * s
+            out[n, s] = {k: base for k in CONTRACT} | {"retrieval_i2t_r5": base, "minutes": 1.0, "steps": 10}
+    return out
+
+
+def test_table_json_keeps_the_contract():
+    seeds = [0, 1, 2]
+    chance = {k: 0.1 for k in CONTRACT} | {
+        "constant_caption": "a red circle",
+        "constant_box": (0, 0, 0.3, 0.3),
+    }
+    doc = table_json(_results(seeds), list(SETTINGS), seeds, DIFFERENCES, chance, SETTINGS)
+    for n in SETTINGS:
+        for k in CONTRACT:
+            cell = doc["settings"][n][k]
+            assert {"mean", "sd", "seeds"} <= set(cell) and cell["seeds"] == 3
+    assert set(doc["differences"]) == {"b-a", "b-c", "dynamic-uniform", "itc_regions-itc_alt"}
+    for d in doc["differences"].values():
+        for k in CONTRACT:
+            assert {"mean", "se"} <= set(d[k])
+    assert doc["differences"]["b-a"]["vqa_accuracy"]["mean"] == pytest.approx(0.05)
+    assert doc["differences"]["b-a"]["vqa_accuracy"]["se"] == pytest.approx(0.0, abs=1e-12)
+    assert doc["differences"]["itc_regions-itc_alt"]["cider"]["mean"] == pytest.approx(-0.05)
+    assert set(doc["chance"]) >= set(CONTRACT) and set(doc["min_detectable"]) >= set(CONTRACT)
+    # a made-up 0.5 clears 0.1 + 0.10 and 5 x 0.1 and 2 x 0.1
+    assert all(all(v.values()) for v in doc["clears_baseline"].values())
+    json.dumps(doc)  # plain JSON
+    md = render(doc | {"meta": {"command": "x", "minutes": 1.0, "device": "cpu", "commit": "abc"}})
+    assert "| b-a (b − a) |" in md and "b ahead" in md and "Every setting clears its baseline" in md
+
+
+def test_overlap_checks_tars_and_files(tmp_path):
+    write_world(
+        tmp_path / "w",
+        WorldConfig(
+            vg_images=3, gqa_images=3, vqa_train_images=3, vqa_val_images=2, cc3m_images=10, cc3m_shards=1
+        ),
+    )
+    write_benchmarks(
+        tmp_path / "b",
+        BenchConfig(test_images=4, caption_train_images=2, region_train_images=2, region_test_images=2),
+    )
+    found = overlap(tmp_path / "b", tmp_path / "w")
+    assert found["identical"] == 0 and found["benchmark_images"] == 10
+    assert found["world_images"] >= 3 + 3 + 5 + 9  # the CC3M-like images inside the tar count too
+    assert overlap(tmp_path / "w", tmp_path / "w")["identical"] == found["world_images"]
+
+
+@pytest.mark.slow
+def test_quick_table_end_to_end(tmp_path):
+    from jade.app.paper_table import main
+    from tests.app.paper_fixture import make_paper_run
+
+    run = make_paper_run(tmp_path / "run")
+    assert main([str(run), "--quick", "--seeds", "0,1", "--settings", "a,b", "--workers", "2"]) == 0
+    doc = json.loads((run / "paper_table-quick.json").read_text())
+    assert doc["settings"]["a"]["vqa_accuracy"]["seeds"] == 2 and "b-a" in doc["differences"]
+    assert doc["meta"]["benchmark_overlap"]["identical"] == 0
+    # a rerun reads the finished runs back instead of training again
+    before = (run / "paper_table-quick" / "a" / "seed0" / "metrics.json").stat().st_mtime
+    assert main([str(run), "--quick", "--seeds", "0,1", "--settings", "a,b"]) == 0
+    assert (run / "paper_table-quick" / "a" / "seed0" / "metrics.json").stat().st_mtime == before
