@@ -3,7 +3,7 @@ differences.<claim>.<metric> = {mean, se}, min_detectable.<metric>) and its mark
 
 from __future__ import annotations
 
-from jade.app.paper_stats import min_detectable, paired, summary, verdict
+from jade.app.paper_stats import ITEMS, bootstrap_items, min_detectable, paired, summary, verdict
 
 METRICS = {  # the contract's metrics, then the recalls at 5 and 10
     "vqa_accuracy": "VQA acc",
@@ -40,6 +40,7 @@ def table_json(
         "differences": {},
         "seeds": seeds,
         "se_method": "paired over seeds: sd of the per-seed differences / sqrt(seeds)",
+        "se_items_method": "bootstrap over the test items (1,000 resamples) of the seed-averaged difference",
         "runs": {
             f"{n}/seed{s}": {k: results[n, s].get(k) for k in (*METRICS, "minutes", "steps")}
             for n in names
@@ -51,6 +52,9 @@ def table_json(
         if x in per and y in per:
             doc["differences"][claim] = {k: paired(per[x][k], per[y][k]) for k in METRICS}
             doc["differences"][claim]["compares"] = [x, y]
+            for k, item in ITEMS.items():
+                items = {n: {s: results[n, s].get(item) for s in seeds if (n, s) in results} for n in (x, y)}
+                doc["differences"][claim][k]["se_items"] = bootstrap_items(items[x], items[y])
     doc["min_detectable"] = {k: min_detectable(doc["differences"], k) for k in METRICS}
     doc["clears_baseline"] = {
         n: {
@@ -79,7 +83,10 @@ def render(doc: dict) -> str:
         "",
         f"Command: `{meta.get('command')}`, {meta.get('minutes', 0):.1f} min on {meta.get('device')}; commit "
         f"`{meta.get('commit', '')[:10]}`{' (with changes)' if meta.get('dirty') else ''}; seeds {doc['seeds']}.",
-        "Cells: mean ± sd over seeds. Differences: mean ± standard error, " + doc["se_method"] + ".",
+        "Cells: mean ± sd over seeds. Differences: mean ± standard error, "
+        + doc["se_method"]
+        + "; in brackets "
+        "the standard error from the test items alone (" + doc["se_items_method"] + ").",
         "",
         "| setting | " + " | ".join(METRICS.values()) + " |",
         "|---|" + "---|" * len(METRICS),
@@ -115,7 +122,12 @@ def render(doc: dict) -> str:
     ]
     for claim, d in doc["differences"].items():
         x, y = d["compares"]
-        cells = [f"{_ms(d[k], 'se')}<br>{verdict(d[k], x, y)}" for k in CONTRACT]
+        cells = [
+            f"{_ms(d[k], 'se')}"
+            + (f" (items: {d[k]['se_items']:.3f})" if d[k].get("se_items") is not None else "")
+            + f"<br>{verdict(d[k], x, y)}"
+            for k in CONTRACT
+        ]
         lines.append(f"| {claim} ({x} − {y}) | " + " | ".join(cells) + " |")
     md = doc["min_detectable"]
     lines.append(

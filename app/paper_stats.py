@@ -3,6 +3,9 @@
 - a setting's metric: mean and sample standard deviation over seeds;
 - a difference that answers a claim: paired over seeds (seed s of one setting against seed s of the other:
   the same vision tower, the same downstream fine-tune draws), its mean and standard error sd(d) / sqrt(n);
+- the same difference's standard error by bootstrap over the held-out items (questions, images, captions,
+  expressions: the same items for every run), for the record: it shows how much of the spread is the test
+  set's size rather than training;
 - the minimum detectable difference at two standard errors.
 """
 
@@ -10,6 +13,17 @@ from __future__ import annotations
 
 import math
 import statistics
+
+import numpy as np
+
+# the per-item scores behind each metric (in each run's metrics.json, in test order)
+ITEMS = {
+    "vqa_accuracy": "vqa_scores",
+    "retrieval_i2t_r1": "retrieval_i2t_hits",
+    "retrieval_t2i_r1": "retrieval_t2i_hits",
+    "cider": "cider_scores",
+    "region_accuracy": "region_hits",
+}
 
 
 def summary(values: dict[int, float | None]) -> dict:
@@ -57,3 +71,15 @@ def min_detectable(differences: dict[str, dict], metric: str) -> float | None:
     or larger shows as one in every claim of the table."""
     ses = [d[metric]["se"] for d in differences.values() if d.get(metric) and d[metric]["se"] is not None]
     return 2 * max(ses) if ses else None
+
+
+def bootstrap_items(x: dict[int, list], y: dict[int, list], draws: int = 1000, seed: int = 0) -> float | None:
+    """Standard error of the seed-averaged difference x - y by resampling the test items (the same resample for
+    every seed and both settings: the items are shared)."""
+    common = sorted(s for s in x if s in y and x[s] and y[s])
+    if not common:
+        return None
+    d = np.mean([np.asarray(x[s], dtype=float) - np.asarray(y[s], dtype=float) for s in common], axis=0)
+    rng = np.random.default_rng(seed)
+    means = [d[rng.integers(0, len(d), len(d))].mean() for _ in range(draws)]
+    return float(np.std(means, ddof=1))

@@ -198,7 +198,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument(
         "--quick", action="store_true", help="a smoke run: tiny budget and benchmarks (numbers not quoted)"
     )
-    p.add_argument("--seeds", default="0,1,2")
+    p.add_argument("--seeds", help="default: 0,1,2 (quick: 0,1)")
     p.add_argument("--settings", default=",".join(SETTINGS), help=f"of {', '.join(SETTINGS)}")
     p.add_argument("--workers", type=int, help="runs at once (default: 1 on a GPU, else one per CPU core)")
     p.add_argument("--out", help="the table's files (default: DIR/paper_table[-quick].{md,json})")
@@ -214,7 +214,7 @@ def main(argv: list[str] | None = None) -> int:
     unknown = [n for n in names if n not in SETTINGS]
     if unknown:
         p.error(f"--settings: unknown {unknown} (known: {', '.join(SETTINGS)})")
-    seeds = [int(s) for s in args.seeds.split(",")]
+    seeds = [int(s) for s in (args.seeds or ("0,1" if args.quick else "0,1,2")).split(",")]
     kind = "quick" if args.quick else "full"
     tag = "paper_table-quick" if args.quick else "paper_table"
     use_gpu = torch.cuda.is_available()

@@ -31,7 +31,7 @@ from .captions import expressions, scene_captions
 from .files import dump_json, write_bytes
 from .scene import item_rng, make_scene, object_ids, render_jpeg, scene_graph
 
-FORMAT = "jade-sampleworld-bench/1"
+FORMAT = "jade-sampleworld-bench/2"  # 2: every object of a RefCOCO image is an annotation
 FIRST_OBJECT_ID = 9_000_000  # truth object ids: FIRST_OBJECT_ID + 10 * image id + k
 SPLITS = {  # split -> (benchmark, stream, size field)
     "captrain": ("coco", "bench:coco_train", "caption_train_images"),

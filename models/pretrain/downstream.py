@@ -82,8 +82,12 @@ def retrieval(model, processor, test: CaptionSet, device: str = "cpu", bs: int =
         txts.append(
             model.text_embed(**text_batch(processor.tokenizer, texts[s : s + bs], device)).float().cpu()
         )
-    i2t, t2i = recall_at(torch.cat(imgs) @ torch.cat(txts).T, owner)
+    sim = torch.cat(imgs) @ torch.cat(txts).T
+    i2t, t2i = recall_at(sim, owner)
     out = {f"retrieval_i2t_r{k}": v for k, v in i2t.items()}
+    # per query, right at 1 (in test order): paired comparisons and bootstraps over items
+    out["retrieval_i2t_hits"] = (owner[sim.argmax(1)] == torch.arange(len(test))).int().tolist()
+    out["retrieval_t2i_hits"] = (sim.T.argmax(1) == owner).int().tolist()
     out |= {f"retrieval_t2i_r{k}": v for k, v in t2i.items()}
     return out | {"retrieval_images": len(test), "retrieval_texts": len(texts)}
 
@@ -107,9 +111,14 @@ def captioning(model, processor, train: CaptionSet, test: CaptionSet, ds, seed: 
         64,
         device,
     )
-    score, _ = cider_d(preds, test.refs)
+    score, per_image = cider_d(preds, test.refs)
     examples = [(test.refs[i][0], preds[i]) for i in range(min(5, len(test)))]
-    return {"cider": score, "cider_images": len(test), "caption_examples": examples}
+    return {
+        "cider": score,
+        "cider_images": len(test),
+        "cider_scores": per_image,
+        "caption_examples": examples,
+    }
 
 
 def region(model, processor, train: RefSet, test: RefSet, ds, seed: int, attention: str, device):
@@ -134,7 +143,11 @@ def region(model, processor, train: RefSet, test: RefSet, ds, seed: int, attenti
         if r not in best or v < best[r][0]:
             best[r] = (v, c)
     right = [iou(test.candidates[r][best[r][1]], test.boxes[r]) >= 0.5 for r in range(len(test))]
-    return {"region_accuracy": float(np.mean(right)) if right else None, "region_refs": len(right)}
+    return {
+        "region_accuracy": float(np.mean(right)) if right else None,
+        "region_refs": len(right),
+        "region_hits": [int(r) for r in right],
+    }
 
 
 @torch.inference_mode()

@@ -4,6 +4,7 @@ check, and the whole table on a tiny run (slow)."""
 import json
 import math
 
+import numpy as np
 import pytest
 
 from jade.app.paper_data import overlap
@@ -37,6 +38,7 @@ def _results(seeds):
         for s in seeds:
             base = 0.5 + (0.05 if n == "b" else 0.0) + 0.01 * s
             out[n, s] = {k: base for k in CONTRACT} | {"retrieval_i2t_r5": base, "minutes": 1.0, "steps": 10}
+            out[n, s]["vqa_scores"] = [base + 0.1, base - 0.1, base]  # three questions
     return out
 
 
@@ -58,12 +60,26 @@ def test_table_json_keeps_the_contract():
     assert doc["differences"]["b-a"]["vqa_accuracy"]["mean"] == pytest.approx(0.05)
     assert doc["differences"]["b-a"]["vqa_accuracy"]["se"] == pytest.approx(0.0, abs=1e-12)
     assert doc["differences"]["itc_regions-itc_alt"]["cider"]["mean"] == pytest.approx(-0.05)
+    # the same 0.05 on each of three questions: no spread over items either
+    assert doc["differences"]["b-a"]["vqa_accuracy"]["se_items"] == pytest.approx(0.0, abs=1e-12)
+    assert doc["differences"]["b-a"]["cider"]["se_items"] is None  # no per-item scores given
     assert set(doc["chance"]) >= set(CONTRACT) and set(doc["min_detectable"]) >= set(CONTRACT)
     # a made-up 0.5 clears 0.1 + 0.10 and 5 x 0.1 and 2 x 0.1
     assert all(all(v.values()) for v in doc["clears_baseline"].values())
     json.dumps(doc)  # plain JSON
     md = render(doc | {"meta": {"command": "x", "minutes": 1.0, "device": "cpu", "commit": "abc"}})
     assert "| b-a (b − a) |" in md and "b ahead" in md and "Every setting clears its baseline" in md
+
+
+def test_bootstrap_over_items():
+    from jade.app.paper_stats import bootstrap_items
+
+    rng = np.random.default_rng(1)
+    x = {s: list(rng.integers(0, 2, 2000)) for s in range(3)}
+    y = {s: list(rng.integers(0, 2, 2000)) for s in range(3)}
+    se = bootstrap_items(x, y)
+    # independent 0/1 items: var of the seed-mean difference per item = 2 * 0.25 / 3; se = sqrt(that / 2000)
+    assert se == pytest.approx(math.sqrt(2 * 0.25 / 3 / 2000), rel=0.15)
 
 
 def test_overlap_checks_tars_and_files(tmp_path):
