@@ -27,6 +27,12 @@ CLEARS = {
 }
 
 
+def _number_row(label: str, values: dict, keys) -> str:
+    """A table row of ``values[k]`` to 3 places for each k of ``keys`` ("n/a" where missing)."""
+    cells = (f"{values[k]:.3f}" if values.get(k) is not None else "n/a" for k in keys)
+    return f"| {label} | " + " | ".join(cells) + " |"
+
+
 def table_json(
     results: dict, names: list[str], seeds: list[int], differences: dict, chance: dict, settings
 ) -> dict:
@@ -95,11 +101,7 @@ def render(doc: dict) -> str:
         s = doc["settings"][n]
         lines.append(f"| {s['label']} | " + " | ".join(_ms(s[k]) for k in METRICS) + " |")
     ch = doc["chance"]
-    lines.append(
-        "| chance / trivial baseline | "
-        + " | ".join(f"{ch[k]:.3f}" if ch.get(k) is not None else "n/a" for k in METRICS)
-        + " |"
-    )
+    lines.append(_number_row("chance / trivial baseline", ch, METRICS))
     lines += [
         "",
         "Every setting clears its baseline ("
@@ -130,11 +132,7 @@ def render(doc: dict) -> str:
         ]
         lines.append(f"| {claim} ({x} − {y}) | " + " | ".join(cells) + " |")
     md = doc["min_detectable"]
-    lines.append(
-        "| min. detectable (2 SE) | "
-        + " | ".join(f"{md[k]:.3f}" if md.get(k) is not None else "n/a" for k in CONTRACT)
-        + " |"
-    )
+    lines.append(_number_row("min. detectable (2 SE)", md, CONTRACT))
     lines += [
         "",
         f'Constant caption: "{ch["constant_caption"]}". Region chance: one of the image\'s object boxes at '
