@@ -11,6 +11,7 @@ from datasets import Features, Image, List, Value
 
 __all__ = [
     "FEATURES",
+    "REGION_QA_FIELDS",
     "Provenance",
     "TRAINING_FIELDS",
     "features",
@@ -75,11 +76,21 @@ class Provenance:
 
 
 TRAINING_FIELDS = ("generator_training", "filter_training")
+# a kept pair's fields under `generate.condition: region` (its question was asked about one kept dense-caption
+# region): JADE's question type (what | how | where | who | why | when | binary) and the region itself; only in
+# such a dataset's schema (`features(region=True)`), so a type-conditioned dataset keeps the contract's columns
+REGION_QA_FIELDS = {
+    "jade_type": Value("string"),
+    "region": {"bbox": List(Value("float32"), length=4), "caption": Value("string")},
+}
 
 
-def features(embed_images: bool, training: bool = False) -> Features:
-    """The dataset's features; ``training``: the provenance also carries each model's training options."""
+def features(embed_images: bool, training: bool = False, region: bool = False) -> Features:
+    """The dataset's features; ``training``: the provenance also carries each model's training options;
+    ``region``: each kept pair carries its `REGION_QA_FIELDS` (`generate.condition: region`)."""
     feats = dict(FEATURES)
+    if region:
+        feats["qa"] = List({**FEATURES["qa"].feature, **REGION_QA_FIELDS})
     if training:
         feats["provenance"] = {**FEATURES["provenance"], **{k: Value("string") for k in TRAINING_FIELDS}}
     if not embed_images:

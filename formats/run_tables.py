@@ -16,6 +16,7 @@ from .shards import iter_shard
 
 __all__ = [
     "ANSWERS",
+    "ASKED_REGION",
     "CHECK",
     "EXAMPLE",
     "FAILURE",
@@ -69,6 +70,8 @@ FAILURE = pa.schema(
     ]
 )
 REGION = pa.struct([("bbox", pa.list_(pa.float32(), 4)), ("caption", pa.string()), ("score", pa.float32())])
+# the region a question was asked about (`generate.condition: region`); null under `condition: type`
+ASKED_REGION = pa.struct([("bbox", pa.list_(pa.float32(), 4)), ("caption", pa.string())])
 GENERATED_QA = pa.struct(
     [
         ("question", pa.string()),
@@ -77,6 +80,8 @@ GENERATED_QA = pa.struct(
         ("question_score", pa.float32()),
         ("answer_score", pa.float32()),
         ("status", pa.string()),
+        ("jade_type", pa.string()),  # JADE's question type, asked for (condition region); else null
+        ("region", ASKED_REGION),
     ]
 )
 GENERATED = pa.schema([("key", pa.string()), ("qa", pa.list_(GENERATED_QA)), ("regions", pa.list_(REGION))])
@@ -87,6 +92,8 @@ KEPT_QA = pa.struct(
         ("type", pa.string()),
         ("filter_answer", pa.string()),
         ("score", pa.float32()),
+        ("jade_type", pa.string()),
+        ("region", ASKED_REGION),
     ]
 )
 FILTERED = pa.schema([("key", pa.string()), ("qa", pa.list_(KEPT_QA)), ("regions", pa.list_(REGION))])
@@ -103,7 +110,9 @@ REJECTED = pa.schema(
         ("answer_score", pa.float32()),
         ("filter_score", pa.float32()),
         ("check", pa.string()),
-    ]  # the presupposition check that failed, with the filter's answer
+        ("jade_type", pa.string()),
+        ("region", ASKED_REGION),
+    ]  # the presupposition check that failed, with the filter's answer; the region asked about (or null)
 )
 # the filter model's answers to a question's presupposition checks (models.presupposition)
 CHECK = pa.struct([("question", pa.string()), ("expect", pa.string()), ("answer", pa.string())])
@@ -120,6 +129,8 @@ ANSWERS = pa.schema(
         ("filter_answer", pa.string()),
         ("filter_score", pa.float32()),
         ("checks", pa.list_(CHECK)),
+        ("jade_type", pa.string()),
+        ("region", ASKED_REGION),
     ]
 )
 
@@ -151,6 +162,8 @@ class Rejection:
     answer_score: float | None
     filter_score: float | None
     check: str | None  # the presupposition check that failed, with the filter's answer
+    jade_type: str | None = None  # condition region: JADE's question type and the region asked about
+    region: dict | None = None  # {bbox, caption}
 
 
 def failures_table(rows: Iterable[Failure]) -> pa.Table:
