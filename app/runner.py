@@ -27,13 +27,13 @@ from jade.models.tasks import QUESTION_TYPES
 from jade.pipeline import runner
 from jade.pipeline.executor import Executor, RayExecutor
 from jade.pipeline.logs import run_log
-from jade.pipeline.rundir import RunDir, RunLock, fingerprint
+from jade.pipeline.rundir import RunDir, RunLock, fingerprint, plain
 from jade.pipeline.stage import Stage
 from jade.reports.card import CardInfo
 from jade.sampleworld import WORLD_FOLDER
 from jade.stages.answers import Answers, AnswerSettings
 from jade.stages.dedupe import Dedupe, DedupeSettings
-from jade.stages.examples import Examples, ExamplesSettings
+from jade.stages.examples import REGION_TASK, Examples, ExamplesSettings
 from jade.stages.filter import Filter
 from jade.stages.finetune import Finetune, FinetuneSettings
 from jade.stages.generate import Generate, GenerateSettings
@@ -60,11 +60,40 @@ log = logging.getLogger("jade")
 LOG = "_logs/run.log"  # the run's log, relative to the run directory
 
 
+# the source files only region-conditioned questions read: outside the examples' settings (and fingerprint)
+# unless the generator learns them
+REGION_SOURCE_KEYS = {"vg": ("qa_regions",), "gqa": ("scene_graphs",)}
+
+
+def model_specs(m: Manifest) -> dict:
+    """Each role's spec as it trains: under `generate.condition: region` the generator also learns the
+    region_question task (added when the manifest does not list it)."""
+    specs = {r: getattr(m.models, r) for r in ROLES}
+    g = specs["generator"]
+    if m.generate.condition == "region" and REGION_TASK not in g.tasks:
+        specs["generator"] = dataclasses.replace(g, tasks=[*g.tasks, REGION_TASK])
+    return specs
+
+
+def example_sources(m: Manifest, specs: dict) -> dict:
+    """The annotation sources the examples read; the region-only files only when a role learns region_question."""
+    regional = any(REGION_TASK in s.tasks for s in specs.values())
+    out = {}
+    for k in ("vg", "gqa", "vqa"):
+        if (v := getattr(m.sources, k)) is None:
+            continue
+        if not regional:
+            v = dataclasses.replace(v, **{f: getattr(type(v)(), f) for f in REGION_SOURCE_KEYS.get(k, ())})
+        out[k] = plain(v)
+    return out
+
+
 def build_stages(m: Manifest) -> list[Stage]:
     """The factory's stages for manifest ``m``, in data-flow order, each handed what it reads."""
     res, threads, trust = m.resources, m.resources.threads, m.models.trust_remote_code
-    sources = {k: dataclasses.asdict(v) for k in ("vg", "gqa", "vqa") if (v := getattr(m.sources, k))}
-    roles = {r: {"tasks": getattr(m.models, r).tasks, "data": getattr(m.models, r).data} for r in ROLES}
+    specs = model_specs(m)
+    sources = example_sources(m, specs)
+    roles = {r: {"tasks": specs[r].tasks, "data": specs[r].data} for r in ROLES}
     world = m.world()
     examples = Examples(
         ExamplesSettings(sources, roles, dataclasses.asdict(world) if world else None), res.ingest
@@ -72,7 +101,7 @@ def build_stages(m: Manifest) -> list[Stage]:
     finetune = {
         r: Finetune(
             r,
-            FinetuneSettings(getattr(m.models, r), m.models.family, m.seed),
+            FinetuneSettings(specs[r], m.models.family, m.seed),
             Examples.output(r),
             res.train,
             threads,
@@ -106,7 +135,9 @@ def build_stages(m: Manifest) -> list[Stage]:
         ),
         Filter(m.filter, Generate.OUTPUT, Answers.OUTPUT, res.ingest),
         Publish(
-            PublishSettings(m.publish.embed_images, m.publish.rows_per_file, m.seed),
+            PublishSettings(
+                m.publish.embed_images, m.publish.rows_per_file, m.seed, g.condition == "region"
+            ),
             samples=Dedupe.SAMPLES,
             kept=Filter.KEPT,
             rejected=Filter.REJECTED,
@@ -128,7 +159,12 @@ def card_info(m: Manifest) -> CardInfo:
             f"seed {m.seed}; backend `{g.backend}`; top-K {g.top_k}, temperature {g.temperature}",
             f"dense-caption samples per image: {g.captions} (near-duplicate boxes above IoU {g.box_dedup_iou} "
             "removed)",
-            f"question samples per image by type: {json.dumps(questions)}",
+            (
+                f"question samples per image by type: {json.dumps(questions)}"
+                if g.condition == "type"
+                else "questions asked per kept dense-caption region (the prompt carries its box and caption), "
+                f"samples by JADE type: {json.dumps(g.region_questions)}"
+            ),
             f"filter: normalization `{f.normalization}`, match `{f.match}`, min score {f.min_score}",
         ],
     )
@@ -168,12 +204,16 @@ def check_paths(m: Manifest, later: str | None = None) -> list[ShardRef]:
         need(m.sources.vg.regions, "sources.vg.regions")
         if m.sources.vg.qas:
             need(m.sources.vg.qas, "sources.vg.qas")
+        if m.sources.vg.qa_regions:
+            need(m.sources.vg.qa_regions, "sources.vg.qa_regions")
         for i, d in enumerate(m.sources.vg.images):
             need(d, f"sources.vg.images[{i}]")
     if m.sources.gqa:
         need(m.sources.gqa.images, "sources.gqa.images")
         if not m.sources.gqa.questions:
             raise ManifestError("sources.gqa.questions: required")
+        for i, f in enumerate(m.sources.gqa.scene_graphs):
+            need(f, f"sources.gqa.scene_graphs[{i}]")
     if m.sources.vqa:
         for k in ("questions", "annotations", "images"):
             need(getattr(m.sources.vqa, k), f"sources.vqa.{k}")

@@ -25,7 +25,8 @@ class GQAQuestionReader(CountingReader):
     """Streams GQA question files.
 
     `paths`: a file, directory (all `*.json` inside, e.g. `train_all_questions/`), glob or brace
-    pattern, or a list of these. Yields {qid, image_id, question, answer, full_answer, types}.
+    pattern, or a list of these. Yields {qid, image_id, question, answer, full_answer, types, annotations}
+    (`annotations`: the published token -> object id maps, ``{"question": {"2": "1234"}, ...}``).
     """
 
     def __init__(self, paths: str | list[str]) -> None:
@@ -54,6 +55,7 @@ class GQAQuestionReader(CountingReader):
                     "answer": record["answer"],
                     "full_answer": record.get("fullAnswer"),
                     "types": record.get("types") or {},
+                    "annotations": record.get("annotations") or {},
                 }
 
 

@@ -1,4 +1,5 @@
-"""Visual Genome 1.2 readers: image metadata, region descriptions, question answers, image files.
+"""Visual Genome 1.2 readers: image metadata, region descriptions, question answers, the QA-to-region mapping,
+image files.
 
 All annotation files are top-level JSON arrays with one element per image; they are streamed one image
 at a time (region_descriptions.json is ~700 MB). The real files key the image as `id` at the top level of
@@ -13,7 +14,7 @@ from typing import Any
 
 import fsspec
 
-from .common import CountingReader, ReadStats, iter_json_items, require_dict
+from .common import CountingReader, ReadStats, iter_json_items, iter_json_kvitems, require_dict
 
 __all__ = [
     "IMAGE_FIELDS",
@@ -21,6 +22,7 @@ __all__ = [
     "ImageDataReader",
     "ImageIndex",
     "QAReader",
+    "QARegionReader",
     "QA_FIELDS",
     "REGION_FIELDS",
     "RawListReader",
@@ -28,6 +30,7 @@ __all__ = [
     "iter_attributes",
     "iter_image_data",
     "iter_objects",
+    "iter_qa_regions",
     "iter_qas",
     "iter_regions",
     "iter_relationships",
@@ -126,6 +129,29 @@ class RawListReader(_Reader):
                 continue
             self.stats.add(self.list_key, len(items))
             yield image_id, items
+
+
+class QARegionReader(CountingReader):
+    """qa_to_region_mapping.json (VG 1.2: one JSON object, QA id -> the id of the region the question was
+    written about, ``{"21": 11, ...}``) -> (qa_id, region_id) as ints; a pair that is not two integers is
+    skipped and counted (`stats.skipped_bad_pair`)."""
+
+    def __init__(self, path: str) -> None:
+        self.path = str(path)
+        self.stats = ReadStats()
+
+    def _iter(self) -> Iterator[tuple[int, int]]:
+        for qa_id, region_id in iter_json_kvitems(self.path, "", b"{"):
+            if not str(qa_id).isdigit() or isinstance(region_id, bool) or not isinstance(region_id, int | float):
+                self.stats.add("skipped_bad_pair")
+                continue
+            self.stats.add("pairs")
+            yield int(qa_id), int(region_id)
+
+
+def iter_qa_regions(path: str) -> Iterator[tuple[int, int]]:
+    """Stream qa_to_region_mapping.json: (qa_id, region_id)."""
+    return iter(QARegionReader(path))
 
 
 def iter_objects(path: str) -> Iterator[tuple[int, list]]:

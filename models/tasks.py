@@ -11,9 +11,11 @@ import re
 __all__ = [
     "ANSWER_PROMPT",
     "CAPTION_PROMPT",
+    "JADE_TYPES",
     "LOC_BINS",
     "QUESTION_PROMPT",
     "QUESTION_TYPES",
+    "REGION_QUESTION_PROMPT",
     "answer_prompt",
     "box_to_tokens",
     "caption_target",
@@ -21,8 +23,11 @@ __all__ = [
     "iou",
     "parse_box",
     "parse_caption",
+    "jade_type",
     "question_prompt",
+    "region_question_prompt",
     "strip_locs",
+    "vqa_type",
 ]
 
 LOC_BINS = 1024
@@ -30,11 +35,58 @@ QUESTION_TYPES = ("yes/no", "number", "other")  # VQA's answer types: what a que
 CAPTION_PROMPT = "dense caption"
 QUESTION_PROMPT = "question {qtype}"  # qtype in yes/no, number, other
 ANSWER_PROMPT = "answer en {question}"
+# JADE's question taxonomy (OPT_Questioner's `type`): the leading wh-word, or binary for a yes/no question
+JADE_TYPES = ("what", "how", "where", "who", "why", "when", "binary")
+# a question about one region (`generate.condition: region`), as JADE's generator asks it: the type, then the
+# region's box as location tokens and its dense caption
+REGION_QUESTION_PROMPT = "question {jade_type} {box} {caption}"
 _LOC = re.compile(r"<loc(\d{4})>")
+_WH = {
+    "what": "what",
+    "which": "what",
+    "how": "how",
+    "where": "where",
+    "who": "who",
+    "whom": "who",
+    "whose": "who",
+    "why": "why",
+    "when": "when",
+}
+_AUX = frozenset(
+    "is are was were am be do does did can could will would shall should may might must has have had".split()
+)
+_BY_VQA_TYPE = {"yes/no": "binary", "number": "how", "other": "what"}
 
 
 def question_prompt(qtype: str) -> str:
     return QUESTION_PROMPT.format(qtype=qtype)
+
+
+def region_question_prompt(jade_type_: str, box: tuple[float, float, float, float], caption: str) -> str:
+    return REGION_QUESTION_PROMPT.format(jade_type=jade_type_, box=box_to_tokens(box), caption=clean_text(caption))
+
+
+def jade_type(question: str, vqa_type_: str = "other") -> str:
+    """JADE's question type from the leading word: a wh-word names its type (``which`` is ``what``, ``whom``
+    and ``whose`` are ``who``); an auxiliary verb (is, are, does, can, ...) opens a ``binary`` question; any
+    other opening falls back on the VQA answer type (yes/no -> binary, number -> how, other -> what)."""
+    m = re.match(r"\s*([A-Za-z]+)", question or "")
+    word = m.group(1).lower() if m else ""
+    if word in _WH:
+        return _WH[word]
+    if word in _AUX:
+        return "binary"
+    return _BY_VQA_TYPE.get(vqa_type_, "what")
+
+
+def vqa_type(jade_type_: str, question: str) -> str:
+    """The VQA answer type a question of JADE type ``jade_type_`` asks for: binary -> yes/no, "how many" ->
+    number, anything else -> other (the type that `generate.questions` counts and stats.json's by_type keys)."""
+    if jade_type_ == "binary":
+        return "yes/no"
+    if jade_type_ == "how" and clean_text(question).lower().startswith("how many"):
+        return "number"
+    return "other"
 
 
 def answer_prompt(question: str) -> str:

@@ -6,7 +6,7 @@ GQA scene-graph format under ``truth/``. Everything derives from ``(seed, datase
 config writes byte-identical files. Layout under ``out_dir``::
 
     world.json                                   config and counts
-    vg/image_data.json, region_descriptions.json, question_answers.json,
+    vg/image_data.json, region_descriptions.json, question_answers.json, qa_to_region_mapping.json,
        objects.json, attributes.json, relationships.json, VG_100K/{id}.jpg, VG_100K_2/{id}.jpg
     gqa/questions/{train,val,test}_balanced_questions.json, {train,val}_sceneGraphs.json, images/{id}.jpg
     vqa/v2_OpenEnded_mscoco_{train,val}2014_questions.json, v2_mscoco_{train,val}2014_annotations.json

@@ -1,5 +1,5 @@
-"""Visual Genome 1.2 writer: image_data, region descriptions, question answers and the v1.2 object,
-attribute and relationship files, laid out exactly as the published JSON (see the real-format fixtures:
+"""Visual Genome 1.2 writer: image_data, region descriptions, question answers, the QA-to-region mapping and
+the v1.2 object, attribute and relationship files, laid out exactly as the published JSON (see the real-format fixtures:
 top-level ``id`` in regions and QAs, raw answers such as ``"Two."``, no trailing newline)."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from pathlib import Path
 
 from .files import dump_json, write_bytes
 from .language import region_phrases as _phrases
-from .language import sample_questions
+from .language import sample_question_records
 from .scene import Obj, Scene, item_rng, make_scene, object_ids, relations, render_jpeg, scene_graph
 
 URL = "https://cs.stanford.edu/people/rak248/{folder}/{image_id}.jpg"
@@ -54,14 +54,19 @@ def _rel_end(o: Obj, oid: int) -> dict:
     }
 
 
-def _regions(scene: Scene, image_id: int, first_region_id: int, n: int, rng: random.Random) -> list[dict]:
-    """``n`` region descriptions cycling over the objects, each a padded object box and a phrase."""
+def _regions(
+    scene: Scene, image_id: int, first_region_id: int, n: int, rng: random.Random
+) -> tuple[list[dict], list[int]]:
+    """``n`` region descriptions cycling over the objects, each a padded object box and a phrase; and the index
+    (in ``scene.objects``) of the object each describes."""
     objs = list(scene.objects)
     rng.shuffle(objs)
     phrases = [_phrases(o, rng) for o in objs]
-    out = []
+    index = {id(o): k for k, o in enumerate(scene.objects)}
+    out, owners = [], []
     for r in range(n):
         o = objs[r % len(objs)]
+        owners.append(index[id(o)])
         options = phrases[r % len(objs)]
         phrase = options[(r // len(objs)) % len(options)]
         x0, y0 = max(0, o.x - rng.randint(0, 3)), max(0, o.y - rng.randint(0, 3))
@@ -78,13 +83,23 @@ def _regions(scene: Scene, image_id: int, first_region_id: int, n: int, rng: ran
                 "x": x0,
             }
         )
-    return out
+    return out, owners
+
+
+def _qa_region(refs: tuple, regions: list[dict], owners: list[int]) -> int | None:
+    """The region a question was written about, as VG's qa_to_region_mapping.json gives it: the first region of
+    the first object the question names (None when it names none, e.g. "Are there any squares?" -> no)."""
+    if not refs:
+        return None
+    k = int(refs[0].id)
+    return next((r["region_id"] for r, owner in zip(regions, owners, strict=True) if owner == k), None)
 
 
 def write_vg(root: Path, cfg) -> dict:
     """Write ``root/vg/...`` and ``root/truth/vg_scene_graphs.json``; return counts."""
     vg = root / "vg"
     image_data, regions, qas, objects, attributes, rels, truth = [], [], [], [], [], [], {}
+    qa_regions: dict[str, int] = {}
     n_regions = n_qas = n_rels = 0
     for i in range(cfg.vg_images):
         image_id = i + 1
@@ -105,20 +120,24 @@ def write_vg(root: Path, cfg) -> dict:
             }
         )
         rng = item_rng(cfg.seed, "vg", i, "regions")
-        reg = _regions(scene, image_id, i * cfg.regions_per_image + 1, cfg.regions_per_image, rng)
+        reg, owners = _regions(scene, image_id, i * cfg.regions_per_image + 1, cfg.regions_per_image, rng)
         regions.append({"regions": reg, "id": image_id})
         rng = item_rng(cfg.seed, "vg", i, "qa")
+        records = sample_question_records(scene, rng, cfg.qas_per_image)
         qa = [
             {
                 "a_objects": [],
-                "question": q,
+                "question": r.question,
                 "image_id": image_id,
                 "qa_id": i * cfg.qas_per_image + j + 1,
-                "answer": raw_answer(a, t, rng),
+                "answer": raw_answer(r.answer, r.qtype, rng),
                 "q_objects": [],
             }
-            for j, (q, a, t) in enumerate(sample_questions(scene, rng, cfg.qas_per_image))
+            for j, r in enumerate(records)
         ]
+        for entry, r in zip(qa, records, strict=True):
+            if (region_id := _qa_region(r.refs, reg, owners)) is not None:
+                qa_regions[str(entry["qa_id"])] = region_id
         qas.append({"id": image_id, "qas": qa})
         pairs = list(zip(map(int, ids), scene.objects, strict=True))
         objects.append(
@@ -146,6 +165,7 @@ def write_vg(root: Path, cfg) -> dict:
     dump_json(vg / "image_data.json", image_data)
     dump_json(vg / "region_descriptions.json", regions)
     dump_json(vg / "question_answers.json", qas)
+    dump_json(vg / "qa_to_region_mapping.json", qa_regions)
     dump_json(vg / "objects.json", objects)
     dump_json(vg / "attributes.json", attributes)
     dump_json(vg / "relationships.json", rels)

@@ -54,6 +54,8 @@ def _pair(
         "filter_answer": filter_answer,
         "filter_score": filter_score,
         "checks": checks,
+        "jade_type": q.get("jade_type"),
+        "region": q.get("region"),
     }
 
 

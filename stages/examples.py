@@ -4,6 +4,10 @@
   caption  (VG regions)         prefix "dense caption"          suffix "<loc y0><loc x0><loc y1><loc x1> phrase"
   question (VG / GQA QAs)       prefix "question {type}"        suffix the question
   answer   (VG / GQA / VQA QAs) prefix "answer en {question}"   suffix the normalized answer
+  region_question (VG QAs mapped to a region by qa_to_region_mapping.json; GQA questions whose annotations
+           name an object of the scene graphs)
+                                prefix "question {jade type} <loc y0><loc x0><loc y1><loc x1> region caption"
+                                suffix the question
 
 Annotation files are read in parallel, one job per file (`AnnotationJob`), streamed and written in batches,
 so memory stays bounded at any file size; a record whose image file is missing goes to failures/training/.
@@ -32,7 +36,7 @@ from jade.pipeline.logs import worker_logging
 from jade.pipeline.resources import StageResources
 from jade.pipeline.rundir import RunDir
 from jade.pipeline.stage import Context, StageFiles, WholeStage
-from jade.typed import build
+from jade.typed import build, since
 
 __all__ = [
     "AnnotationJob",
@@ -54,6 +58,8 @@ __all__ = [
 
 log = logging.getLogger("jade")
 QA_TASKS = {"question", "answer"}
+REGION_TASK = "region_question"  # questions asked about one region (`generate.condition: region`)
+REGION_KINDS = ("vg_region_qas", "gqa_region")  # the annotation jobs that write REGION_TASK examples
 NAME = "examples"  # the stage's name, also the `stage` of the failures it records
 FLUSH_ROWS = 20_000  # examples buffered before a write: bounded memory at any annotation-file size
 MISSING = "missing image file"
@@ -68,6 +74,8 @@ class VGSource:
     regions: str = ""
     images: list[str] = field(default_factory=list)  # VG_100K, VG_100K_2
     qas: str | None = None  # optional
+    # qa_to_region_mapping.json: read only when the generator learns region-conditioned questions
+    qa_regions: str | None = since("issue-28", None)
 
 
 @dataclass
@@ -76,6 +84,9 @@ class GQASource:
 
     questions: list[str] = field(default_factory=list)  # files, dirs or globs (train_all_questions/)
     images: str = ""
+    # {train,val}_sceneGraphs.json: the boxes of the objects a question's annotations name; read only when the
+    # generator learns region-conditioned questions
+    scene_graphs: list[str] = since("issue-28", default_factory=list)
 
 
 @dataclass
@@ -111,6 +122,19 @@ class ExampleWriter:
         qtype = answer_type(norm)
         self.add("question", source, image_path, tasks.question_prompt(qtype), question, qtype)
         self.add("answer", source, image_path, tasks.answer_prompt(question), norm, qtype)
+
+    def add_region_qa(
+        self, source: str, image_path: str, question: str, answer: str, box: tuple, caption: str
+    ) -> None:
+        """A question asked about one region (box as fractions, its caption), typed in JADE's taxonomy."""
+        question, caption = tasks.clean_text(question), tasks.clean_text(caption)
+        norm = normalize_answer(answer)
+        if not question or not norm or not caption:
+            self.skipped[f"{source}: empty region question, answer or caption"] += 1
+            return
+        jtype = tasks.jade_type(question, answer_type(norm))
+        prefix = tasks.region_question_prompt(jtype, box, caption)
+        self.add(REGION_TASK, source, image_path, prefix, question, jtype)
 
     def flush(self) -> None:
         if self.rows:
@@ -187,6 +211,82 @@ def _vg_qas(src, path: str, ex: ExampleWriter, failures: list) -> None:
                 ex.add_qa("vg", p, qa["question"], qa["answer"])
 
 
+def _vg_region_qas(src, path: str, ex: ExampleWriter, failures: list) -> None:
+    """VG QAs that qa_to_region_mapping.json ties to a region: the region's box and phrase condition the question.
+    Holds the mapping and the mapped regions (ids, box, phrase) in memory: about 100 bytes a mapped QA."""
+    mapping = dict(vg.iter_qa_regions(src.qa_regions))
+    wanted = set(mapping.values())
+    images = _VGImages(src, failures)
+    regions: dict[int, tuple] = {}
+    for image_id, regs in vg.iter_regions(src.regions):
+        w, h, _ = images.info.get(image_id, (0, 0, None))
+        for r in regs:
+            if r["region_id"] in wanted and w and h and r["width"] > 0 and r["height"] > 0:
+                x0, y0 = r["x"] / w, r["y"] / h
+                box = (x0, y0, x0 + r["width"] / w, y0 + r["height"] / h)
+                regions[r["region_id"]] = (image_id, box, r["phrase"] or "")
+    for image_id, qas in vg.iter_qas(path):
+        if (p := images.path(image_id)) is None:
+            continue
+        for qa in qas:
+            region = regions.get(mapping.get(int(qa["qa_id"]), -1))
+            if region is None or region[0] != image_id:
+                ex.skipped["vg: qa without a region (qa_to_region_mapping.json)"] += 1
+                continue
+            ex.add_region_qa("vg", p, qa["question"], qa["answer"], region[1], region[2])
+
+
+def _scene_objects(paths: list[str]) -> dict[str, dict[str, tuple]]:
+    """GQA scene graphs -> {image_id: {object_id: (box as fractions, caption)}}; the caption is the object's
+    one-word attributes and its name ("white large car")."""
+    out: dict[str, dict[str, tuple]] = {}
+    for path in paths:
+        for image_id, graph in gqa.iter_scene_graphs(path):
+            w, h = graph.get("width") or 0, graph.get("height") or 0
+            objs = {}
+            for oid, o in graph["objects"].items():
+                if not w or not h or not isinstance(o, dict) or not o.get("w") or not o.get("h"):
+                    continue
+                box = (o["x"] / w, o["y"] / h, (o["x"] + o["w"]) / w, (o["y"] + o["h"]) / h)
+                words = [a for a in o.get("attributes", []) if isinstance(a, str) and " " not in a]
+                objs[str(oid)] = (box, " ".join([*words, str(o.get("name", ""))]))
+            out[str(image_id)] = objs
+    return out
+
+
+def _first_object(annotations: dict) -> str | None:
+    """The object the question names first: its ``annotations.question`` entry with the lowest token index
+    (keys are a token index, ``"3"``, or a span, ``"6:8"``)."""
+    refs = annotations.get("question") if isinstance(annotations, dict) else None
+    if not isinstance(refs, dict) or not refs:
+        return None
+    try:
+        first = min(refs, key=lambda k: int(str(k).split(":")[0]))
+    except ValueError:
+        return None
+    return str(refs[first])
+
+
+def _gqa_region(src, path: str, ex: ExampleWriter, failures: list) -> None:
+    """GQA questions whose annotations name an object: that object's box and attributes condition the question."""
+    objects = _scene_objects(src.scene_graphs)
+    reader, files, seen = gqa.GQAQuestionReader(path), _Files(), {}
+    for q in reader:
+        p = gqa.image_path(src.images, q["image_id"])
+        if q["image_id"] not in seen:
+            seen[q["image_id"]] = files.exists(p)
+            if not seen[q["image_id"]]:
+                failures.append(Failure("gqa", "", q["image_id"], p, NAME, MISSING))
+        if not seen[q["image_id"]]:
+            continue
+        oid = _first_object(q["annotations"])
+        obj = objects.get(q["image_id"], {}).get(oid) if oid else None
+        if obj is None:
+            ex.skipped["gqa: question names no object of the scene graphs"] += 1
+            continue
+        ex.add_region_qa("gqa", p, q["question"], q["answer"], obj[0], obj[1])
+
+
 def _gqa(src, path: str, ex: ExampleWriter, failures: list) -> None:
     reader, files, seen = gqa.GQAQuestionReader(path), _Files(), {}
     for q in reader:
@@ -215,7 +315,14 @@ def _vqa(src, path: str, ex: ExampleWriter, failures: list) -> None:
         ex.skipped[f"vqa: {reason}"] += n
 
 
-READERS = {"vg_regions": _vg_regions, "vg_qas": _vg_qas, "gqa": _gqa, "vqa": _vqa}
+READERS = {
+    "vg_regions": _vg_regions,
+    "vg_qas": _vg_qas,
+    "vg_region_qas": _vg_region_qas,
+    "gqa": _gqa,
+    "gqa_region": _gqa_region,
+    "vqa": _vqa,
+}
 SOURCES = {"vg": VGSource, "gqa": GQASource, "vqa": VQASource}
 
 
@@ -230,6 +337,7 @@ def annotation_jobs(settings: ExamplesSettings) -> list[dict]:
     jobs: list[dict] = []
     for role, spec in settings.roles.items():
         wanted = set(spec["tasks"])
+        regional = REGION_TASK in wanted
         for source in spec["data"]:
             if source not in settings.sources:
                 raise ValueError(f"models.{role}.data names {source!r} but sources.{source} is not set")
@@ -237,9 +345,11 @@ def annotation_jobs(settings: ExamplesSettings) -> list[dict]:
             if source == "vg":
                 files = [("vg_regions", src.regions)] if "caption" in wanted else []
                 files += [("vg_qas", src.qas)] if src.qas and wanted & QA_TASKS else []
+                files += [("vg_region_qas", src.qas)] if src.qas and src.qa_regions and regional else []
             elif source == "gqa":
-                qa_files = gqa.GQAQuestionReader(src.questions).files() if wanted & QA_TASKS else []
-                files = [("gqa", f) for f in qa_files]
+                qa_files = gqa.GQAQuestionReader(src.questions).files() if wanted & (QA_TASKS | {REGION_TASK}) else []
+                files = [("gqa", f) for f in qa_files] if wanted & QA_TASKS else []
+                files += [("gqa_region", f) for f in qa_files] if regional and src.scene_graphs else []
             else:
                 files = [("vqa", src.questions)] if wanted & QA_TASKS else []
             for kind, path in files:
@@ -254,6 +364,12 @@ def annotation_jobs(settings: ExamplesSettings) -> list[dict]:
                         "tasks": spec["tasks"],
                     }
                 )
+        if regional and not any(j["kind"] in REGION_KINDS for j in jobs if j["role"] == role):
+            raise ValueError(
+                f"models.{role}.tasks asks for {REGION_TASK}, but no source gives region-grounded questions: "
+                "set sources.vg.qas and sources.vg.qa_regions (qa_to_region_mapping.json), or "
+                "sources.gqa.scene_graphs"
+            )
     return jobs
 
 

@@ -85,6 +85,8 @@ def apply_rule(
                     "type": t,
                     "filter_answer": p["filter_answer"],
                     "score": p["filter_score"],
+                    "jade_type": p.get("jade_type"),
+                    "region": p.get("region"),
                 }
             )
             total["qa_kept"] += 1
@@ -103,6 +105,8 @@ def apply_rule(
                     answer_score=p["answer_score"],
                     filter_score=p["filter_score"],
                     check=check,
+                    jade_type=p.get("jade_type"),
+                    region=p.get("region"),
                 )
             )
             total["qa_rejected"] += 1

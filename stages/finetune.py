@@ -37,7 +37,7 @@ __all__ = [
 ]
 
 log = logging.getLogger("jade")
-TASKS = ("caption", "question", "answer")
+TASKS = ("caption", "question", "answer", "region_question")
 DATA = ("vg", "gqa", "vqa")
 
 
@@ -50,7 +50,7 @@ class ModelSpec:
     attention: str = "prefix"
     architecture: Architecture = field(default_factory=Architecture)
     train: Training = field(default_factory=Training)
-    tasks: list[str] = field(default_factory=list)  # caption, question, answer
+    tasks: list[str] = field(default_factory=list)  # caption, question, answer, region_question
     data: list[str] = field(default_factory=list)  # training sources: vg, gqa, vqa
     # false: `base` is already this role's fine-tuned model (a finished run's checkpoints/<role>), used as it
     # is, with no training (manifests/sample-paper.yaml reuses the default run's models this way). Added after

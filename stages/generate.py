@@ -1,6 +1,11 @@
 """Generate, as JADE does it: per image, dense captions by top-K sampling (a box and a caption each), typed
 questions by top-K sampling (per-type counts from the manifest), then an answer to each by greedy decoding.
 
+Under `generate.condition: region` the questions are asked about regions instead, as JADE's generator asks them:
+for each kept dense-caption region, `generate.region_questions` questions per JADE type (binary, what, where,
+how, ...), each prompt carrying the type, the region's box as location tokens and its caption; every such pair
+carries its `region` and `jade_type` to the end.
+
 Near-duplicate boxes (IoU above `generate.box_dedup_iou` with a higher-scoring box) are dropped; duplicate
 questions of an image are kept with status "duplicate question" so the filter records them as rejections:
 every sampled question ends up kept or in rejected/, never silently lost.
@@ -26,9 +31,10 @@ from jade.pipeline.resources import StageResources
 from jade.pipeline.rundir import RunDir
 from jade.pipeline.seeds import derive_seed
 from jade.pipeline.stage import Runtime, ShardFiles, ShardResult, ShardStage, StageFiles
-from jade.typed import ConfigError, ranged, validate_choice
+from jade.typed import ConfigError, ranged, since, validate_choice
 
 __all__ = [
+    "CONDITIONS",
     "Generate",
     "GenerateConfig",
     "GenerateSettings",
@@ -38,6 +44,7 @@ __all__ = [
 ]
 
 log = logging.getLogger("jade")
+CONDITIONS = ("type", "region")  # what a question is conditioned on: its VQA answer type, or one kept region
 
 
 @dataclass
@@ -71,10 +78,24 @@ class GenerateConfig:
     # with region_support: a sample supports a box only when its caption also shares at least this word F1
     # with the box's caption (articles ignored); 0: any caption (boxes alone agree)
     region_support_words: float = ranged(0.0, ge=0, le=1)
+    # type: questions per VQA answer type (`questions`); region: per kept dense-caption region, questions per
+    # JADE type (`region_questions`), the prompt carrying the region's box and caption (the generator then also
+    # learns the region_question task). Added after runs were made: fingerprinted only when not the default.
+    condition: str = since("issue-28", "type")
+    region_questions: dict[str, int] = since(
+        "issue-28", default_factory=lambda: {"binary": 2, "what": 1, "where": 1, "how": 1}
+    )
 
     def validate(self, at: str) -> None:
         validate_choice(self.backend, backend_names(), f"{at}.backend")
         validate_choice(self.region_caption, ("best", "consensus"), f"{at}.region_caption")
+        validate_choice(self.condition, CONDITIONS, f"{at}.condition")
+        for jtype, n in self.region_questions.items():
+            validate_choice(jtype, tasks.JADE_TYPES, f"{at}.region_questions")
+            if not isinstance(n, int) or isinstance(n, bool) or n < 0:
+                raise ConfigError(f"{at}.region_questions.{jtype}: expected a non-negative integer, got {n!r}")
+        if self.condition == "region" and not self.captions:
+            raise ConfigError(f"{at}.condition: region asks questions about dense-caption regions; captions is 0")
         for qtype, n in self.questions.items():
             validate_choice(qtype, tasks.QUESTION_TYPES, f"{at}.questions")
             if not isinstance(n, int) or isinstance(n, bool) or n < 0:
@@ -125,7 +146,7 @@ class Generator:
 
     def annotate(self, shard_id: str, batch: list, stats: Counter, by_type: defaultdict) -> list[dict]:
         g, seed = self.g, self.seed
-        # Through the vision encoder once: both calls below (samples, then answers) reuse the features.
+        # Through the vision encoder once: every call below (samples, questions, answers) reuses the features.
         images = self.backend.prepare([img for _, img, _ in batch])
         reqs: list[Request] = []
         owners: list[tuple[int, str, str | None]] = []
@@ -141,32 +162,35 @@ class Generator:
                     )
                 )
                 owners.append((i, "caption", None))
-            for qtype, n in g.questions.items():
-                if n:
-                    reqs.append(
-                        self._sample(
-                            i,
-                            tasks.question_prompt(qtype),
-                            n,
-                            "question",
-                            derive_seed(seed, "generate", shard_id, key, "question", qtype),
+            if g.condition == "type":
+                for qtype, n in g.questions.items():
+                    if n:
+                        reqs.append(
+                            self._sample(
+                                i,
+                                tasks.question_prompt(qtype),
+                                n,
+                                "question",
+                                derive_seed(seed, "generate", shard_id, key, "question", qtype),
+                            )
                         )
-                    )
-                    owners.append((i, "question", qtype))
+                        owners.append((i, "question", qtype))
         outs = self.backend.generate(images, reqs)
         regions: list[list] = [[] for _ in batch]
-        questions: list[list] = [[] for _ in batch]
+        questions: list[list] = [[] for _ in batch]  # (question, VQA type, score, JADE type, region)
         for (i, kind, asked), comps in zip(owners, outs, strict=True):
             if kind == "caption":
                 regions[i] = self._regions(comps, stats)
             else:
-                questions[i] += [(tasks.clean_text(c.text), asked, c.score) for c in comps]
+                questions[i] += [(tasks.clean_text(c.text), asked, c.score, None, None) for c in comps]
+        if g.condition == "region":
+            self._region_questions(shard_id, batch, images, regions, questions)
         # Greedy answers to every distinct question of the batch, decoded together.
         qa_rows: list[list[dict]] = [[] for _ in batch]
         answer_reqs, answer_owner = [], []
         for i, qs in enumerate(questions):
             seen = set()
-            for q, qtype, score in qs:
+            for q, qtype, score, jtype, region in qs:
                 stats["questions_generated"] += 1
                 by_type[qtype]["questions_generated"] += 1
                 status = "ok"
@@ -184,6 +208,8 @@ class Generator:
                         "question_score": score,
                         "answer_score": None,
                         "status": status,
+                        "jade_type": jtype,
+                        "region": region,
                     }
                 )
                 if status == "ok":
@@ -192,6 +218,28 @@ class Generator:
         for row, comps in zip(answer_owner, self.backend.generate(images, answer_reqs), strict=True):
             row["answer"], row["answer_score"] = tasks.clean_text(comps[0].text), comps[0].score
         return [{"key": key, "qa": qa_rows[i], "regions": regions[i]} for i, (key, _, _) in enumerate(batch)]
+
+    def _region_questions(self, shard_id: str, batch: list, images, regions: list, questions: list) -> None:
+        """Questions about each kept region (condition region): per JADE type, `region_questions` samples of the
+        prompt "question <type> <box> <caption>"; their VQA type is read from the type and the question."""
+        g, seed = self.g, self.seed
+        reqs: list[Request] = []
+        owners: list[tuple[int, str, dict]] = []
+        for i, (key, _, _) in enumerate(batch):
+            for k, r in enumerate(regions[i]):
+                region = {"bbox": list(r["bbox"]), "caption": r["caption"]}
+                for jtype, n in g.region_questions.items():
+                    if n:
+                        prompt = tasks.region_question_prompt(jtype, tuple(r["bbox"]), r["caption"])
+                        rseed = derive_seed(seed, "generate", shard_id, key, "region", k, jtype)
+                        reqs.append(self._sample(i, prompt, n, "question", rseed))
+                        owners.append((i, jtype, region))
+        if not reqs:
+            return
+        for (i, jtype, region), comps in zip(owners, self.backend.generate(images, reqs), strict=True):
+            for c in comps:
+                q = tasks.clean_text(c.text)
+                questions[i].append((q, tasks.vqa_type(jtype, q), c.score, jtype, region))
 
     def _sample(self, image: int, prompt: str, n: int, kind: str, seed: int) -> Request:
         g = self.g

@@ -28,7 +28,7 @@ from jade.pipeline.stage import Context, Runtime, ShardFiles, ShardResult, Shard
 from jade.pipeline.stats import sum_counts
 from jade.reports.card import CardInfo, DataFiles, dataset_card
 from jade.reports.stats import merge_stats, shard_data_counts
-from jade.typed import ranged
+from jade.typed import ranged, since
 
 
 @dataclass
@@ -44,13 +44,15 @@ class PublishSettings:
     embed_images: bool
     rows_per_file: int
     seed: int
+    # condition region: each kept pair carries its jade_type and region (features(region=True))
+    region: bool = since("issue-28", False)
 
 
 class Publisher:
     def __init__(self, stage: Publish, run: RunDir, runtime: Runtime):
         self.run, self.stage, self.s = run, stage, stage.settings
         training = training_provenance(run, stage.models)
-        self.schema = features(self.s.embed_images, bool(training)).arrow_schema
+        self.schema = features(self.s.embed_images, bool(training), self.s.region).arrow_schema
         fps = {role: runtime.fingerprint(ckpt) for role, ckpt in stage.models.items()}
         rules = {
             f"{role}_attention": model_meta(run, ckpt).get("attention", "prefix")

@@ -103,6 +103,11 @@ def test_gqa_questions(real):
         "answer": "camera",
         "full_answer": "The device is a camera.",
         "types": {"detailed": "categoryRelS", "semantic": "rel", "structural": "query"},
+        "annotations": {
+            "answer": {"0": "1669822"},
+            "question": {"3": "1669822", "6:8": "3855001"},
+            "fullAnswer": {"1": "1669822", "4": "1669822"},
+        },
     }
     assert reader.stats.questions == 5 and reader.stats.skipped_no_answer == 0
     assert gqa.gqa_image_path("/gqa/images/", "2371269") == "/gqa/images/2371269.jpg"
