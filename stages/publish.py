@@ -138,7 +138,8 @@ class Publish(ShardStage):
         globs = [p for s in published for p in self.owns(s)]
         files = data_files(run, run.rel(self.CARD).rsplit("/", 1)[0], globs, records[self.name], published)
         training = bool(training_provenance(run, self.models))
-        card = dataset_card(self.card, stats, prov, features(self.settings.embed_images, training), files)
+        feats = features(self.settings.embed_images, training, self.settings.region)
+        card = dataset_card(self.card, stats, prov, feats, files)
         run.write_bytes(run.rel(self.CARD), card.encode())
         return stats
 

@@ -23,6 +23,16 @@ def test_vg_regions_image_id_key_and_bad_regions(tmp_path):
     assert reader.stats.skipped_bad_region == 1 and reader.stats.skipped_no_image_id == 1
 
 
+def test_vg_qa_to_region_mapping(tmp_path):
+    # qa_to_region_mapping.json as VG 1.2 publishes it: one object, QA id -> region id
+    path = tmp_path / "qa_to_region_mapping.json"
+    path.write_text('{"21": 11, "22": 12, "x": 3, "23": "twelve", "24": true, "25": 99}')
+    reader = vg.QARegionReader(str(path))
+    assert list(reader) == [(21, 11), (22, 12), (25, 99)]
+    assert reader.stats.pairs == 3 and reader.stats.skipped_bad_pair == 3
+    assert dict(vg.iter_qa_regions(str(path))) == {21: 11, 22: 12, 25: 99}
+
+
 def test_image_index_two_folders(tmp_path):
     for folder, names in {
         "VG_100K": ["1.jpg", "2.jpg", "x.txt"],

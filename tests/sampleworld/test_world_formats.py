@@ -47,6 +47,32 @@ def test_vg_files_match_fixture(world, real):
     assert not (world / "vg" / "image_data.json").read_bytes().endswith(b"\n")
 
 
+def test_vg_qa_to_region_mapping(world):
+    """qa_to_region_mapping.json: QA id (a string) -> the id of a region of the same image that describes the
+    object the question names first (its colour and shape are in the region's phrase)."""
+    from jade.sampleworld.scene import COLORS, SHAPES
+
+    mapping = _json(world / "vg" / "qa_to_region_mapping.json")
+    regions = {
+        r["region_id"]: (img["id"], r["phrase"])
+        for img in _json(world / "vg" / "region_descriptions.json")
+        for r in img["regions"]
+    }
+    qas = {qa["qa_id"]: qa for img in _json(world / "vg" / "question_answers.json") for qa in img["qas"]}
+    assert mapping and all(k.isdigit() and isinstance(v, int) for k, v in mapping.items())
+    assert len(mapping) < len(qas)  # a question naming no object (there is none) has no region
+    for qa_id, region_id in mapping.items():
+        qa = qas[int(qa_id)]
+        image_id, phrase = regions[region_id]
+        assert image_id == qa["image_id"]
+        q = qa["question"].rstrip("?").lower().split()
+        first = next(i for i, w in enumerate(q) if w.rstrip("s") in (*SHAPES, "object"))
+        named = [
+            w.rstrip("s") for w in q[max(0, first - 1) : first + 1] if w in COLORS or w.rstrip("s") in SHAPES
+        ]
+        assert all(w in phrase.split() for w in named), (qa["question"], phrase)
+
+
 def test_vg_images_and_urls(world):
     for rec in _json(world / "vg" / "image_data.json"):
         folder = rec["url"].split("/")[-2]

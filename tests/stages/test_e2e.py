@@ -161,3 +161,39 @@ def test_status_and_eval_commands(run_dir, capsys):
         assert role["questions"] == acc["answer_prior"]["questions"] > 0
         assert 0.0 <= role["all"] <= 1.0 and set(role["by_type"]) <= {"yes/no", "number", "other"}
     assert "Model accuracy on true questions" in (run_dir / "eval.md").read_text()
+
+
+def test_region_questions_with_the_real_generator(run_dir):
+    """generate.condition: region on a real (tiny) generator: each region's prompt, with its location tokens and
+    caption, is sampled per JADE type with its own seed; the pairs carry their region; same seed, same output."""
+    from jade.models.backends import make_backend
+    from jade.models.tasks import QUESTION_TYPES
+    from jade.stages.generate import GenerateConfig, Generator
+
+    gen = Generator.__new__(Generator)  # what `_region_questions` reads: the settings, the seed, the backend
+    gen.g = GenerateConfig(condition="region", region_questions={"binary": 2, "what": 1})
+    gen.seed = 0
+    gen.backend = make_backend("hf", str(run_dir / "checkpoints/generator"))
+    imgs = [Image.new("RGB", (32, 32), c) for c in ("red", "blue")]
+    batch = [(f"k{i}", img, b"") for i, img in enumerate(imgs)]
+    regions = [
+        [{"bbox": [0.1, 0.1, 0.5, 0.5], "caption": "a red circle", "score": 0.9}],
+        [
+            {"bbox": [0.0, 0.5, 0.4, 1.0], "caption": "a blue square", "score": 0.8},
+            {"bbox": [0.5, 0.0, 1.0, 0.6], "caption": "a small green triangle", "score": 0.7},
+        ],
+    ]
+
+    def ask():
+        questions = [[] for _ in batch]
+        gen._region_questions("00000", batch, gen.backend.prepare(imgs), regions, questions)
+        return questions
+
+    first = ask()
+    assert [len(q) for q in first] == [3, 6]
+    for i, qs in enumerate(first):
+        asked = {r["caption"]: r["bbox"] for r in regions[i]}
+        for question, qtype, score, jtype, region in qs:
+            assert isinstance(question, str) and qtype in QUESTION_TYPES and 0.0 < score <= 1.0
+            assert jtype in ("binary", "what") and asked[region["caption"]] == region["bbox"]
+    assert ask() == first
