@@ -257,6 +257,9 @@ def score(truth: dict, rows: list[dict], rejected: list[dict]) -> dict:
             f"region_grounded_{group.split('@')[0]}": _ratio(c["about"], sum(c.values())),
         }
 
+    # only when some pair carries a region (condition: region): region_pairs_kept / _rejected (region pairs
+    # checked; a duplicate question is not), region_grounded_kept / _rejected (the share of them about their
+    # region, `region_verdict`), region_pairs_checked (their verdicts), and every number per JADE type
     by_region = {}
     if n["region_pairs"]:
         by_region = {
