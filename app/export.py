@@ -1,7 +1,9 @@
 """`jade export DIR --format jade|llava|wds --out PATH`: a run's published dataset in the layouts VLM trainers
 read. It reads only ``DIR/dataset`` and ``DIR/stats.json``, streams the rows shard by shard (memory flat in the
 dataset's size), commits each shard before its completion record (a re-run skips what is done), and writes a
-card (``README.md`` + ``export.json``) whose counts must add up to stats.json's, or the export fails."""
+card (``README.md`` + ``export.json``) whose counts must add up to stats.json's, or the export fails. A dataset
+whose pairs carry the region they were asked about (`generate.condition: region`) is exported with it (each
+layout's module says how) and its card says so."""
 
 from __future__ import annotations
 
@@ -18,6 +20,7 @@ from jade.formats.export_common import (
     dataset_fingerprint,
     plan,
     read_stats,
+    region_conditioned,
     run_shards,
     total,
 )
@@ -68,7 +71,10 @@ def check_counts(fmt: str, counts: dict, stats: dict) -> None:
         )
 
 
-def card(fmt: str, run_dir: Path, settings: dict, counts: dict, shards: int, seconds: float) -> str:
+def card(
+    fmt: str, run_dir: Path, settings: dict, counts: dict, shards: int, seconds: float, region: bool = False
+) -> str:
+    """The export's README; ``region``: the dataset's pairs were asked per region (`condition: region`)."""
     c = counts
     lines = [
         f"# `jade export --format {fmt}` of `{run_dir}`",
@@ -84,7 +90,7 @@ def card(fmt: str, run_dir: Path, settings: dict, counts: dict, shards: int, sec
     if fmt == "jade":
         lost = c["collisions"]
         lines += [
-            export_jade.CARD,
+            export_jade.card(region),
             f"Images whose id collides with an earlier image's (not written): {lost['images']}, with "
             f"{lost['qa']} pairs and {lost['regions']} regions"
             + (
@@ -96,11 +102,13 @@ def card(fmt: str, run_dir: Path, settings: dict, counts: dict, shards: int, sec
             + ".",
         ]
     elif fmt == "llava":
-        lines += [export_llava.CARD, f"Images without a conversation: {c['images_without_turns']}."]
+        lines += [export_llava.CARD, *([export_llava.REGION_CARD] if region else [])]
+        lines += [f"Images without a conversation: {c['images_without_turns']}."]
     else:
         last = f"{shards - 1:06d}"
         lines += [
             export_wds.CARD.format(size=settings["shard_size"], last=last),
+            *([export_wds.REGION_CARD] if region else []),
             f"Converted to JPEG: {c['converted_to_jpeg']}; {c['bytes']} bytes in all.",
         ]
     lines += ["", "Every count above, with what is accounted for apart, equals stats.json's (checked)."]
@@ -132,8 +140,17 @@ def export(run_dir: str | Path, fmt: str, out: str | Path, shard_size: int = SHA
     counts = summarize(fmt, records)
     check_counts(fmt, counts, stats)
     seconds = time.perf_counter() - t0
+    region = region_conditioned(files)
     atomic_write_json(
-        out / "export.json", {"format": fmt, "settings": settings, "shards": len(shards), **counts}
+        out / "export.json",
+        {
+            "format": fmt,
+            "settings": settings,
+            "shards": len(shards),
+            "condition": "region" if region else "type",
+            **counts,
+        },
     )
-    atomic_write_bytes(out / "README.md", card(fmt, run_dir, settings, counts, len(shards), seconds).encode())
+    text = card(fmt, run_dir, settings, counts, len(shards), seconds, region)
+    atomic_write_bytes(out / "README.md", text.encode())
     return counts

@@ -58,6 +58,16 @@ def data_files(run_dir: Path) -> list[Path]:
     return files
 
 
+def region_conditioned(files: list[Path]) -> bool:
+    """Whether the dataset's kept pairs carry the region they were asked about (`generate.condition: region`,
+    `formats.dataset.features(region=True)`), read from the Parquet schemas alone."""
+    for f in files:
+        qa = pq.read_schema(f).field("qa").type
+        if "region" in [qa.value_type.field(i).name for i in range(qa.value_type.num_fields)]:
+            return True
+    return False
+
+
 def read_stats(run_dir: Path) -> dict:
     path = run_dir / "stats.json"
     if not path.exists():

@@ -7,11 +7,14 @@ binary, ``object`` [int, int, int, int], ``region_description`` str, ``img_id`` 
 ``zlib.crc32(url.encode("utf-8")) & 0xffffffff``; boxes are x1 y1 x2 y2 scaled linearly to 0..224.
 
 What our dataset holds differently, and how it is written (also in the export's card):
-- questions are generated per answer type, not per region, so a QA object has no ``object`` and
-  ``region_description`` (writing some region there would claim a link the generator never made);
+- under `generate.condition: type` questions are generated per answer type, not per region, so a QA object has
+  no ``object`` and ``region_description`` (writing some region there would claim a link the generator never
+  made); under `condition: region` each pair carries the region it was asked about, written as ``object`` (its
+  box) and ``region_description`` (its caption), and the JADE type it was asked for, written as ``type``;
 - ``prob`` is the published ``qa.score``: the filter model's mean token probability of its answer;
-- ``type`` is taken from the question's leading word (`jade_type`); ``question_id`` is ``img_id * 1000 + i``
-  for the image's i-th kept pair (unique while ids are);
+- ``type``, for a pair without a published ``jade_type``, is taken from the question's leading word
+  (`jade_type`); ``question_id`` is ``img_id * 1000 + i`` for the image's i-th kept pair (unique while ids
+  are);
 - an image without a URL takes the crc32 of its key;
 - two images whose ids collide (crc32 has 2^32 values: about one pair in 900 among CC3M's 2.8M images, and
   any repeated URL) cannot both have ``QA/<img_id>.json``: the first keeps it, the later one is not written
@@ -80,6 +83,19 @@ def box224(bbox: list[float]) -> list[int]:
     return [min(max(round(v * BOX_SCALE), 0), BOX_SCALE) for v in bbox]
 
 
+def pair_type(qa: dict, key: str) -> str:
+    """The JADE type of a kept pair: the one it was asked for when the dataset publishes it (`condition:
+    region`), else from its leading word (`jade_type`)."""
+    asked = qa.get("jade_type")
+    if asked is None:
+        return jade_type(qa["question"], qa["type"])
+    if asked not in JADE_TYPES:
+        raise ExportError(
+            f"{key}: kept pair {qa['question']!r} has jade_type {asked!r}, not one of JADE's types"
+        )
+    return asked
+
+
 def qa_objects(row: dict, image: int) -> list[dict]:
     if len(row["qa"]) > MAX_PAIRS:
         raise ExportError(
@@ -89,16 +105,15 @@ def qa_objects(row: dict, image: int) -> list[dict]:
     for i, qa in enumerate(row["qa"]):
         if qa["score"] is None:
             raise ExportError(f"{row['key']}: kept pair {i} has no score (prob)")
-        out.append(
-            {
-                "question": qa["question"],
-                "answer": qa["answer"],
-                "prob": float(qa["score"]),
-                "type": jade_type(qa["question"], qa["type"]),
-                "img_id": str(image),
-                "question_id": image * MAX_PAIRS + i,
-            }
-        )
+        obj = {
+            "question": qa["question"],
+            "answer": qa["answer"],
+            "prob": float(qa["score"]),
+            "type": pair_type(qa, row["key"]),
+        }
+        if (region := qa.get("region")) is not None:  # asked about a region (condition: region)
+            obj |= {"object": box224(region["bbox"]), "region_description": region["caption"]}
+        out.append(obj | {"img_id": str(image), "question_id": image * MAX_PAIRS + i})
     return out
 
 
@@ -190,14 +205,28 @@ Written as the README of JADE's CC3M-QA-DC release (github.com/johncaged/OPT_Que
 and `DC/<img_id>.json`, one array per image; `img_id = zlib.crc32(url.encode("utf-8")) & 0xffffffff` (of the key
 when an image has no URL); boxes `[x1, y1, x2, y2]` as integers scaled linearly to 0..224.
 
-- QA objects carry `question`, `answer`, `prob`, `type`, `img_id`, `question_id`. **`object` and
-  `region_description` are left out**: this run's generator asked its questions per answer type
-  (`yes/no`, `number`, `other`), not about a region, so no question is tied to a box; writing one would
-  claim a link the generator never made.
+{pairs}
 - `prob` is the published `qa.score`: the filter model's mean token probability of its answer.
-- `type` comes from the question's leading word: what/which -> what, how -> how, where -> where,
+- `type`{type_source} comes from the question's leading word: what/which -> what, how -> how, where -> where,
   who/whom/whose -> who, why -> why, when -> when, an auxiliary verb (is, are, does, can, ...) -> binary;
   any other opening by our type (yes/no -> binary, number -> how, other -> what).
 - `question_id` = `img_id * 1000 + i` for the image's i-th kept pair.
 - Every image has both files (an empty array when it has no kept pair or region).
 """
+PAIRS_BY_TYPE = """\
+- QA objects carry `question`, `answer`, `prob`, `type`, `img_id`, `question_id`. **`object` and
+  `region_description` are left out**: this run's generator asked its questions per answer type
+  (`yes/no`, `number`, `other`), not about a region, so no question is tied to a box; writing one would
+  claim a link the generator never made."""
+PAIRS_BY_REGION = """\
+- QA objects carry `question`, `answer`, `prob`, `type`, `object`, `region_description`, `img_id`,
+  `question_id`. This run's generator asked its questions per region (`generate.condition: region`), each
+  about one kept dense caption: `object` is that region's box, `region_description` its caption, and `type`
+  the JADE type the question was asked for (the published `jade_type`)."""
+
+
+def card(region: bool) -> str:
+    """The card's section on this layout, for a dataset made under `condition: region` or `type`."""
+    if region:
+        return CARD.format(pairs=PAIRS_BY_REGION, type_source=", for a pair published without a `jade_type`,")
+    return CARD.format(pairs=PAIRS_BY_TYPE, type_source="")

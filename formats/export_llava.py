@@ -6,7 +6,10 @@ Each image is ``{"id": key, "image": path under images/, "conversations": [...]}
 (the question) and one gpt turn (the answer) each; then its dense captions as grounding turns, in
 LLaVA-1.5's region-caption form: "Please provide a short description for this region: [x0,y0,x1,y1]" and the
 caption, the box in Shikra's notation (corners as fractions of the image's width and height, three
-decimals). An image with neither a kept pair nor a region has no conversation (and is counted).
+decimals). A pair asked about a region (`generate.condition: region`) names its region in its human turn,
+in the same notation: "<question> (about the region [x0,y0,x1,y1])" (`REGION_QUESTION`); the region's caption is
+not in it (it would give the answer away), and is the gpt turn of that box's grounding turn when the region
+was kept. An image with neither a kept pair nor a region has no conversation (and is counted).
 
 Written per shard: ``conversations/<shard>.jsonl`` (one conversation a line, as LLaVA-NeXT also reads) and
 the shard's images; when every shard is done, ``llava.json`` (one JSON array, as LLaVA's `train.py` reads
@@ -30,6 +33,7 @@ from .export_common import ExportError, Shard, rows
 
 COLUMNS = ["key", "image", "qa", "regions"]
 REGION_PROMPT = "Please provide a short description for this region: {box}"
+REGION_QUESTION = "{question} (about the region {box})"  # a pair asked about a region (condition: region)
 IMAGE_TOKEN = "<image>"
 _EXT = {"JPEG": "jpg", "PNG": "png", "WEBP": "webp", "GIF": "gif", "BMP": "bmp", "TIFF": "tif"}
 _SAFE_PART = re.compile(r"^[A-Za-z0-9_-][A-Za-z0-9._-]*$")
@@ -54,10 +58,17 @@ def image_path(key: str, ext: str) -> str:
     return "/".join(parts) + f".{ext}"
 
 
+def human_turn(qa: dict) -> str:
+    """A kept pair's question as its human turn: a pair asked about a region names the region's box."""
+    if (region := qa.get("region")) is None:
+        return qa["question"]
+    return REGION_QUESTION.format(question=qa["question"], box=box_text(region["bbox"]))
+
+
 def conversation(row: dict, image: str) -> dict | None:
     turns = []
     for qa in row["qa"]:
-        turns += [{"from": "human", "value": qa["question"]}, {"from": "gpt", "value": qa["answer"]}]
+        turns += [{"from": "human", "value": human_turn(qa)}, {"from": "gpt", "value": qa["answer"]}]
     for r in row["regions"]:
         prompt = REGION_PROMPT.format(box=box_text(r["bbox"]))
         turns += [{"from": "human", "value": prompt}, {"from": "gpt", "value": r["caption"]}]
@@ -128,3 +139,9 @@ LLaVA's conversation layout (`llava.json`: one JSON array, as LLaVA's `train.py 
   `no_turns`).
 - Images are the published bytes, unchanged, named after the key (`cc3m/000010023` -> `cc3m/000010023.jpg`).
 """
+REGION_CARD = """\
+- This run asked its questions per region (`generate.condition: region`): a pair's human turn names the
+  region it was asked about, in the same notation, "<question> (about the region [x0,y0,x1,y1])". The
+  region's caption is left out of it (it names what many questions ask, so it would give the answer away);
+  it is the gpt turn of the grounding turn pair with the same box. The pair's JADE type is not written
+  (the `jade` and `wds` exports carry it)."""

@@ -2,7 +2,8 @@
 
 Shard ``shard-NNNNNN.tar`` holds ``--shard-size`` images (the last one fewer), in the published order. The
 ``.json`` is the image's row without the image: ``key``, ``url``, ``caption``, ``width``, ``height``, ``qa``
-(kept pairs), ``regions`` (dense captions, bbox as fractions x0 y0 x1 y1), ``provenance``. The ``.jpg`` is the
+(kept pairs; under `generate.condition: region` each also carries its ``jade_type`` and the ``region`` it was
+asked about, as published), ``regions`` (dense captions, bbox as fractions x0 y0 x1 y1), ``provenance``. The ``.jpg`` is the
 published bytes when they are a JPEG; any other format is converted to JPEG (quality 95) and counted.
 
 The member name's key is the dataset key with every character other than letters, digits, ``_``, ``-`` and
@@ -105,3 +106,7 @@ the published order; each image is `<key>.jpg` + `<key>.json`. Read them with
   (`converted_to_jpeg`).
 - The member key is the dataset key with anything but letters, digits, `_`, `-` and `/` written `%XX`.
 """
+REGION_CARD = """\
+- This run asked its questions per region (`generate.condition: region`): each pair in `qa` also carries
+  `jade_type` (the JADE type it was asked for) and `region` (`bbox` as fractions x0 y0 x1 y1, `caption`: the
+  kept dense caption it was asked about), as published."""

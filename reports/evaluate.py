@@ -10,6 +10,12 @@ questions per image, distinct-question ratio) but not as checked pairs. A dense 
 matches a true object at IoU >= 0.5 and its words name that object's true attributes. Every number is also
 given per question type. Writes eval.json (DESIGN.md section 10) and eval.md.
 
+A run made under `generate.condition: region` asks each question about one kept dense-caption region (the
+pair's `region`, with JADE's question type `jade_type`). Such a pair is also checked against its region's true
+object (the truth object whose box best overlaps the region's, at IoU >= 0.5): it is about its region when that
+object is among those the question names (`region_verdict`). Those numbers, and every number per JADE type,
+are added only when some pair carries a region: a type-conditioned run's report is what it always was.
+
 It also separates the two causes of a wrong pair, question and answer: `model_accuracy` asks each trained
 model (greedy, plain `generate`) true questions about the world's held-out VQA val images (`vqa_val`, never
 trained on), drawn from the world's own question templates, and reports accuracy per template.
@@ -49,11 +55,17 @@ __all__ = [
     "model_accuracy",
     "probe_items",
     "region_finds",
+    "region_object",
+    "region_verdict",
     "score",
 ]
 
 log = logging.getLogger("jade")
 NOT_ANSWERED = ("duplicate question",)  # rejections whose pair has no answer to check
+JADE_TYPES = ("what", "how", "where", "who", "why", "when", "binary")
+# a region pair's verdicts: about its region's true object; about other objects or none; its region matches no
+# true object; its question cannot be parsed
+REGION_VERDICTS = ("about", "elsewhere", "unmatched", "unparseable")
 
 
 def _truth_box(obj: dict, w: int, h: int) -> tuple[float, float, float, float]:
@@ -114,6 +126,34 @@ def found_objects(regions: list[dict], graph: dict | None) -> tuple[int, int]:
     return len(objs), sum(any(region_finds(r, o, graph) for r in regions) for o in objs)
 
 
+def region_object(bbox: list[float], graph: dict | None) -> str | None:
+    """The id of the region's true object: the truth object whose box overlaps ``bbox`` best, at IoU >= 0.5
+    (the first in the graph's order on a tie); None when no object overlaps it that much."""
+    if not graph:
+        return None
+    best, best_iou = None, 0.5
+    for oid, obj in graph["objects"].items():
+        v = iou(tuple(bbox), _truth_box(obj, graph["width"], graph["height"]))
+        if v > best_iou or (best is None and v >= best_iou):
+            best, best_iou = str(oid), v
+    return best
+
+
+def region_verdict(question: str, region: dict, graph: dict | None) -> str:
+    """Is a region-conditioned pair about its region? ``unmatched`` when the region matches no true object
+    (`region_object`), else ``unparseable`` when the parser cannot read the question, else ``about`` when the
+    region's object is among the objects the question names (its first noun phrase; a relation question's
+    subject: `language.question_referents`), else ``elsewhere``."""
+    from jade.sampleworld.language import question_referents
+
+    if (oid := region_object(region["bbox"], graph)) is None:
+        return "unmatched"
+    names = question_referents(question or "", graph)
+    if names is None:
+        return "unparseable"
+    return "about" if oid in names else "elsewhere"
+
+
 def check_rejection(check: str | None, graph: dict | None) -> str | None:
     """For a pair rejected by a presupposition check (`check`: `models.presupposition.record`): ``held`` when
     the presupposition is true in the image (the rejection was the filter's mistake: "Is there a red circle?"
@@ -139,13 +179,23 @@ def score(truth: dict, rows: list[dict], rejected: list[dict]) -> dict:
     questions: dict[str, set] = defaultdict(
         set
     )  # "image" | "run" [+ ".type"] -> distinct normalized questions
+    grounding: dict[str, Counter] = defaultdict(Counter)  # "kept" | "rejected" [+ "@jade type"] -> verdicts
+    jade_types: set[str] = set()  # JADE question types the pairs carry
     regions: Counter = Counter()
     objects: Counter = Counter()  # true objects ("true") and those a kept region is right about ("found")
     by_size: dict[int, Counter] = defaultdict(Counter)  # the same by objects in the scene (+ "images")
 
     def add(key: str, qa: dict, kept: bool, answered: bool) -> None:
         t, norm = qa["type"], normalize_answer(qa["question"] or "")
-        for suffix in ("", f".{t}"):
+        region, jt = qa.get("region"), qa.get("jade_type")
+        n["region_pairs"] += region is not None
+        if region is not None and answered:
+            verdict = region_verdict(qa["question"], region, truth.get(key))
+            for suffix in ("", *((f"@{jt}",) if jt else ())):
+                grounding[("kept" if kept else "rejected") + suffix][verdict] += 1
+        if jt:
+            jade_types.add(jt)
+        for suffix in ("", f".{t}", *((f"@{jt}",) if jt else ())):
             n[f"generated{suffix}"] += 1
             n[f"kept{suffix}"] += kept
             questions[f"image{suffix}"].add((key, norm))
@@ -200,8 +250,32 @@ def score(truth: dict, rows: list[dict], rejected: list[dict]) -> dict:
             "pairs_checked": {g: dict(checks[g + suffix]) for g in ("all", "kept", "rejected")},
         }
 
+    def grounded(group: str) -> dict:
+        c = grounding[group]
+        return {
+            f"region_pairs_{group.split('@')[0]}": sum(c.values()),
+            f"region_grounded_{group.split('@')[0]}": _ratio(c["about"], sum(c.values())),
+        }
+
+    # only when some pair carries a region (condition: region): region_pairs_kept / _rejected (region pairs
+    # checked; a duplicate question is not), region_grounded_kept / _rejected (the share of them about their
+    # region, `region_verdict`), region_pairs_checked (their verdicts), and every number per JADE type
+    by_region = {}
+    if n["region_pairs"]:
+        by_region = {
+            **grounded("kept"),
+            **grounded("rejected"),
+            "region_pairs_checked": {
+                g: {v: grounding[g][v] for v in REGION_VERDICTS} for g in ("kept", "rejected")
+            },
+            "by_jade_type": {
+                t: {**numbers(f"@{t}"), **grounded(f"kept@{t}"), **grounded(f"rejected@{t}")}
+                for t in (*JADE_TYPES, *sorted(jade_types - set(JADE_TYPES)))
+            },
+        }
     return {
         **numbers(""),
+        **by_region,
         "images": images,
         "region_precision": _precision(regions),
         "regions_per_image": _ratio(sum(regions.values()), images),
@@ -313,6 +387,14 @@ def accuracy_summary(verdicts: dict[str, list[bool]]) -> dict:
     }
 
 
+def _read_rejected(run: RunDir, rel: str) -> list[dict]:
+    """A rejected/ file's pairs; ``jade_type`` and ``region`` where the file has them (a run made before
+    they were recorded has not)."""
+    columns = ["key", "question", "type", "answer", "reason", "check"]
+    table = run.read_table(rel)
+    return table.select([c for c in (*columns, "jade_type", "region") if c in table.column_names]).to_pylist()
+
+
 def evaluate_run(run_dir: str | Path) -> dict:
     run = RunDir(run_dir)
     world = run.uri(WORLD_FOLDER)
@@ -326,13 +408,7 @@ def evaluate_run(run_dir: str | Path) -> dict:
         for f in run.glob(Publish.DATA.glob())
         for r in run.read_table(f, columns=["key", "qa", "regions", "provenance"]).to_pylist()
     ]
-    rejected = [
-        r
-        for f in run.glob(Filter.REJECTED.glob())
-        for r in run.read_table(
-            f, columns=["key", "question", "type", "answer", "reason", "check"]
-        ).to_pylist()
-    ]
+    rejected = [r for f in run.glob(Filter.REJECTED.glob()) for r in _read_rejected(run, f)]
     # the truth is keyed by the world's own (img2dataset) keys: the rows' source keys
     by_key = {
         r["key"]: truth[r["provenance"]["source_key"]] for r in rows if r["provenance"]["source_key"] in truth
@@ -408,6 +484,8 @@ def markdown(r: dict) -> str:
         "generated.",
         "",
     ]
+    if "by_jade_type" in r:
+        lines += _region_markdown(r, f)
     acc = r.get("model_accuracy")
     if acc:
         roles = list(acc)
@@ -433,6 +511,36 @@ def markdown(r: dict) -> str:
             "",
         ]
     return "\n".join(lines)
+
+
+def _region_markdown(r: dict, f) -> list[str]:
+    """eval.md's section on region-conditioned pairs (only for a run that has them)."""
+
+    def counts(group: str) -> str:
+        c = r["region_pairs_checked"][group]
+        return (
+            f"{c['about']} about their region, {c['elsewhere']} about other objects (or none), {c['unmatched']} whose "
+            f"region matches no true object, {c['unparseable']} unparseable"
+        )
+
+    cols = ["qa_kept", "qa_precision_kept", "qa_precision_kept_strict", "region_grounded_kept", "keep_rate"]
+    lines = [
+        "## Region-conditioned pairs (`generate.condition: region`)",
+        "",
+        f"- kept: {r['region_pairs_kept']} pairs with a region, {f(r['region_grounded_kept'])} about their "
+        f"region ({counts('kept')})",
+        f"- rejected (answered): {r['region_pairs_rejected']} pairs with a region, "
+        f"{f(r['region_grounded_rejected'])} about their region ({counts('rejected')})",
+        "",
+        "A pair is about its region when the region's true object (best box overlap, IoU >= 0.5) is among the "
+        "objects its question names (the first noun phrase; a relation question's subject).",
+        "",
+        "| JADE type | kept | precision kept | kept, strict | about its region (kept) | keep rate |",
+        "|---" * (len(cols) + 1) + "|",
+    ]
+    for t, b in r["by_jade_type"].items():
+        lines.append(f"| {t} | {b['qa_kept']} | " + " | ".join(f(b[c]) for c in cols[1:]) + " |")
+    return [*lines, ""]
 
 
 if __name__ == "__main__":

@@ -317,6 +317,19 @@ def answer_question(question: str, scene_graph: dict) -> str | None:
     return t.position if kind == "where" else {"color": t.color, "shape": t.shape, "size": t.size}[g[0]]
 
 
+def question_referents(question: str, scene_graph: dict) -> list[str] | None:
+    """The ids of the objects a question is about: those its first noun phrase names as the parser reads it
+    (``"What color is the circle?"``: every circle; a relation question's subject; ``"How many objects ..."``:
+    every object), in the graph's order, or None when the question cannot be parsed. An empty list: the
+    phrase names no object of the image."""
+    parsed = parse_question(question)
+    if parsed is None:
+        return None
+    kind, g = parsed
+    phrase = g[1:4] if kind == "query" else g[:3]
+    return [t.id for t in _select(things(scene_graph), *phrase)]
+
+
 # --- region phrases and caption checking ---
 
 _POS_PHRASE = {"top": "at the top", "bottom": "at the bottom", "left": "on the left", "right": "on the right"}

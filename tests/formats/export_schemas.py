@@ -4,7 +4,9 @@
   file an array of objects with question [str], answer [str], prob [float], type [str] in what | how | where |
   who | why | when | binary, object [list[int, int, int, int]] (x1, y1, x2, y2 scaled to 0..224),
   region_description [str], img_id [str], question_id [int]; each DC file an array of {object,
-  region_description}.
+  region_description}. `JADE_QA` (object and region_description optional) checks an export of a
+  type-conditioned dataset, whose pairs are not tied to a region; `JADE_QA_REGION`, with every field of the
+  README required, one of a region-conditioned dataset.
 - LLaVA: the conversation records of LLaVA's instruction data (`llava_instruct_150k.json`,
   `llava_v1_5_mix665k.json`): {"id", "image", "conversations": [{"from": "human" | "gpt", "value": str}, ...]},
   the image token `<image>` in the first human turn.
@@ -33,6 +35,23 @@ JADE_QA = {
         },
         "required": ["question", "answer", "prob", "type", "img_id", "question_id"],
         "additionalProperties": False,
+    },
+}
+
+JADE_QA_REGION = {
+    "type": "array",
+    "items": {
+        **JADE_QA["items"],
+        "required": [
+            "question",
+            "answer",
+            "prob",
+            "type",
+            "object",
+            "region_description",
+            "img_id",
+            "question_id",
+        ],
     },
 }
 

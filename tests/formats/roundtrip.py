@@ -1,5 +1,7 @@
 """The round trip of `jade export` on any run: every kept pair and kept region of the published dataset is in
-the export once, with equal text, and the export's counts equal stats.json's. Each layout is read back with its
+the export once, with equal text, and the export's counts equal stats.json's; a pair asked about a region
+(`generate.condition: region`) comes back with its region and JADE type (jade, wds: equal; llava: the region's
+box in its human turn). Each layout is read back with its
 ecosystem's reader (webdataset) or checked against a JSON schema of its published description
 (`export_schemas.py`). The export tests call these checks on their runs; on a real run:
 
@@ -27,7 +29,7 @@ from jade.app.export import export
 from jade.formats.export_jade import box224
 from jade.formats.export_llava import box_text
 from jade.formats.export_wds import member_key
-from tests.formats.export_schemas import JADE_DC, JADE_QA, LLAVA
+from tests.formats.export_schemas import JADE_DC, JADE_QA, JADE_QA_REGION, LLAVA
 
 
 def published(run: Path) -> list[dict]:
@@ -54,7 +56,16 @@ def check_jade(run: Path, out: Path) -> None:
         jsonschema.validate(dc, JADE_DC)
         assert [(q["question"], q["answer"]) for q in qa] == [(q["question"], q["answer"]) for q in row["qa"]]
         assert [q["prob"] for q in qa] == pytest.approx([q["score"] for q in row["qa"]])
-        assert all(q["img_id"] == str(image) and "object" not in q for q in qa)  # type-conditioned: no region
+        assert all(q["img_id"] == str(image) for q in qa)
+        for got, pair in zip(qa, row["qa"], strict=True):
+            if pair.get("region") is None:  # type-conditioned: not tied to a region
+                assert "object" not in got and "region_description" not in got
+            else:
+                jsonschema.validate([got], JADE_QA_REGION)
+                assert got["object"] == box224(pair["region"]["bbox"])
+                assert got["region_description"] == pair["region"]["caption"]
+            if pair.get("jade_type") is not None:
+                assert got["type"] == pair["jade_type"]
         assert [d["region_description"] for d in dc] == [r["caption"] for r in row["regions"]]
         assert [d["object"] for d in dc] == [box224(r["bbox"]) for r in row["regions"]]
         seen_q.update(q["question_id"] for q in qa)
@@ -77,7 +88,7 @@ def check_llava(run: Path, out: Path) -> None:
     by_id = {c["id"]: c for c in data}
     assert len(by_id) == len(data)
     for row in rows:
-        want = [(q["question"], q["answer"]) for q in row["qa"]] + [
+        want = [(_human(q), q["answer"]) for q in row["qa"]] + [
             (f"Please provide a short description for this region: {box_text(r['bbox'])}", r["caption"])
             for r in row["regions"]
         ]
@@ -94,6 +105,13 @@ def check_llava(run: Path, out: Path) -> None:
         assert got == want
         with Image.open(out / "images" / by_id[row["key"]]["image"]) as img:
             img.load()
+
+
+def _human(pair: dict) -> str:
+    """A kept pair's human turn: a pair asked about a region names its box."""
+    if pair.get("region") is None:
+        return pair["question"]
+    return f"{pair['question']} (about the region {box_text(pair['region']['bbox'])})"
 
 
 def check_wds(run: Path, out: Path, size: int) -> None:
@@ -117,6 +135,10 @@ def check_wds(run: Path, out: Path, size: int) -> None:
         assert key == member_key(row["key"]) and isinstance(img, Image.Image)
         assert [(q["question"], q["answer"]) for q in meta["qa"]] == [
             (q["question"], q["answer"]) for q in row["qa"]
+        ]
+        # the pairs' region and JADE type as published (absent from both under condition: type)
+        assert [(q.get("jade_type"), q.get("region")) for q in meta["qa"]] == [
+            (q.get("jade_type"), q.get("region")) for q in row["qa"]
         ]
         assert [r["caption"] for r in meta["regions"]] == [r["caption"] for r in row["regions"]]
         assert [r["bbox"] for r in meta["regions"]] == [r["bbox"] for r in row["regions"]]

@@ -31,6 +31,14 @@ def _image(fmt: str, color=(200, 30, 30)) -> bytes:
     return buf.getvalue()
 
 
+def _pair(i: int, q: str, a: str, t: str, *asked) -> dict:
+    """A kept pair; ``asked``: (jade_type, (bbox, caption)) of a region-conditioned one."""
+    pair = {"question": q, "answer": a, "type": t, "filter_answer": a, "score": 0.5 + i / 10}
+    if asked:
+        pair |= {"jade_type": asked[0], "region": {"bbox": asked[1][0], "caption": asked[1][1]}}
+    return pair
+
+
 def _row(key: str, url: str | None, qa: list, regions: list, fmt: str = "JPEG") -> dict:
     return {
         "key": key,
@@ -39,10 +47,7 @@ def _row(key: str, url: str | None, qa: list, regions: list, fmt: str = "JPEG") 
         "caption": f"alt text of {key}",
         "width": 40,
         "height": 30,
-        "qa": [
-            {"question": q, "answer": a, "type": t, "filter_answer": a, "score": 0.5 + i / 10}
-            for i, (q, a, t) in enumerate(qa)
-        ],
+        "qa": [_pair(i, *p) for i, p in enumerate(qa)],
         "regions": [{"bbox": b, "caption": c, "score": 0.75} for b, c in regions],
         "provenance": {
             k: "x"
@@ -52,9 +57,10 @@ def _row(key: str, url: str | None, qa: list, regions: list, fmt: str = "JPEG") 
     }
 
 
-def write_published(run: Path, files: list[list[dict]]) -> Path:
-    """A hand-written published dataset: data files of rows, and the stats.json that counts them."""
-    schema = features(True).arrow_schema
+def write_published(run: Path, files: list[list[dict]], region: bool = False) -> Path:
+    """A hand-written published dataset: data files of rows, and the stats.json that counts them;
+    ``region``: made under `generate.condition: region` (its pairs carry jade_type and region)."""
+    schema = features(True, region=region).arrow_schema
     for i, rows in enumerate(files):
         path = run / "dataset" / "data" / f"train-s{i}-00000-of-00001.parquet"
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -129,6 +135,35 @@ def test_plan_cuts_files_into_shards(tmp_path):
     ]
     keys = [r["key"] for s in shards for r in export_common.rows(s, ["key"])]
     assert keys == [r["key"] for rows in HAND for r in rows]
+
+
+CIRCLE = ([0.1, 0.2, 0.5, 0.6], "a red circle")
+SQUARE = ([0.625, 0.5, 1.0, 0.875], "a blue square on the right")
+# a dataset made under `generate.condition: region`: every kept pair was asked about one kept region
+REGION_HAND = [
+    [
+        _row(
+            "cc3m/000000011",
+            "http://example.com/r1.jpg",
+            [
+                ("What color is the circle?", "red", "other", "what", CIRCLE),
+                ("Is there a red circle?", "yes", "yes/no", "binary", CIRCLE),
+                ("Where is the blue square?", "right", "other", "where", SQUARE),
+            ],
+            [CIRCLE, SQUARE],
+        ),
+        _row("cc3m/000000012", None, [], [SQUARE], fmt="PNG"),  # a region asked nothing that was kept
+    ],
+    [
+        _row(
+            "cc3m/000000013",
+            "http://example.com/r3.jpg",
+            [("How many squares are there?", "1", "number", "how", SQUARE)],
+            [SQUARE],
+        ),
+        _row("cc3m/000000014", "http://example.com/r4.jpg", [], []),  # nothing kept
+    ],
+]
 
 
 # ------------------------------------------------------------------------------------------------- jade
@@ -266,3 +301,80 @@ def test_roundtrip_command_on_a_run(fake_run, tmp_path, capsys):
     pairs[0]["answer"] += " (changed)"
     qa.write_text(json.dumps(pairs))  # the re-run resumes (the shard has its record), the check reads it
     assert roundtrip.main([str(fake_run), "--out", str(out), "--shard-size", "5"]) == 1
+
+
+# -------------------------------------------------------------------------------- region-conditioned data
+@pytest.mark.parametrize("fmt", ["jade", "llava", "wds"])
+def test_region_dataset_round_trips(tmp_path, fmt):
+    """Every kept pair of a region-conditioned dataset comes back once, with equal text and its region and
+    JADE type (jade: object, region_description, type; llava: the region's box in the human turn; wds: as
+    published), the counts equal stats.json's, and the card says the questions were asked per region."""
+    run = write_published(tmp_path / "run", REGION_HAND, region=True)
+    out = tmp_path / fmt
+    export(run, fmt, out, shard_size=3)
+    check = {"jade": check_jade, "llava": check_llava, "wds": lambda r, o: check_wds(r, o, 3)}[fmt]
+    check(run, out)
+    assert json.loads((out / "export.json").read_text())["condition"] == "region"
+    readme = (out / "README.md").read_text()
+    assert "generate.condition: region" in readme and "left out**" not in readme
+
+
+def test_region_pairs_in_each_layout(tmp_path):
+    """The region fields as each layout writes them, spelled out for one pair."""
+    run = write_published(tmp_path / "run", REGION_HAND, region=True)
+    export(run, "jade", tmp_path / "jade")
+    image = zlib.crc32(b"http://example.com/r1.jpg") & 0xFFFFFFFF
+    first = json.loads((tmp_path / "jade" / "QA" / f"{image}.json").read_text())[2]
+    assert list(first) == [
+        "question",
+        "answer",
+        "prob",
+        "type",
+        "object",
+        "region_description",
+        "img_id",
+        "question_id",
+    ]
+    assert (first["type"], first["object"]) == ("where", [140, 112, 224, 196])
+    assert first["region_description"] == "a blue square on the right"
+    export(run, "llava", tmp_path / "llava")
+    conv = json.loads((tmp_path / "llava" / "llava.json").read_text())[0]["conversations"]
+    assert (
+        conv[0]["value"] == "<image>\nWhat color is the circle? (about the region [0.100,0.200,0.500,0.600])"
+    )
+    assert conv[6:8] == [
+        {
+            "from": "human",
+            "value": "Please provide a short description for this region: [0.100,0.200,0.500,0.600]",
+        },
+        {"from": "gpt", "value": "a red circle"},
+    ]
+    export(run, "wds", tmp_path / "wds")
+    import webdataset as wds
+
+    meta = next(iter(wds.WebDataset(str(tmp_path / "wds" / "shard-000000.tar"), shardshuffle=False).decode()))
+    assert meta["json"]["qa"][0]["jade_type"] == "what"
+    assert meta["json"]["qa"][0]["region"]["caption"] == "a red circle"
+    assert meta["json"]["qa"][0]["region"]["bbox"] == pytest.approx(CIRCLE[0])
+
+
+def test_region_dataset_bad_jade_type_is_refused(tmp_path):
+    rows = [
+        _row("k/1", "http://example.com/x.jpg", [("Is it red?", "yes", "yes/no", "maybe", CIRCLE)], [CIRCLE])
+    ]
+    run = write_published(tmp_path / "run", [rows], region=True)
+    with pytest.raises(ExportError, match="jade_type 'maybe', not one of JADE's types"):
+        export(run, "jade", tmp_path / "out")
+
+
+def test_type_dataset_card_is_unchanged(tmp_path):
+    """A type-conditioned dataset's export: no region fields anywhere, and the card says why."""
+    run = write_published(tmp_path / "run", HAND)
+    for fmt in ("jade", "llava", "wds"):
+        export(run, fmt, tmp_path / fmt, shard_size=3)
+        assert json.loads((tmp_path / fmt / "export.json").read_text())["condition"] == "type"
+        assert "condition: region" not in (tmp_path / fmt / "README.md").read_text()
+    assert (
+        "**`object` and\n  `region_description` are left out**"
+        in (tmp_path / "jade" / "README.md").read_text()
+    )

@@ -199,6 +199,8 @@ def test_eval_of_a_run_writes_the_contract(fake_run, tmp_path):
     report = evaluate_run(run)
     saved = json.loads((run / "eval.json").read_text())
     assert all(k in saved for k in CONTRACT) and saved == json.loads(json.dumps(report))
+    # a type-conditioned run: none of the region-conditioned keys (tests/reports/test_eval_regions.py)
+    assert not {"region_pairs_kept", "region_grounded_kept", "by_jade_type"} & set(saved)
     assert set(saved["by_type"]) == {"yes/no", "number", "other"}
     stats = json.loads((run / "stats.json").read_text())
     assert saved["keep_rate"] == pytest.approx(
