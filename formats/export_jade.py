@@ -36,46 +36,18 @@ import zlib
 from pathlib import Path
 
 from jade.atomic import atomic_write_bytes, atomic_write_json
+from jade.models.tasks import JADE_TYPES, jade_type
 
 from .export_common import ExportError, Shard, rows
 
 COLUMNS = ["key", "url", "qa", "regions"]
-JADE_TYPES = ("what", "how", "where", "who", "why", "when", "binary")
 BOX_SCALE = 224
 MAX_PAIRS = 1000  # question_id = img_id * MAX_PAIRS + i
-_WH = {
-    "what": "what",
-    "which": "what",
-    "how": "how",
-    "where": "where",
-    "who": "who",
-    "whom": "who",
-    "whose": "who",
-    "why": "why",
-    "when": "when",
-}
-_AUX = frozenset(
-    "is are was were am be do does did can could will would shall should may might must has have had".split()
-)
-_BY_OUR_TYPE = {"yes/no": "binary", "number": "how", "other": "what"}
 
 
 def img_id(url: str | None, key: str) -> int:
     """JADE's image id: ``zlib.crc32(url.encode("utf-8")) & 0xffffffff`` (the key's when there is no URL)."""
     return zlib.crc32((url or key).encode("utf-8")) & 0xFFFFFFFF
-
-
-def jade_type(question: str, our_type: str) -> str:
-    """JADE's question type from the leading word: a wh-word names its type (``which`` is ``what``, ``whom``
-    and ``whose`` are ``who``); an auxiliary verb (is, are, does, can, ...) opens a ``binary`` question; any
-    other opening falls back on our type (yes/no -> binary, number -> how, other -> what)."""
-    m = re.match(r"\s*([A-Za-z]+)", question or "")
-    word = m.group(1).lower() if m else ""
-    if word in _WH:
-        return _WH[word]
-    if word in _AUX:
-        return "binary"
-    return _BY_OUR_TYPE.get(our_type, "what")
 
 
 def box224(bbox: list[float]) -> list[int]:

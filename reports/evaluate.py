@@ -32,7 +32,7 @@ from pathlib import Path
 from jade import remote
 from jade.models import presupposition
 from jade.models.attention import rule_of
-from jade.models.tasks import QUESTION_TYPES, iou
+from jade.models.tasks import JADE_TYPES, QUESTION_TYPES, iou
 from jade.models.vqa_normalize import normalize_answer
 from jade.pipeline.rundir import RunDir
 from jade.sampleworld import WORLD_FOLDER
@@ -62,7 +62,6 @@ __all__ = [
 
 log = logging.getLogger("jade")
 NOT_ANSWERED = ("duplicate question",)  # rejections whose pair has no answer to check
-JADE_TYPES = ("what", "how", "where", "who", "why", "when", "binary")
 # a region pair's verdicts: about its region's true object; about other objects or none; its region matches no
 # true object; its question cannot be parsed
 REGION_VERDICTS = ("about", "elsewhere", "unmatched", "unparseable")
