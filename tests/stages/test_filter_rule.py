@@ -85,6 +85,8 @@ def test_apply_rule_splits_and_counts_by_type_and_reason():
         "type": "other",
         "filter_answer": "red",
         "score": 0.8,
+        "jade_type": None,  # set under generate.condition: region (tests/stages/test_region_condition.py)
+        "region": None,
     }
     assert all(isinstance(r, Rejection) and r.shard == "00007" for r in rejected)
     assert [(r.key, r.reason, r.answer, r.filter_answer) for r in rejected] == [
