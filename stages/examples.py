@@ -267,18 +267,23 @@ def _first_object(annotations: dict) -> str | None:
     return str(refs[first])
 
 
-def _gqa_region(src, path: str, ex: ExampleWriter, failures: list) -> None:
-    """GQA questions whose annotations name an object: that object's box and attributes condition the question."""
-    objects = _scene_objects(src.scene_graphs)
-    reader, files, seen = gqa.GQAQuestionReader(path), _Files(), {}
+def _gqa_with_images(src, reader: gqa.GQAQuestionReader, failures: list):
+    """(question, image path) of the questions whose image file exists; a missing image is recorded once."""
+    files, seen = _Files(), {}
     for q in reader:
         p = gqa.image_path(src.images, q["image_id"])
         if q["image_id"] not in seen:
             seen[q["image_id"]] = files.exists(p)
             if not seen[q["image_id"]]:
                 failures.append(Failure("gqa", "", q["image_id"], p, NAME, MISSING))
-        if not seen[q["image_id"]]:
-            continue
+        if seen[q["image_id"]]:
+            yield q, p
+
+
+def _gqa_region(src, path: str, ex: ExampleWriter, failures: list) -> None:
+    """GQA questions whose annotations name an object: that object's box and attributes condition the question."""
+    objects = _scene_objects(src.scene_graphs)
+    for q, p in _gqa_with_images(src, gqa.GQAQuestionReader(path), failures):
         oid = _first_object(q["annotations"])
         obj = objects.get(q["image_id"], {}).get(oid) if oid else None
         if obj is None:
@@ -288,15 +293,9 @@ def _gqa_region(src, path: str, ex: ExampleWriter, failures: list) -> None:
 
 
 def _gqa(src, path: str, ex: ExampleWriter, failures: list) -> None:
-    reader, files, seen = gqa.GQAQuestionReader(path), _Files(), {}
-    for q in reader:
-        p = gqa.image_path(src.images, q["image_id"])
-        if q["image_id"] not in seen:
-            seen[q["image_id"]] = files.exists(p)
-            if not seen[q["image_id"]]:
-                failures.append(Failure("gqa", "", q["image_id"], p, NAME, MISSING))
-        if seen[q["image_id"]]:
-            ex.add_qa("gqa", p, q["question"], q["answer"])
+    reader = gqa.GQAQuestionReader(path)
+    for q, p in _gqa_with_images(src, reader, failures):
+        ex.add_qa("gqa", p, q["question"], q["answer"])
     for reason, n in reader.stats.as_dict().items():
         ex.skipped[f"gqa: {reason}"] += n
 
