@@ -80,10 +80,11 @@ COMMON = {
 }
 BUDGETS = {  # the same for every setting and seed
     "full": {
-        "steps": 3000,
-        "vqa_steps": 300,
+        "steps": 2500,
+        "vqa_steps": 1000,
         "vqa_eval_questions": 3000,
         "downstream": {
+            "retrieval_steps": 300,
             "caption_steps": 300,
             "region_steps": 300,
             "caption_images": 1000,
@@ -94,7 +95,7 @@ BUDGETS = {  # the same for every setting and seed
         "steps": 150,
         "vqa_steps": 40,
         "vqa_eval_questions": 300,
-        "downstream": {"caption_steps": 40, "region_steps": 40, "caption_images": 100, "region_refs": 200},
+        "downstream": {"retrieval_steps": 40, "caption_steps": 40, "region_steps": 40, "caption_images": 100, "region_refs": 200},
     },
 }
 QUICK_BENCH = {

@@ -43,6 +43,9 @@ class Downstream:
     checkpoint (steps, batch, learning rate, seed), then the test split. VQA keeps its own `vqa_*` settings."""
 
     caption_steps: int = 300  # captioning fine-tune on the captioning train split (image -> a reference)
+    # ITC fine-tune on the captioning train split before retrieval (ALBEF/BLIP/JADE's COCO protocol);
+    # 0: zero-shot retrieval only
+    retrieval_steps: int = 0
     region_steps: int = 300  # referring-expression fine-tune (expression -> box) on the region train split
     batch_size: int = 32
     lr: float = 1e-3

@@ -109,6 +109,7 @@ def test_benchmark_evaluation_with_a_real_tiny_model(bench):
             "embed_dim": 16,
             "benchmarks": str(bench),
             "downstream": {
+                "retrieval_steps": 2,
                 "caption_steps": 2,
                 "region_steps": 2,
                 "batch_size": 4,
@@ -127,8 +128,58 @@ def test_benchmark_evaluation_with_a_real_tiny_model(bench):
     before = {k: v.clone() for k, v in model.state_dict().items()}
     report = on_benchmarks(model, processor, cfg)
     assert report["retrieval_images"] == 8 and report["retrieval_texts"] == 40
+    # retrieval after the ITC fine-tune, the checkpoint's zero-shot numbers beside it
+    assert report["retrieval_zs_images"] == 8 and 0.0 <= report["retrieval_zs_i2t_r1"] <= 1.0
+    assert len(report["retrieval_i2t_hits"]) == 8 and len(report["retrieval_zs_t2i_hits"]) == 40
     for k in ("retrieval_i2t_r1", "retrieval_t2i_r10", "cider", "region_accuracy"):
         assert 0.0 <= report[k] <= (10.0 if k == "cider" else 1.0), k
     assert report["cider_images"] == 3 and report["region_refs"] == 3
     # the fine-tunes train copies: the checkpoint itself is untouched
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+
+
+def test_itc_finetune_learns_the_train_pairs_and_leaves_the_model(bench):
+    """A few ITC steps on the captioning train split lower the contrastive loss on those pairs; the
+    checkpoint itself is untouched."""
+    cfg = PretrainConfig.from_dict(
+        {
+            "arch": {
+                "image_size": 32,
+                "patch_size": 16,
+                "vision_hidden": 32,
+                "vision_layers": 1,
+                "text_hidden": 64,
+                "text_layers": 1,
+                "head_dim": 16,
+                "vocab_size": 300,
+            },
+            "embed_dim": 16,
+        }
+    )
+    train = load_captions(bench, "captrain", 32)
+    texts = [r for refs in train.refs for r in refs]
+    processor = factory.build_processor(texts, cfg.arch)
+    torch.manual_seed(0)
+    model = build_model(cfg, processor).eval()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+
+    def itc_loss(m):
+        with torch.no_grad():
+            px = processor.image_processor(train.images, return_tensors="pt")["pixel_values"]
+            img = m.image_embed(px)
+            txt = m.text_embed(
+                **downstream.text_batch(processor.tokenizer, [r[0] for r in train.refs], "cpu")
+            )
+            logits = m.logit_scale.exp() * img @ txt.T
+            target = torch.arange(len(train))
+            return float(
+                (
+                    torch.nn.functional.cross_entropy(logits, target)
+                    + torch.nn.functional.cross_entropy(logits.T, target)
+                )
+                / 2
+            )
+
+    tuned = downstream.finetune_itc(model, processor, train, 30, len(train), 3e-3, 0, "cpu")
+    assert itc_loss(tuned) < itc_loss(model) - 0.1
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
