@@ -16,7 +16,8 @@ Differences, paired over seeds: b-a, b-c, dynamic-uniform (b - b_uniform), itc_r
 Benchmarks: written by the sample world into DIR/bench (`sampleworld.benchmarks`: own random streams, checked
 byte for byte against every image of DIR/world); VQA v2 val comes from the run's own world (DIR/run.json).
 Every run lands in DIR/paper_table/<setting>/seed<k>/ (metrics.json, checkpoint; its log beside it); a rerun skips the
-runs whose metrics.json has the same settings and resumes a run from its checkpoint. Runs go in parallel,
+runs whose metrics.json has the same settings, resumes a run from its checkpoint, and only re-evaluates a finished
+checkpoint when nothing but the evaluation's settings changed (`PretrainConfig.EVAL_FIELDS`). Runs go in parallel,
 one per CPU core (one on a GPU, which each run then uses). The table: DIR/paper_table.md and .json.
 """
 
@@ -139,9 +140,17 @@ def one_run(run_dir: str, out: str, cfg_dict: dict, use_gpu: bool) -> dict:
     logging.getLogger("jade").handlers[:] = [handler]
     logging.getLogger("jade").setLevel(logging.INFO)
     cfg = PretrainConfig.from_dict(cfg_dict)
-    fresh = not _same(out_p / "checkpoint", cfg, "state.json")
+    try:
+        state = json.loads((out_p / "checkpoint" / "state.json").read_text())
+        trained = PretrainConfig.from_dict(state["config"]).training_dict() == cfg.training_dict()
+    except (OSError, KeyError, ValueError):
+        state, trained = {}, False
+    # same training settings: resume, or only re-evaluate a finished checkpoint (a new evaluation budget)
+    eval_only = trained and int(state.get("step", 0)) >= cfg.steps
     t0 = time.time()
-    m = run_pretrain(run_dir, cfg, LocalExecutor(), out=out_p, fresh=fresh, use_gpu=use_gpu)
+    m = run_pretrain(
+        run_dir, cfg, LocalExecutor(), out=out_p, fresh=not trained, eval_only=eval_only, use_gpu=use_gpu
+    )
     return {"minutes": (time.time() - t0) / 60, **m}
 
 

@@ -130,7 +130,8 @@ def _run_pretrain(
         raise RuntimeError(f"{out}: no pretraining checkpoint to evaluate")
     train_seconds = time.time() - t0
     model, processor, state = load_checkpoint(out)
-    cfg = PretrainConfig.from_dict(state["config"])
+    # the model's settings from the checkpoint; the evaluation's from this call (`--eval-only` with a new budget)
+    cfg = PretrainConfig.from_dict(state["config"]).with_evaluation(cfg)
     heldout = None
     if not cfg.benchmarks:  # the held-out images' alt-text are the references
         _, heldout = load_split(
@@ -155,7 +156,7 @@ def _run_pretrain(
         "task_shares_step": steps,
         "task_losses": {t: [h["losses"].get(t) for h in history] for t in state["tasks"]},
         **{k: v for k, v in report.items() if k not in ("vqa_accuracy", "cider", "region_accuracy")},
-        "config": state["config"],
+        "config": cfg.to_dict(),
     }
     atomic_write_json(out / "metrics.json", metrics, indent=1)
     plot_shares(shares, steps, out / "task_shares.png")

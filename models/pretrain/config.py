@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 
 from jade.models.attention import RULES
 from jade.models.pretrain.sampler import STRATEGIES
@@ -171,3 +171,16 @@ class PretrainConfig:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+    def training_dict(self) -> dict:
+        """The settings that make the checkpoint: everything but the evaluation's (`EVAL_FIELDS`)."""
+        return {k: v for k, v in self.to_dict().items() if k not in EVAL_FIELDS}
+
+    def with_evaluation(self, other: PretrainConfig) -> PretrainConfig:
+        """These training settings with ``other``'s evaluation settings: a checkpoint re-evaluated under a
+        new evaluation budget keeps what it was trained with."""
+        return replace(self, **{f: getattr(other, f) for f in EVAL_FIELDS})
+
+
+# the settings that only the evaluation reads: changing them re-evaluates a checkpoint, never retrains it
+EVAL_FIELDS = ("vqa_steps", "vqa_batch_size", "vqa_lr", "vqa_eval_questions", "benchmarks", "downstream")

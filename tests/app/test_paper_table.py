@@ -100,8 +100,8 @@ def test_overlap_checks_tars_and_files(tmp_path):
 
 
 @pytest.mark.slow
-def test_quick_table_end_to_end(tmp_path):
-    from jade.app.paper_table import main
+def test_quick_table_end_to_end(tmp_path, monkeypatch):
+    from jade.app.paper_table import BUDGETS, main
     from tests.app.paper_fixture import make_paper_run
 
     run = make_paper_run(tmp_path / "run")
@@ -113,3 +113,11 @@ def test_quick_table_end_to_end(tmp_path):
     before = (run / "paper_table-quick" / "a" / "seed0" / "metrics.json").stat().st_mtime
     assert main([str(run), "--quick", "--seeds", "0,1", "--settings", "a,b"]) == 0
     assert (run / "paper_table-quick" / "a" / "seed0" / "metrics.json").stat().st_mtime == before
+    # a new evaluation budget re-evaluates the finished checkpoints; it never pretrains them again
+    weights = run / "paper_table-quick" / "a" / "seed0" / "checkpoint" / "model.safetensors"
+    trained_at = weights.stat().st_mtime
+    monkeypatch.setitem(BUDGETS["quick"], "vqa_steps", BUDGETS["quick"]["vqa_steps"] + 1)
+    assert main([str(run), "--quick", "--seeds", "0", "--settings", "a"]) == 0
+    m = json.loads((run / "paper_table-quick" / "a" / "seed0" / "metrics.json").read_text())
+    assert m["config"]["vqa_steps"] == BUDGETS["quick"]["vqa_steps"] and m["pretrain_seconds"] is None
+    assert weights.stat().st_mtime == trained_at

@@ -183,3 +183,17 @@ def test_itc_finetune_learns_the_train_pairs_and_leaves_the_model(bench):
     tuned = downstream.finetune_itc(model, processor, train, 30, len(train), 3e-3, 0, "cpu")
     assert itc_loss(tuned) < itc_loss(model) - 0.1
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+
+
+def test_evaluation_settings_are_not_the_checkpoints():
+    """Changing only what the evaluation reads leaves the training settings equal (the paper table then
+    re-evaluates a finished checkpoint instead of pretraining it again); anything else changes them."""
+    from jade.models.pretrain.config import EVAL_FIELDS
+
+    base = PretrainConfig.from_dict({"steps": 100, "vqa_steps": 10})
+    new_eval = PretrainConfig.from_dict({"steps": 100, "vqa_steps": 20, "downstream": {"retrieval_steps": 5}})
+    assert base.training_dict() == new_eval.training_dict()
+    assert PretrainConfig.from_dict({"steps": 101}).training_dict() != base.training_dict()
+    both = base.with_evaluation(new_eval)
+    assert both.steps == 100 and both.vqa_steps == 20 and both.downstream.retrieval_steps == 5
+    assert not set(EVAL_FIELDS) & set(base.training_dict())
