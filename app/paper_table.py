@@ -96,7 +96,13 @@ BUDGETS = {  # the same for every setting and seed
         "steps": 150,
         "vqa_steps": 40,
         "vqa_eval_questions": 300,
-        "downstream": {"retrieval_steps": 40, "caption_steps": 40, "region_steps": 40, "caption_images": 100, "region_refs": 200},
+        "downstream": {
+            "retrieval_steps": 40,
+            "caption_steps": 40,
+            "region_steps": 40,
+            "caption_images": 100,
+            "region_refs": 200,
+        },
     },
 }
 QUICK_BENCH = {
@@ -154,6 +160,19 @@ def one_run(run_dir: str, out: str, cfg_dict: dict, use_gpu: bool) -> dict:
     return {"minutes": (time.time() - t0) / 60, **m}
 
 
+def die_with_parent(parent: int) -> None:
+    """Pool initializer: a run's process ends when the table's process does (killed or stopped), so that no run
+    goes on training and writing its folder on its own (Linux: PR_SET_PDEATHSIG; elsewhere nothing)."""
+    if not sys.platform.startswith("linux"):
+        return
+    import ctypes
+    import signal
+
+    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # 1 = PR_SET_PDEATHSIG
+    if os.getppid() != parent:  # the parent was gone before the line above
+        os._exit(1)
+
+
 def _line(done: int, total: int, name: str, seed: int, m: dict, eta_min: float) -> str:
     keys = ("vqa_accuracy", "retrieval_i2t_r1", "retrieval_t2i_r1", "cider", "region_accuracy")
     vals = " ".join(
@@ -180,7 +199,9 @@ def run_all(
         log.info("paper table: %d of %d runs already done with these settings", len(results), len(runs))
     t0, done, total = time.time(), len(results), len(runs)
     ctx = get_context("spawn")  # fresh interpreters: no torch or Ray state shared with this one
-    with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
+    with ProcessPoolExecutor(
+        max_workers=workers, mp_context=ctx, initializer=die_with_parent, initargs=(os.getpid(),)
+    ) as pool:
         futures = {
             pool.submit(one_run, str(run_dir), str(o), c.to_dict(), use_gpu): (n, s) for n, s, c, o in todo
         }

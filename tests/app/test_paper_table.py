@@ -3,6 +3,12 @@ check, and the whole table on a tiny run (slow)."""
 
 import json
 import math
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -121,3 +127,37 @@ def test_quick_table_end_to_end(tmp_path, monkeypatch):
     m = json.loads((run / "paper_table-quick" / "a" / "seed0" / "metrics.json").read_text())
     assert m["config"]["vqa_steps"] == BUDGETS["quick"]["vqa_steps"] and m["pretrain_seconds"] is None
     assert weights.stat().st_mtime == trained_at
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux's")
+def test_runs_end_when_the_table_is_killed(tmp_path):
+    """A table killed mid-run leaves no run process training on its own (they die with it)."""
+    script = tmp_path / "table.py"
+    script.write_text(
+        "import os, time\n"
+        "from concurrent.futures import ProcessPoolExecutor\n"
+        "from multiprocessing import get_context\n"
+        "from jade.app.paper_table import die_with_parent\n"
+        "if __name__ == '__main__':\n"
+        "    pool = ProcessPoolExecutor(1, mp_context=get_context('spawn'), initializer=die_with_parent,\n"
+        "                               initargs=(os.getpid(),))\n"
+        "    print(pool.submit(os.getpid).result(), flush=True)\n"
+        "    pool.submit(time.sleep, 600)\n"
+        "    time.sleep(600)\n"
+    )
+    root = str(Path(__file__).resolve().parents[2])  # this checkout's jade, whatever the venv points at
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([root, os.environ.get("PYTHONPATH", "")])}
+    table = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True, env=env)
+    child = int(table.stdout.readline())
+    os.kill(table.pid, signal.SIGKILL)
+    table.wait()
+    for _ in range(100):
+        try:
+            os.kill(child, 0)
+        except ProcessLookupError:
+            return
+        if Path(f"/proc/{child}/stat").read_text().split(")")[-1].split()[0] == "Z":
+            return  # exited, not yet reaped
+        time.sleep(0.1)
+    os.kill(child, signal.SIGKILL)
+    raise AssertionError("the run's process outlived the table")
