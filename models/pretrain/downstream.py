@@ -30,6 +30,7 @@ from jade.models.greedy import greedy
 from jade.models.pretrain.benchmarks import CaptionSet, RefSet
 from jade.models.pretrain.cider import cider_d
 from jade.models.pretrain.model import text_batch
+from jade.models.pretrain.task_itc import contrastive_loss
 from jade.models.pretrain.task_caption import PROMPT as CAPTION_PROMPT
 from jade.models.pretrain.task_dense import PROMPT as DENSE_PROMPT
 from jade.models.tasks import box_to_tokens, iou
@@ -39,53 +40,49 @@ REGION_PROMPT = DENSE_PROMPT  # "describe {box}"
 KS = (1, 5, 10)
 
 
-def finetune_copy(
-    model, processor, draw, steps: int, batch_size: int, lr: float, seed: int, attention: str, device: str
-):
-    """A copy of ``model`` fine-tuned for ``steps`` on the LM loss: ``draw(rng, n)`` gives n examples as
-    (images, prefixes, suffixes). Warm-up over the first tenth, then the cosine schedule; AdamW, no weight
-    decay, gradients clipped at 1."""
+def _tuned_copy(model, steps: int, lr: float, seed: int, loss_of):
+    """A copy of ``model`` trained for ``steps`` on ``loss_of(copy, rng)``: warm-up over the first tenth, then
+    the cosine schedule; AdamW, no weight decay, gradients clipped at 1."""
     ft = copy.deepcopy(model).train()
     opt = torch.optim.AdamW(ft.parameters(), lr=lr, weight_decay=0.0)
     rng = np.random.default_rng(seed)
     for step in range(steps):
         for g in opt.param_groups:
             g["lr"] = lr_at(step, steps, max(1, steps // 10), lr)
-        images, prefixes, suffixes = draw(rng, batch_size)
-        batch = example_batch(processor, images, prefixes, suffixes, device, attention)
-        ft.lm_loss(batch).backward()
+        loss_of(ft, rng).backward()
         torch.nn.utils.clip_grad_norm_(ft.parameters(), 1.0)
         opt.step()
         opt.zero_grad(set_to_none=True)
     return ft.eval()
+
+
+def finetune_copy(
+    model, processor, draw, steps: int, batch_size: int, lr: float, seed: int, attention: str, device: str
+):
+    """A copy of ``model`` fine-tuned for ``steps`` on the LM loss: ``draw(rng, n)`` gives n examples as
+    (images, prefixes, suffixes); the schedule of `_tuned_copy`."""
+
+    def loss_of(ft, rng):
+        images, prefixes, suffixes = draw(rng, batch_size)
+        return ft.lm_loss(example_batch(processor, images, prefixes, suffixes, device, attention))
+
+    return _tuned_copy(model, steps, lr, seed, loss_of)
 
 
 def finetune_itc(
     model, processor, train: CaptionSet, steps: int, batch_size: int, lr: float, seed: int, device
 ):
-    """A copy of ``model`` fine-tuned for ``steps`` on the symmetric ITC loss over (image, one of its
-    references) pairs of distinct images; the schedule and optimizer of `finetune_copy`."""
-    import torch.nn.functional as F
+    """A copy of ``model`` fine-tuned for ``steps`` on the pretraining's ITC loss over (image, one of its
+    references) pairs of distinct images; the schedule of `_tuned_copy`."""
 
-    ft = copy.deepcopy(model).train()
-    opt = torch.optim.AdamW(ft.parameters(), lr=lr, weight_decay=0.0)
-    rng = np.random.default_rng(seed)
-    for step in range(steps):
-        for g in opt.param_groups:
-            g["lr"] = lr_at(step, steps, max(1, steps // 10), lr)
+    def loss_of(ft, rng):
         pick = rng.choice(len(train), size=min(batch_size, len(train)), replace=False)
         texts = [train.refs[i][rng.integers(len(train.refs[i]))] for i in pick]
         px = processor.image_processor([train.images[i] for i in pick], return_tensors="pt")["pixel_values"]
         img = ft.image_embed(px.to(device))
-        txt = ft.text_embed(**text_batch(processor.tokenizer, texts, device))
-        logits = ft.logit_scale.exp().clamp(max=100) * img @ txt.T
-        target = torch.arange(len(pick), device=logits.device)
-        loss = (F.cross_entropy(logits, target) + F.cross_entropy(logits.T, target)) / 2
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(ft.parameters(), 1.0)
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-    return ft.eval()
+        return contrastive_loss(ft, img, ft.text_embed(**text_batch(processor.tokenizer, texts, device)))
+
+    return _tuned_copy(model, steps, lr, seed, loss_of)
 
 
 def recall_at(sim: torch.Tensor, owner: torch.Tensor, ks=KS) -> tuple[dict, dict]:

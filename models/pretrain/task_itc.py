@@ -22,6 +22,13 @@ def embed_pairs(ctx: TaskContext, idx: list[int], texts: list[str]) -> tuple[tor
     return img, txt
 
 
+def contrastive_loss(model, img: torch.Tensor, txt: torch.Tensor) -> torch.Tensor:
+    """Symmetric InfoNCE between row-aligned image and text embeddings, under the model's learned temperature."""
+    logits = model.logit_scale.exp().clamp(max=100) * img @ txt.T
+    target = torch.arange(len(img), device=logits.device)
+    return (F.cross_entropy(logits, target) + F.cross_entropy(logits.T, target)) / 2
+
+
 def distinct(examples: list[tuple[int, str]]) -> list[tuple[int, str]]:
     """Drop repeated images or texts (they would be false negatives)."""
     seen_i, seen_t, out = set(), set(), []
@@ -60,6 +67,4 @@ class ITC:
     def loss(self, ctx: TaskContext, examples: list[tuple[int, str]]):
         ex = distinct(examples)
         img, txt = embed_pairs(ctx, [i for i, _ in ex], [t for _, t in ex])
-        logits = ctx.model.logit_scale.exp().clamp(max=100) * img @ txt.T
-        target = torch.arange(len(ex), device=logits.device)
-        return (F.cross_entropy(logits, target) + F.cross_entropy(logits.T, target)) / 2
+        return contrastive_loss(ctx.model, img, txt)

@@ -15,6 +15,17 @@ from jade.models.pretrain.evaluate import on_benchmarks
 from jade.models.pretrain.loop import build_model
 from jade.sampleworld.benchmarks import BenchConfig, write_benchmarks
 
+TINY_ARCH = {
+    "image_size": 32,
+    "patch_size": 16,
+    "vision_hidden": 32,
+    "vision_layers": 1,
+    "text_hidden": 64,
+    "text_layers": 1,
+    "head_dim": 16,
+    "vocab_size": 300,
+}
+
 
 def test_recall_counts_any_of_an_images_captions():
     # 3 images, 2 captions each (texts 0,1 -> image 0; 2,3 -> 1; 4,5 -> 2)
@@ -96,16 +107,7 @@ def test_readers(bench):
 def test_benchmark_evaluation_with_a_real_tiny_model(bench):
     cfg = PretrainConfig.from_dict(
         {
-            "arch": {
-                "image_size": 32,
-                "patch_size": 16,
-                "vision_hidden": 32,
-                "vision_layers": 1,
-                "text_hidden": 64,
-                "text_layers": 1,
-                "head_dim": 16,
-                "vocab_size": 300,
-            },
+            "arch": TINY_ARCH,
             "embed_dim": 16,
             "benchmarks": str(bench),
             "downstream": {
@@ -143,16 +145,7 @@ def test_itc_finetune_learns_the_train_pairs_and_leaves_the_model(bench):
     checkpoint itself is untouched."""
     cfg = PretrainConfig.from_dict(
         {
-            "arch": {
-                "image_size": 32,
-                "patch_size": 16,
-                "vision_hidden": 32,
-                "vision_layers": 1,
-                "text_hidden": 64,
-                "text_layers": 1,
-                "head_dim": 16,
-                "vocab_size": 300,
-            },
+            "arch": TINY_ARCH,
             "embed_dim": 16,
         }
     )
