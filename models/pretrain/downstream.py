@@ -30,9 +30,9 @@ from jade.models.greedy import greedy
 from jade.models.pretrain.benchmarks import CaptionSet, RefSet
 from jade.models.pretrain.cider import cider_d
 from jade.models.pretrain.model import text_batch
-from jade.models.pretrain.task_itc import contrastive_loss
 from jade.models.pretrain.task_caption import PROMPT as CAPTION_PROMPT
 from jade.models.pretrain.task_dense import PROMPT as DENSE_PROMPT
+from jade.models.pretrain.task_itc import contrastive_loss
 from jade.models.tasks import box_to_tokens, iou
 from jade.models.train import example_batch, lr_at
 

@@ -25,6 +25,7 @@ from safetensors.torch import load_model, save_model
 from jade.atomic import atomic_dir
 from jade.models import factory
 from jade.models.factory import Architecture
+from jade.models.pixel_memo import memo_pixels
 from jade.models.pretrain.base import LMTask, TaskContext, merged_lm_losses
 from jade.models.pretrain.config import PretrainConfig
 from jade.models.pretrain.data import make_source
@@ -48,7 +49,7 @@ def load_checkpoint(out_dir: str | Path) -> tuple[PretrainModel, object, dict]:
     """(model, processor, state) from ``out_dir`` (the config travels in state.json, as in nanoGPT)."""
     out = Path(out_dir)
     state = json.loads((out / CKPT / "state.json").read_text())
-    processor = factory.AutoProcessor.from_pretrained(out / "processor")
+    processor = memo_pixels(factory.AutoProcessor.from_pretrained(out / "processor"))
     model = build_model(PretrainConfig.from_dict(state["config"]), processor)
     load_model(model, out / CKPT / "model.safetensors")
     return model.eval(), processor, state
@@ -68,7 +69,7 @@ def _processor(path: Path, texts: list[str], arch: Architecture, copy_of: Path |
             tmp.rename(path)
         except OSError:
             shutil.rmtree(tmp, ignore_errors=True)
-    return factory.AutoProcessor.from_pretrained(path)
+    return memo_pixels(factory.AutoProcessor.from_pretrained(path))
 
 
 def _save(out: Path, model, opt, state: dict) -> None:
