@@ -82,7 +82,7 @@ COMMON = {
 BUDGETS = {  # the same for every setting and seed
     "full": {
         "steps": 2500,
-        "vqa_steps": 1000,
+        "vqa_steps": 2000,
         "vqa_eval_questions": 3000,
         "downstream": {
             "retrieval_steps": 300,
