@@ -15,6 +15,7 @@ import torch
 from transformers import AutoModelForImageTextToText, AutoProcessor, PaliGemmaConfig, PaliGemmaProcessor
 from transformers.models.siglip.image_processing_pil_siglip import SiglipImageProcessorPil
 
+from jade.models.pixel_memo import plain
 from jade.models.specs import Architecture
 from jade.models.tokenizer import train_tokenizer
 
@@ -123,5 +124,5 @@ def read_meta(path: str | Path) -> dict:
 def save(model, processor, path: str | Path, meta: dict) -> None:
     path = Path(path)
     model.save_pretrained(path, safe_serialization=True)
-    processor.save_pretrained(path)
+    plain(processor).save_pretrained(path)
     (path / JADE_META).write_text(json.dumps(meta, indent=2, sort_keys=True))

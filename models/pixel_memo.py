@@ -9,11 +9,12 @@ processor treats every image on its own; `tests/models/test_pixel_memo.py` check
 
 Keyed by the image object's identity, held only while the image lives (a weak reference): images are never
 modified in place here. Anything else (numpy arrays, tensors, other return types, extra outputs) goes straight
-to the wrapped processor.
+to the wrapped processor. `factory.save` saves the `plain` processor.
 """
 
 from __future__ import annotations
 
+import copy
 import weakref
 
 import torch
@@ -30,7 +31,15 @@ class PixelMemo:
         self._rows: dict[tuple[int, str], tuple[weakref.ref, torch.Tensor]] = {}
 
     def __getattr__(self, name):
+        if name in ("_inner", "_rows") or name.startswith("__"):  # before __init__ (copy, pickle): not there
+            raise AttributeError(name)
         return getattr(self._inner, name)
+
+    def __deepcopy__(self, memo):  # a copy starts with an empty memo
+        return PixelMemo(copy.deepcopy(self._inner, memo))
+
+    def __reduce__(self):  # and so does a pickled one (the memo holds weak references)
+        return PixelMemo, (self._inner,)
 
     def _forget(self, key):
         self._rows.pop(key, None)
@@ -55,6 +64,15 @@ class PixelMemo:
             for (key, img), row in zip(todo.items(), out["pixel_values"], strict=True):
                 self._rows[key] = (weakref.ref(img, lambda _, k=key: self._forget(k)), row)
         return BatchFeature({"pixel_values": torch.stack([self._rows[k][1] for k in keys])})
+
+
+def plain(processor):
+    """``processor`` as it is saved: with its own image processor (a shallow copy when that one is wrapped)."""
+    if not isinstance(processor.image_processor, PixelMemo):
+        return processor
+    out = copy.copy(processor)
+    out.image_processor = processor.image_processor._inner
+    return out
 
 
 def memo_pixels(processor):

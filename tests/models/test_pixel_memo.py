@@ -56,3 +56,22 @@ def test_memo_passes_through_what_it_does_not_handle():
     as_numpy = memo(_images(2, 32), return_tensors="np")["pixel_values"]
     assert isinstance(as_numpy, np.ndarray) and not memo._rows
     assert memo.size == plain.size  # attributes are the wrapped processor's
+
+
+def test_a_remembering_processor_saves_loads_and_copies_as_the_plain_one(tmp_path):
+    import copy
+
+    memo = memo_pixels(factory.build_processor(TEXTS, ARCH))
+    memo.image_processor(_images(2, 32), return_tensors="pt")
+    model = factory.build_model(ARCH, memo, seed=0)
+    factory.save(model, memo, tmp_path / "m", {})
+    assert isinstance(memo.image_processor, PixelMemo)  # saving leaves the caller's processor as it was
+    loaded = factory.load_processor(tmp_path / "m")
+    assert type(loaded.image_processor) is type(memo.image_processor._inner)
+    assert loaded.image_processor.to_dict() == memo.image_processor._inner.to_dict()
+    twin = copy.deepcopy(memo)
+    assert isinstance(twin.image_processor, PixelMemo) and not twin.image_processor._rows
+    import pickle
+
+    again = pickle.loads(pickle.dumps(memo))
+    assert isinstance(again.image_processor, PixelMemo) and not again.image_processor._rows
