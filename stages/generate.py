@@ -6,7 +6,7 @@ for each kept dense-caption region, `generate.region_questions` questions per JA
 how, ...), each prompt carrying the type, the region's box as location tokens and its caption; every such pair
 carries its `region` and `jade_type` to the end.
 
-Near-duplicate boxes (IoU above `generate.box_dedup_iou` with a higher-scoring box) are dropped; duplicate
+Near-duplicate boxes (IoU above `generate.box_dedup_iou` with a better box, `generate.region_rank`) are dropped; duplicate
 questions of an image are kept with status "duplicate question" so the filter records them as rejections:
 every sampled question ends up kept or in rejected/, never silently lost.
 """
@@ -64,7 +64,7 @@ class GenerateConfig:
     top_k: int = ranged(20, ge=1)
     temperature: float = ranged(1.0, gt=0)
     max_new_tokens: MaxTokens = field(default_factory=MaxTokens)
-    # boxes overlapping an earlier (higher-score) box by more are dropped
+    # boxes overlapping a better kept box (`region_rank`) by more are dropped
     box_dedup_iou: float = ranged(0.7, ge=0, le=1)
     # self-consistency of dense captions: a sampled box is kept only when at least this many of the image's
     # other samples propose a box overlapping it (IoU >= 0.5); 0 keeps every box (JADE's rule). A box the model
@@ -85,10 +85,14 @@ class GenerateConfig:
     region_questions: dict[str, int] = since(
         "issue-28", default_factory=lambda: {"binary": 2, "what": 1, "where": 1, "how": 1}
     )
+    # which of two near-duplicate kept boxes is better (with region_support): `score`, the higher-scored, or
+    # `support`, the one more samples agree with (then score). Added after runs were made.
+    region_rank: str = since("issue-28", "score")
 
     def validate(self, at: str) -> None:
         validate_choice(self.backend, backend_names(), f"{at}.backend")
         validate_choice(self.region_caption, ("best", "consensus"), f"{at}.region_caption")
+        validate_choice(self.region_rank, ("score", "support"), f"{at}.region_rank")
         validate_choice(self.condition, CONDITIONS, f"{at}.condition")
         for jtype, n in self.region_questions.items():
             validate_choice(jtype, tasks.JADE_TYPES, f"{at}.region_questions")
@@ -273,7 +277,9 @@ class Generator:
 
 def region_rule(g: GenerateConfig) -> RegionRule:
     """The manifest's dense-caption keep rule (`generate.region_*`, `generate.box_dedup_iou`)."""
-    return RegionRule(g.region_support, g.region_support_words, g.region_caption, g.box_dedup_iou)
+    return RegionRule(
+        g.region_support, g.region_support_words, g.region_caption, g.box_dedup_iou, g.region_rank
+    )
 
 
 class Generate(ShardStage):

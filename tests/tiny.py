@@ -17,6 +17,7 @@ TINY = [
     "models.generator.train={steps: 8, batch_size: 8, warmup_steps: 2}",
     "models.filter.train={steps: 5, batch_size: 8, warmup_steps: 2}",
     "generate.captions=3",
+    "generate.region_support=2",  # the sample manifest's 4 needs more than 3 samples
     "generate.questions={yes/no: 2, number: 1, other: 2}",
     "generate.max_new_tokens={caption: 8, question: 8, answer: 4}",
     "resources.generate.batch_size=4",

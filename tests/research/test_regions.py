@@ -41,25 +41,37 @@ def test_score_rule_counts_by_hand(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "| support 1, words 0.5 (before) | 4 | 1.000 | 0.500 |" in out
     assert "| support 3, words 0.5 | 4 | n/a | 0.000 |" in out
-    # the fewest draws where a rule clears both margins, then the rule with the larger smaller margin
-    assert out.strip().endswith("chosen: every box, 4 draws")
+    assert "objects of one image overlap at most IoU 0.00" in out  # the two objects are apart
+    # the rule whose smaller margin over the targets is largest
+    assert "chosen: every box, 4 draws (precision / recall: 1.000 / 1.000; margin 0.090)" in out
+    # two generators (the same draws twice), the near-duplicate grid: every rule is scored on both
+    regions.main(
+        ["score", str(tmp_path / "d.json"), str(tmp_path / "d.json"), "--n", "4", "--rank", "score,support"]
+    )
+    out = capsys.readouterr().out
+    assert (
+        out.count("support 2, words 0.5, rank support  4") == 2
+        and "(precision / recall: 1.000 / 1.000; 1.000" in out
+    )
 
 
-def test_choose_fewest_draws_then_the_safer_rule():
+def test_choose_the_largest_margin_on_every_generator():
     from research.regions import choose
 
     def r(p, rec):
         return {"precision": p, "recall": rec}
 
     rows = [
-        ("a", 16, r(0.95, 0.80)),  # recall short
-        ("b", 32, r(0.918, 0.876)),
-        ("c", 32, r(0.92, 0.90)),
-        ("d", 48, r(0.99, 0.99)),  # more draws: not chosen
-        ("e", 8, r(None, 0.0)),
+        ("a", 16, [r(0.95, 0.80), r(0.95, 0.90)]),  # recall short on one generator
+        ("b", 32, [r(0.918, 0.876), r(0.93, 0.90)]),  # margin 0.006
+        ("c", 32, [r(0.92, 0.90), r(0.93, 0.89)]),  # margin 0.01
+        ("d", 64, [r(0.99, 0.99), r(0.96, 0.92)]),  # margin 0.05: more draws, chosen
+        ("d", 48, [r(0.99, 0.99), r(0.96, 0.92)]),  # the same margin with fewer draws: this one
+        ("e", 8, [r(None, 0.0), r(0.99, 0.99)]),  # no region on one generator
     ]
-    assert choose(rows)[:2] == ("c", 32)
-    assert choose(rows[:1]) is None
+    assert choose(rows)[:2] == ("d", 48)
+    assert choose(rows[:3])[:2] == ("c", 32)
+    assert choose(rows[:1]) is None and choose(rows[-1:]) is None
 
 
 def test_generated_scores_as_jade_eval_does(fake_run, tmp_path):

@@ -90,3 +90,31 @@ def test_support_can_require_the_captions_to_agree_too():
     gen.g = Generate(region_support=1, region_support_words=0.5)
     stats: Counter = Counter()
     assert gen._regions(comps, stats) == [] and stats["regions_unsupported"] == 3
+
+
+def test_rank_support_keeps_the_box_most_samples_agree_on():
+    """Two supported boxes of one object, the second shifted off it (IoU 0.43 with the first: neither supports
+    the other) and better scored. Ranked by score, the shifted box is kept and the right one dropped as its
+    near-duplicate; ranked by support (`region_rank: support`), the box three samples agree on is kept."""
+    shifted, shifted2 = "<loc0100><loc0220><loc0400><loc0520>", "<loc0100><loc0230><loc0400><loc0520>"
+    samples = [
+        (shifted, "a red circle", 0.9),
+        (shifted2, "a red circle", 0.85),
+        (A, "the red circle", 0.5),
+        (A2, "the red circle", 0.4),
+        (A3, "red circle", 0.3),
+    ]
+    comps = [Completion(f"{b} {t}", s) for b, t, s in samples]
+    gen = Generator.__new__(Generator)
+    gen.g = Generate(region_support=1, box_dedup_iou=0.3)
+    kept = gen._regions(comps, Counter())
+    assert len(kept) == 1 and kept[0]["score"] == 0.9
+    gen.g = Generate(region_support=1, box_dedup_iou=0.3, region_rank="support")
+    stats: Counter = Counter()
+    kept = gen._regions(comps, stats)
+    assert len(kept) == 1 and kept[0]["score"] == 0.5 and kept[0]["caption"] == "the red circle"
+    assert (
+        stats["regions_duplicate"] == 4 and stats["regions_kept"] == 1
+    )  # every supported draw is a candidate
+    with pytest.raises(ManifestError, match="region_rank"):
+        Generate(region_rank="votes").validate("generate")
