@@ -58,6 +58,7 @@ __all__ = [
     "region_object",
     "region_verdict",
     "score",
+    "truth_boxes",
 ]
 
 log = logging.getLogger("jade")
@@ -69,6 +70,11 @@ REGION_VERDICTS = ("about", "elsewhere", "unmatched", "unparseable")
 
 def _truth_box(obj: dict, w: int, h: int) -> tuple[float, float, float, float]:
     return (obj["x"] / w, obj["y"] / h, (obj["x"] + obj["w"]) / w, (obj["y"] + obj["h"]) / h)
+
+
+def truth_boxes(graph: dict) -> list[tuple[float, float, float, float]]:
+    """The boxes of a scene graph's true objects, as regions' boxes are written (x0, y0, x1, y1 in 0-1)."""
+    return [_truth_box(o, graph["width"], graph["height"]) for o in graph["objects"].values()]
 
 
 UNVERIFIABLE = ("unparseable", "ill-posed")

@@ -161,18 +161,10 @@ def objects_overlap(truth: dict) -> float:
     from itertools import combinations
 
     from jade.models.tasks import iou
-    from jade.reports.evaluate import _truth_box
+    from jade.reports.evaluate import truth_boxes
 
-    return max(
-        (
-            iou(a, b)
-            for g in truth.values()
-            for a, b in combinations(
-                [_truth_box(o, g["width"], g["height"]) for o in g["objects"].values()], 2
-            )
-        ),
-        default=0.0,
-    )
+    pairs = (p for g in truth.values() for p in combinations(truth_boxes(g), 2))
+    return max((iou(a, b) for a, b in pairs), default=0.0)
 
 
 def score(

@@ -203,3 +203,10 @@ def test_eval_of_a_region_run(tmp_path):
     assert saved["region_pairs_checked"] == score(TRUTH, ROWS, REJ)["region_pairs_checked"]
     assert saved["by_jade_type"]["where"]["region_grounded_rejected"] == 1.0
     assert "about its region (kept)" in (run / "eval.md").read_text()
+
+
+def test_truth_boxes_are_written_as_regions_are():
+    from jade.reports.evaluate import truth_boxes
+
+    graph = {"width": 100, "height": 50, "objects": {"1": {"x": 10, "y": 5, "w": 20, "h": 25}}}
+    assert truth_boxes(graph) == [(0.1, 0.1, 0.3, 0.6)]
