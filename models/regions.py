@@ -14,7 +14,7 @@ neighbours are its duplicates (research/regions.py measures both).
 from __future__ import annotations
 
 from collections import Counter
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 from jade.models.tasks import iou
 
@@ -22,8 +22,8 @@ __all__ = [
     "RegionRule",
     "agreeing",
     "consensus",
-    "dedupe",
-    "fuse",
+    "group_caption",
+    "mean_box",
     "select_regions",
 ]
 
@@ -78,44 +78,43 @@ def agreeing(draws: list[Draw], support_words: float) -> list[list[int]]:
     ]
 
 
-def fuse(draws: list[Draw], group: list[int], rule: RegionRule, own: int) -> Draw:
-    """Draw ``own`` as its agreeing ``group`` sees it: the mean box, and the consensus caption if asked."""
-    box = tuple(sum(c) / len(group) for c in zip(*(draws[j][1][0] for j in group), strict=True))
-    caption = consensus([draws[j] for j in group]) if rule.caption == "consensus" else draws[own][1][1]
-    return draws[own][0], (box, caption)  # type: ignore[return-value]
+def mean_box(draws: list[Draw], group: list[int]) -> Box:
+    """The mean of the boxes of ``group`` (box fusion)."""
+    return tuple(sum(c) / len(group) for c in zip(*(draws[j][1][0] for j in group), strict=True))  # type: ignore[return-value]
 
 
-def dedupe(draws: list[Draw], dedup_iou: float, support: list[int] | None = None) -> tuple[list[Draw], int]:
-    """Best first (most ``support``, when given, then best score); a box overlapping an already kept one by
-    more than ``dedup_iou`` is dropped."""
-    kept = _keep([box for _, (box, _) in draws], [s for s, _ in draws], support, dedup_iou)
-    return [draws[i] for i in kept], len(draws) - len(kept)
-
-
-def _keep(boxes: list[Box], scores: list[float], support: list[int] | None, dedup_iou: float) -> list[int]:
-    sup = support or [0] * len(boxes)
-    kept: list[int] = []
-    for i in sorted(range(len(boxes)), key=lambda i: (-sup[i], -scores[i])):
-        if not any(iou(boxes[i], boxes[k]) > dedup_iou for k in kept):
-            kept.append(i)
-    return kept
+def group_caption(draws: list[Draw], group: list[int], rule: RegionRule, own: int) -> str:
+    """The caption of draw ``own`` fused with its ``group``: the consensus caption if asked, else its own."""
+    return consensus([draws[j] for j in group]) if rule.caption == "consensus" else draws[own][1][1]
 
 
 def select_regions(draws: list[Draw], rule: RegionRule) -> tuple[list[dict], Counter]:
     """The kept regions (``{"bbox", "caption", "score"}``, best first) of one image's parsed draws, and
-    the counts of what was dropped (``regions_unsupported``, ``regions_duplicate``)."""
+    the counts of what was dropped (``regions_unsupported``, ``regions_duplicate``).
+
+    Without ``support`` every draw is its own group. Boxes are fused first, since near-duplicates are judged on
+    fused boxes; captions only for the boxes kept (the consensus caption costs the square of a group's size and
+    changes neither a box nor a score)."""
     counts: Counter = Counter()
-    if not rule.support:
-        kept, counts["regions_duplicate"] = dedupe(draws, rule.dedup_iou)
-    else:
+    if rule.support:
         groups = agreeing(draws, rule.support_words)
-        supported = [i for i, g in enumerate(groups) if len(g) > rule.support]
-        counts["regions_unsupported"] = len(draws) - len(supported)
-        # boxes are fused first (duplicates are judged on fused boxes); captions only for the boxes kept, since
-        # the consensus caption costs the square of a group's size and changes neither a score nor a box
-        boxes = [fuse(draws, groups[i], replace(rule, caption="best"), i)[1][0] for i in supported]
-        support = [len(groups[i]) for i in supported] if rule.rank == "support" else None
-        order = _keep(boxes, [draws[i][0] for i in supported], support, rule.dedup_iou)
-        counts["regions_duplicate"] = len(supported) - len(order)
-        kept = [fuse(draws, groups[supported[k]], rule, supported[k]) for k in order]
-    return [{"bbox": list(box), "caption": caption, "score": s} for s, (box, caption) in kept], counts
+        candidates = [i for i, g in enumerate(groups) if len(g) > rule.support]
+        counts["regions_unsupported"] = len(draws) - len(candidates)
+    else:
+        groups, candidates = [[i] for i in range(len(draws))], list(range(len(draws)))
+    boxes = [mean_box(draws, groups[i]) for i in candidates]
+    # the better of two near-duplicates: more agreeing draws (rank: support), then the higher score
+    sup = [len(groups[i]) if rule.rank == "support" else 0 for i in candidates]
+    kept: list[int] = []
+    for k in sorted(range(len(candidates)), key=lambda k: (-sup[k], -draws[candidates[k]][0])):
+        if not any(iou(boxes[k], boxes[j]) > rule.dedup_iou for j in kept):
+            kept.append(k)
+    counts["regions_duplicate"] = len(candidates) - len(kept)
+    return [
+        {
+            "bbox": list(boxes[k]),
+            "caption": group_caption(draws, groups[candidates[k]], rule, candidates[k]),
+            "score": draws[candidates[k]][0],
+        }
+        for k in kept
+    ], counts

@@ -6,9 +6,9 @@ for each kept dense-caption region, `generate.region_questions` questions per JA
 how, ...), each prompt carrying the type, the region's box as location tokens and its caption; every such pair
 carries its `region` and `jade_type` to the end.
 
-Near-duplicate boxes (IoU above `generate.box_dedup_iou` with a better box, `generate.region_rank`) are dropped; duplicate
-questions of an image are kept with status "duplicate question" so the filter records them as rejections:
-every sampled question ends up kept or in rejected/, never silently lost.
+Near-duplicate boxes (IoU above `generate.box_dedup_iou` with a better box, `generate.region_rank`) are
+dropped; duplicate questions of an image are kept with status "duplicate question" so the filter records them
+as rejections: every sampled question ends up kept or in rejected/, never silently lost.
 """
 
 from __future__ import annotations
